@@ -1,0 +1,59 @@
+"""The one audio value passed between stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_CHANNELS = 8
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Audio in memory.
+
+    samples: float32 array shaped [channels, frames]; full scale is +-1.0 (values
+             beyond it are allowed in memory, writers clip and count them).
+    rate:    sample rate in Hz.
+
+    The layout is checked here, at the boundary, so that no stage has to guess
+    whether it got [frames, channels] instead.
+    """
+
+    samples: np.ndarray
+    rate: int
+
+    def __post_init__(self) -> None:
+        s = self.samples
+        if not isinstance(s, np.ndarray) or s.ndim != 2:
+            raise ValueError(f"Audio.samples must be a 2-D [channels, frames] array, got {getattr(s, 'shape', type(s))}")
+        if s.dtype != np.float32:
+            raise ValueError(f"Audio.samples must be float32, got {s.dtype}")
+        if not 1 <= s.shape[0] <= MAX_CHANNELS:
+            raise ValueError(
+                f"Audio.samples has {s.shape[0]} channels; expected [channels, frames] with 1..{MAX_CHANNELS} channels "
+                "(a [frames, channels] array must be transposed first)"
+            )
+        if int(self.rate) <= 0:
+            raise ValueError(f"Audio.rate must be positive, got {self.rate}")
+
+    @classmethod
+    def from_frames_major(cls, data: np.ndarray, rate: int) -> "Audio":
+        """Build from a [frames, channels] (or 1-D mono) array, as soundfile returns it."""
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim == 1:
+            data = data[:, None]
+        return cls(np.ascontiguousarray(data.T), int(rate))
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.rate

@@ -1,0 +1,85 @@
+"""Command line: `mp3restore run INPUT... --out DIR`. Builds a RunConfig, calls the library,
+renders with rich. Exit codes: 0 all done, 1 some songs failed, 2 usage error, 3 the
+output folder is unusable, 130 interrupted (Ctrl+C)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__
+from .config import VERIFY_LEVELS, RunConfig
+from .console import print_summary, reporter_for, safe
+from .errors import RestoreError, SetupError, UsageError
+from .pipeline import run
+from .scan import clean_user_path
+from .summary import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE, RunSummary
+from .variants import VARIANTS, resolve_variants
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mp3restore", description="Restore MP3s into side-by-side FLAC variants to A/B.")
+    p.add_argument("--version", action="version", version=f"mp3restore {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="restore MP3 files or folders (resumable)")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="MP3 files or folders (searched recursively)")
+    r.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder: one subfolder per variant")
+    r.add_argument("--variants", "-v", metavar="LIST", help="comma-separated variants, numbers or 'all' (default: the default set; see `mp3restore variants`)")
+    r.add_argument("--dry-run", action="store_true", help="show what would run and what is already done; write nothing")
+    r.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    r.add_argument("--verify", choices=VERIFY_LEVELS, default="quick",
+                   help="resume check: 'quick' hashes files only when size or mtime changed; 'full' re-hashes all")
+    r.add_argument("--redo", action="store_true", help="redo every step even if its marker says done")
+    r.add_argument("--accept-damaged", action="store_true", help="restore truncated or damaged MP3s as far as they go (with a warning)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
+    r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+
+    sub.add_parser("variants", help="list the variants")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=True, highlight=False)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
+        return int(exc.code or 0)
+    if args.command == "variants":
+        for v in VARIANTS.values():
+            console.print(f"[bold]{v.name}[/]  {safe(v.title)}")
+        return 0
+    try:
+        config = RunConfig(
+            inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),
+            verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged,
+            dry_run=args.dry_run, debug=args.debug,
+        )
+        return _run(config, console, args.json, args.quiet)
+    except UsageError as exc:
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
+        return EXIT_USAGE
+    except SetupError as exc:
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
+        return EXIT_SETUP
+    except RestoreError as exc:
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
+        return EXIT_SETUP
+
+
+def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
+    summary: RunSummary | None = None
+    reporter = reporter_for(console, quiet or config.dry_run)
+    try:
+        with reporter:
+            summary = run(config, reporter)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    print_summary(console, summary)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
+    return summary.exit_code

@@ -1,0 +1,81 @@
+"""Typed errors that read as one line: what was being done, to which path, why, and a hint.
+
+Tracebacks are for the song's log and for --debug; a person sees `one_line()`.
+"""
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """Text safe to print in a terminal or a log: control characters (colour escape
+    codes, newlines) are shown as \\xNN instead of being obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+class RestoreError(Exception):
+    """An error a person can act on. Exit codes map from the subclass (see cli)."""
+
+    def __init__(self, what: str, path: Path | str | None = None, hint: str | None = None):
+        self.what = what
+        self.path = path
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def reason(self) -> str:
+        """The error without its path: for a table whose row already names the song."""
+        return printable(f"{self.what} ({self.hint})" if self.hint else self.what)
+
+    def one_line(self) -> str:
+        text = self.what
+        if self.path is not None:
+            text = f"{text}: {printable(self.path)}"
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return printable(text)
+
+
+class UsageError(RestoreError):
+    """The command line asks for something impossible (exit code 2)."""
+
+
+class InputError(RestoreError):
+    """One input file cannot be used: not an MP3, empty, damaged. The batch goes on."""
+
+
+class OutputError(RestoreError):
+    """Writing an output failed: disk full, no permission, path in the way."""
+
+
+class SetupError(RestoreError):
+    """The run cannot start at all, e.g. the output folder cannot be created (exit code 3)."""
+
+
+_OS_REASONS = {
+    errno.ENOSPC: ("disk full", "free some space and run again; finished songs are kept"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space and run again; finished songs are kept"),
+    errno.EFBIG: ("file too large for this file system", "write to a disk formatted NTFS/exFAT/ext4, not FAT32"),
+    errno.EACCES: ("permission denied", "choose an output folder you can write to"),
+    errno.EPERM: ("operation not permitted", "choose an output folder you can write to"),
+    errno.EROFS: ("read-only file system", "choose an output folder on a writable disk"),
+    errno.ENAMETOOLONG: ("path too long", "use a shorter output folder"),
+    errno.ENOTDIR: ("a file is in the way of a folder", "move the file that has a folder's name"),
+    errno.EEXIST: ("a file is in the way", "move the file that is in the way"),
+    errno.EISDIR: ("a folder is in the way of a file", "move the folder that has the file's name"),
+}
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str | None]:
+    """A short reason and a hint for an OSError, e.g. ('disk full', 'free some space ...')."""
+    if exc.errno in _OS_REASONS:
+        return _OS_REASONS[exc.errno]
+    return (exc.strerror or exc.__class__.__name__, None)
+
+
+def output_error(doing: str, path: Path | str, exc: OSError) -> OutputError:
+    reason, hint = describe_os_error(exc)
+    return OutputError(f"{doing} failed, {reason}", path, hint)

@@ -1,0 +1,27 @@
+"""Claims: two runs pointed at one output folder split the work instead of colliding.
+
+A claim is an OS file lock (flock on Linux/macOS, LockFileEx on Windows, via filelock)
+on `_done/.locks/<id>.lock`. The OS drops it when its process dies, even by SIGKILL or
+a power cut, so a crashed run never leaves a song locked.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+
+def lock_path(out_dir: Path, key: str) -> Path:
+    return out_dir / "_done" / ".locks" / (hashlib.sha1(key.encode("utf-8")).hexdigest()[:20] + ".lock")
+
+
+def try_claim(path: Path) -> FileLock | None:
+    """The held lock, or None if another run holds it. Release with `.release()`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock

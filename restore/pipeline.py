@@ -1,0 +1,196 @@
+"""Run: scan -> plan -> for each song, claim its jobs, decode once, run each variant's
+stages, write through the writers, then the marker. One song's failure is one line in
+the summary and its log; the batch goes on.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import RestoreError, SetupError, describe_os_error, printable
+from .events import NullReporter, Reporter, RunStarted, SongFinished, SongProgress, SongStarted
+from .faults import checkpoint
+from .locking import lock_path, try_claim
+from .logs import LogFile, run_log, song_log
+from .markers import check_marker, file_record, write_marker
+from .plan import Job, Plan, make_plan
+from .scan import Track, scan
+from .stages import StageContext, get_stage
+from .summary import JobResult, RunSummary
+from .tags import read_id3
+from .writers import remove_stale_temps, write_flac
+
+
+def plan_run(config: RunConfig) -> Plan:
+    """Scan and plan; reads markers, writes nothing. Raises UsageError for bad inputs."""
+    out_dir = config.out_dir.resolve()
+    found = scan(config.inputs, skip_dirs=[out_dir])
+    return make_plan(found, config.variants, out_dir, config.verify, config.redo)
+
+
+def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
+    """Execute the run described by `config`. With dry_run, only plan.
+    Raises UsageError (bad inputs) or SetupError (output folder unusable) before any song
+    starts; everything that goes wrong with one song ends up in the summary instead.
+    KeyboardInterrupt propagates after the song in progress is cleaned up (its temporary
+    files removed, its claims released) and the partial summary is written."""
+    reporter = reporter or NullReporter()
+    plan = plan_run(config)
+    summary = RunSummary(plan.out_dir, dry_run=config.dry_run)
+    summary.results += [JobResult(printable(p), None, "failed", reason) for p, reason in plan.problems]
+    summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "skipped", "already done", output=str(j.output))
+                        for j in plan.done_jobs]
+    songs = plan.songs_with_work()
+    if config.dry_run:
+        summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
+                            for t, jobs in songs for j in jobs]
+        return summary
+
+    _prepare_out_dir(plan.out_dir)
+    runlog = run_log(plan.out_dir)
+    runlog.write(f"run: {len(songs)} songs with work, {len(plan.done_jobs)} steps already done, "
+                 f"variants {', '.join(v.name for v in config.variants)}, out {plan.out_dir}")
+    for path, reason in plan.problems:
+        runlog.write(f"failed {path}: {reason}")
+    reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))
+    decoder = get_stage("decode")
+    decoder.load()
+    try:
+        for index, (track, jobs) in enumerate(songs, 1):
+            t0 = time.monotonic()
+            reporter.handle(SongStarted(index, track.rel.as_posix()))
+            results = _run_song(track, jobs, config, plan.out_dir, decoder, reporter)
+            summary.results += results
+            for r in results:
+                runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
+            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        runlog.write("interrupted by the user")
+        raise
+    finally:
+        summary.seconds = time.time() - summary.started
+        try:
+            summary.write(plan.out_dir / "_report" / "last_run.json")
+        except RestoreError as exc:
+            runlog.write(f"could not write the summary: {exc.one_line()}")
+        runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
+    return summary
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create the output folder and prove it is writable, or raise SetupError."""
+    try:
+        for sub in ("_done", "_logs"):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".mp3restore-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        reason, hint = describe_os_error(exc)
+        raise SetupError(f"cannot write to the output folder, {reason}", out_dir, hint) from exc
+
+
+def _song_status(results: list[JobResult]) -> tuple[str, str]:
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        return "failed", failed[0].reason
+    if all(r.status == "busy" for r in results):
+        return "busy", results[0].reason
+    return "done", ""
+
+
+def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, decoder, reporter: Reporter) -> list[JobResult]:
+    song = track.rel.as_posix()
+    log = song_log(out_dir, track.rel)
+    results: list[JobResult] = []
+    claimed: list[tuple[Job, object]] = []
+    for job in jobs:
+        lock = try_claim(lock_path(out_dir, f"{job.variant.name}/{song}"))
+        if lock is None:
+            results.append(JobResult(song, job.variant.name, "busy", "another run is working on it"))
+            continue
+        # Another run may have finished it between our plan and our claim.
+        if check_marker(job.marker, track.path, out_dir, job.config_hash, job.versions, config.verify).done:
+            lock.release()
+            results.append(JobResult(song, job.variant.name, "skipped", "finished by another run", output=str(job.output)))
+            continue
+        claimed.append((job, lock))
+    if not claimed:
+        return results
+
+    log.write(f"start {track.path} -> {', '.join(j.variant.name for j, _ in claimed)} (reason: {claimed[0][0].reason})")
+    ctx = StageContext(
+        options={"accept_damaged": config.accept_damaged},
+        log=log.write,
+        progress=lambda f: reporter.handle(SongProgress(song, 0.5 * f, "decode")),
+    )
+    try:
+        try:
+            source_record = file_record(track.path)  # before decoding: what the marker vouches for
+            audio, facts = decoder.read(track.path, ctx)
+            tags = read_id3(track.path)
+        except Exception as exc:  # bad input, or a library failing in a new way: the batch goes on
+            reason = _reason(exc, "decoding", log, config.debug)
+            return results + [JobResult(song, j.variant.name, "failed", reason) for j, _ in claimed]
+        log.write(f"decoded {facts['duration']:.2f} s, {facts['rate']} Hz, {audio.channels} ch, "
+                  f"{facts['bitrate_kbps']} kbps{' VBR' if facts['vbr'] else ''}, encoder {facts['encoder'] or 'unknown'}, "
+                  f"cutoff {facts['cutoff_hz'] or 'none found'} Hz")
+        if tags.warning:
+            log.write(f"warning: {tags.warning}")
+        for n, (job, _) in enumerate(claimed):
+            results.append(_run_job(job, audio, facts, tags, source_record, out_dir, log, config))
+            reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + 1) / len(claimed), job.variant.name))
+        return results
+    finally:
+        for _, lock in claimed:
+            lock.release()
+
+
+def _run_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile, config: RunConfig) -> JobResult:
+    song, name = job.track.rel.as_posix(), job.variant.name
+    t0 = time.monotonic()
+    try:
+        stale = remove_stale_temps(job.output)
+        if stale:
+            log.write(f"removed {stale} temporary file(s) left by an interrupted run")
+        out_audio = audio
+        for step in job.variant.steps:  # neural and DSP stages plug in here
+            out_audio = get_stage(step).process(out_audio, StageContext(log=log.write))
+        tagset = tags if job.variant.keeps_loudness else tags.without_loudness_tags()
+        written = write_flac(out_audio, job.output, tagset.with_provenance(name, job.track.path.name), job.variant.bits)
+        if written["clipped"]:
+            log.write(f"warning: {written['clipped']} samples above full scale were clipped in {name}")
+        checkpoint("after-output")
+        write_marker(job.marker, variant=name, rel=job.track.rel, source_record=source_record,
+                     cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=[written],
+                     out_dir=out_dir, facts={**facts, "clipped_on_write": written["clipped"]},
+                     seconds=time.monotonic() - t0)
+    except Exception as exc:  # one variant failing must not stop the others or the batch
+        return JobResult(song, name, "failed", _reason(exc, f"writing {name}", log, config.debug), time.monotonic() - t0)
+    log.write(f"done {name} -> {job.output}")
+    return JobResult(song, name, "done", "", time.monotonic() - t0, str(job.output), facts)
+
+
+def _reason(exc: BaseException, doing: str, log: LogFile, debug: bool) -> str:
+    """One line for the summary; the song's log gets the line and, for surprises, the traceback."""
+    if isinstance(exc, RestoreError):
+        reason = exc.reason()
+    elif isinstance(exc, MemoryError):
+        reason = f"out of memory while {doing}"
+    elif isinstance(exc, OSError):
+        what, hint = describe_os_error(exc)
+        reason = f"{doing} failed, {what}" + (f" ({hint})" if hint else "")
+    else:
+        reason = f"internal error while {doing}: {exc.__class__.__name__}: {printable(exc)}"
+    log.write(f"failed: {reason}")
+    if not isinstance(exc, RestoreError):
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.write(tb)
+        if debug:
+            print(tb)
+    return reason

@@ -1,0 +1,52 @@
+"""Stages: one module per engine, found through a lazy registry so that heavy
+dependencies (torch, model libraries) are imported only when a stage is used.
+
+Contract (see ARCHITECTURE.md):
+- `name`: stable id used in markers and configs.
+- `versions()`: what decides the output besides the config (stage revision, library
+  versions); a change redoes the step on the next run.
+- `config()`: the parameters that decide the output; hashed into the marker.
+- `load(device)`: heavy set-up, once per run.
+- `process(audio, ctx) -> Audio | dict[str, Audio]`: keeps duration exactly and the
+  channel count; states any change it makes through ctx.log.
+The decode stage is the source: `read(path, ctx) -> (Audio, facts)` instead of process.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..audio import Audio
+
+_REGISTRY = {
+    "decode": "restore.stages.decode:DecodeStage",
+}
+
+
+class Stage(Protocol):
+    name: str
+
+    def versions(self) -> dict[str, Any]: ...
+    def config(self) -> dict[str, Any]: ...
+    def load(self, device: str | None = None) -> None: ...
+    def process(self, audio: Audio, ctx: "StageContext") -> Audio | dict[str, Audio]: ...
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its audio: options, a log line sink and a progress sink.
+    Stages never print and never touch output files."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda line: None
+    progress: Callable[[float], None] = lambda fraction: None
+
+
+def get_stage(name: str) -> Stage:
+    """A new instance of the stage registered under `name`."""
+    try:
+        module_name, class_name = _REGISTRY[name].split(":")
+    except KeyError:
+        raise KeyError(f"no stage named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return getattr(importlib.import_module(module_name), class_name)()

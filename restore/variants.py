@@ -1,0 +1,52 @@
+"""Variants: named recipes whose results land side by side in OUT/<name>/.
+
+A variant is the decode followed by zero or more stages, written as FLAC. Steps that
+variants share (the decode) run once per song and feed them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str                    # the output folder and the id in markers, e.g. "01_baseline"
+    title: str                   # what a person reads in menus and reports
+    steps: tuple[str, ...] = ()  # stage names applied after the decode, in order
+    bits: int = 24
+    keeps_loudness: bool = True  # False: ReplayGain tags would lie, so they are dropped
+
+    def config(self, stage_configs: dict[str, dict]) -> dict:
+        """Everything that decides this variant's output, for the config hash."""
+        return {
+            "variant": self.name,
+            "steps": [{"stage": s, "config": stage_configs[s]} for s in ("decode", *self.steps)],
+            "output": {"format": "FLAC", "bits": self.bits, "keeps_loudness": self.keeps_loudness},
+        }
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("01_baseline", "clean gapless 24-bit decode, no AI: the reference"),
+    )
+}
+DEFAULT_VARIANTS = ("01_baseline",)
+
+
+def resolve_variants(spec: str | None) -> list[Variant]:
+    """'01_baseline,02' or 'baseline' or 'all' -> Variants, in table order. A name matches a
+    variant by its full name, its number or the words after the number."""
+    if not spec:
+        return [VARIANTS[n] for n in DEFAULT_VARIANTS]
+    if spec.strip().lower() == "all":
+        return list(VARIANTS.values())
+    chosen = []
+    for word in (w.strip().lower() for w in spec.split(",") if w.strip()):
+        match = [v for v in VARIANTS.values() if word in (v.name, v.name[:2], v.name[3:])]
+        if not match:
+            raise UsageError(f"unknown variant {word!r}", hint="known: " + ", ".join(VARIANTS))
+        chosen.extend(m for m in match if m not in chosen)
+    return sorted(chosen, key=list(VARIANTS.values()).index)

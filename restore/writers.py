@@ -1,0 +1,150 @@
+"""The only code that writes files: audio, markers, logs' siblings.
+
+Every file is written to a temporary name beside its target (same folder, so the
+final rename never crosses a disk; real extension kept, so libraries pick the right
+format), flushed, fsynced and `os.replace`d. A crash at any moment leaves either the
+old file, the new file or no file at a path, and at worst a stale temporary file that
+the next run removes (`remove_stale_temps`).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+from .audio import Audio
+from .errors import output_error
+from .faults import checkpoint
+from .tags import TagSet
+
+TMP_MARK = ".mp3restore-tmp"
+_WRITE_BLOCK = 1 << 16  # frames per block: bounds the int conversion buffers
+
+
+def temp_path_for(final: Path) -> Path:
+    """A fresh temporary name beside `final`, e.g. `.Song.flac.1a2b3c4d.mp3restore-tmp.flac`."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TMP_MARK}{final.suffix}")
+
+
+def is_temp_of(candidate: str, final: Path) -> bool:
+    return candidate.startswith(f".{final.name}.") and TMP_MARK in candidate
+
+
+def remove_stale_temps(final: Path) -> int:
+    """Delete temporary files left beside `final` by a crashed run. Call only while holding
+    the claim for `final` (no other run can be writing them then). Returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if is_temp_of(name, final):
+            with contextlib.suppress(OSError):
+                os.remove(final.parent / name)
+                removed += 1
+    return removed
+
+
+def _fsync_path(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Folders cannot be opened on Windows; NTFS journals renames."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    # On Windows a virus scanner or a player may hold the target for a moment.
+    for attempt in range(5):
+        try:
+            os.replace(tmp, final)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, doing: str = "writing") -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success fsync it and move it into place.
+    On any failure (including KeyboardInterrupt) the temporary file is removed and an
+    OSError becomes an OutputError with a one-line reason."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(f"{doing} (creating its folder)", final.parent, exc) from exc
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        _fsync_path(tmp)
+        checkpoint("before-replace")
+        _replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise output_error(doing, final, exc) from exc
+        raise
+
+
+def write_bytes_atomic(final: Path, data: bytes, doing: str = "writing") -> None:
+    with atomic_output(final, doing) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def file_hash(path: Path) -> str:
+    """blake2b-128 of the file's bytes, hex; reads in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int = 24) -> dict:
+    """Write `audio` as a FLAC of `bits` (16 or 24) at audio.rate, with `tags`, atomically.
+
+    Samples beyond +-1.0 are clipped (an integer file cannot hold them) and counted.
+    Returns {"path", "size", "mtime_ns", "hash", "clipped"} for the marker.
+    """
+    subtype = {16: "PCM_16", 24: "PCM_24"}[bits]
+    clipped = 0
+    with atomic_output(final, "writing FLAC") as tmp:
+        with sf.SoundFile(str(tmp), "w", samplerate=audio.rate, channels=audio.channels,
+                          format="FLAC", subtype=subtype) as f:
+            for start in range(0, audio.frames, _WRITE_BLOCK):
+                block = audio.samples[:, start:start + _WRITE_BLOCK].T
+                over = np.abs(block) > 1.0
+                if over.any():
+                    clipped += int(over.sum())
+                    block = np.clip(block, -1.0, 1.0)
+                f.write(np.ascontiguousarray(block))
+                if start == 0:
+                    checkpoint("mid-audio")
+        if tags is not None:
+            checkpoint("before-tags")
+            tags.write_flac(tmp)
+        digest = file_hash(tmp)
+    st = final.stat()
+    return {"path": final, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest, "clipped": clipped}
