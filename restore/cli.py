@@ -13,7 +13,7 @@ from rich.console import Console
 from . import __version__
 from .config import VERIFY_LEVELS, RunConfig
 from .console import print_summary, reporter_for, safe
-from .errors import RestoreError, SetupError, UsageError
+from .errors import RestoreError, UsageError
 from .pipeline import run
 from .scan import clean_user_path
 from .summary import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE, RunSummary
@@ -59,15 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run, debug=args.debug,
         )
         return _run(config, console, args.json, args.quiet)
-    except UsageError as exc:
-        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
-        return EXIT_USAGE
-    except SetupError as exc:
-        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
-        return EXIT_SETUP
-    except RestoreError as exc:
-        console.print(f"[bold red]error:[/] {safe(exc.one_line())}")
-        return EXIT_SETUP
+    except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
 
 
 def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:

@@ -75,7 +75,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     finally:
         summary.seconds = time.time() - summary.started
         try:
-            summary.write(plan.out_dir / "_report" / "last_run.json")
+            summary_path = plan.out_dir / "_report" / "last_run.json"
+            remove_stale_temps(summary_path)  # left by a run killed while writing it
+            summary.write(summary_path)
         except RestoreError as exc:
             runlog.write(f"could not write the summary: {exc.one_line()}")
         runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
@@ -115,7 +117,7 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
             results.append(JobResult(song, job.variant.name, "busy", "another run is working on it"))
             continue
         # Another run may have finished it between our plan and our claim.
-        if check_marker(job.marker, track.path, out_dir, job.config_hash, job.versions, config.verify).done:
+        if not config.redo and check_marker(job.marker, track.path, out_dir, job.config_hash, job.versions, config.verify).done:
             lock.release()
             results.append(JobResult(song, job.variant.name, "skipped", "finished by another run", output=str(job.output)))
             continue
@@ -155,7 +157,7 @@ def _run_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: P
     song, name = job.track.rel.as_posix(), job.variant.name
     t0 = time.monotonic()
     try:
-        stale = remove_stale_temps(job.output)
+        stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker)
         if stale:
             log.write(f"removed {stale} temporary file(s) left by an interrupted run")
         out_audio = audio

@@ -9,9 +9,11 @@ the next run removes (`remove_stale_temps`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -122,6 +124,17 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def _libsndfile_os_error(exc: Exception, tmp: Path) -> OSError:
+    """libsndfile reports a full disk as "System error": look at the disk to say which."""
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < (1 << 20):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return OSError(errno.EIO, f"the FLAC encoder failed ({getattr(exc, 'error_string', exc)})")
+
+
 def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int = 24) -> dict:
     """Write `audio` as a FLAC of `bits` (16 or 24) at audio.rate, with `tags`, atomically.
 
@@ -131,17 +144,20 @@ def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int 
     subtype = {16: "PCM_16", 24: "PCM_24"}[bits]
     clipped = 0
     with atomic_output(final, "writing FLAC") as tmp:
-        with sf.SoundFile(str(tmp), "w", samplerate=audio.rate, channels=audio.channels,
-                          format="FLAC", subtype=subtype) as f:
-            for start in range(0, audio.frames, _WRITE_BLOCK):
-                block = audio.samples[:, start:start + _WRITE_BLOCK].T
-                over = np.abs(block) > 1.0
-                if over.any():
-                    clipped += int(over.sum())
-                    block = np.clip(block, -1.0, 1.0)
-                f.write(np.ascontiguousarray(block))
-                if start == 0:
-                    checkpoint("mid-audio")
+        try:
+            with sf.SoundFile(str(tmp), "w", samplerate=audio.rate, channels=audio.channels,
+                              format="FLAC", subtype=subtype) as f:
+                for start in range(0, audio.frames, _WRITE_BLOCK):
+                    block = audio.samples[:, start:start + _WRITE_BLOCK].T
+                    over = np.abs(block) > 1.0
+                    if over.any():
+                        clipped += int(over.sum())
+                        block = np.clip(block, -1.0, 1.0)
+                    f.write(np.ascontiguousarray(block))
+                    if start == 0:
+                        checkpoint("mid-audio")
+        except sf.LibsndfileError as exc:
+            raise _libsndfile_os_error(exc, tmp) from exc
         if tags is not None:
             checkpoint("before-tags")
             tags.write_flac(tmp)

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Engine benchmarks: decode+write speed, peak memory on long files, resume-check time.
+
+    python bench/bench_engine.py                  # all three (about 6 minutes on 2 cores)
+    python bench/bench_engine.py --only speed     # or rss, or resume; --only may be repeated
+    python bench/bench_engine.py --work /big/disk --keep
+
+Inputs are generated (restore.examples.band + encode_mp3: stereo 44.1 kHz, 192 kbps CBR,
+LAME 3.100) into a temporary folder that is removed at the end (--keep leaves it).
+Generating them is not timed. Benchmarks print figures; they never assert. Timings are
+with a warm page cache: the inputs were just written, so they are in memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CLI = [sys.executable, str(ROOT / "mp3restore.py")]
+MiB = 1 << 20
+
+
+def say(section: str, text: str) -> None:
+    print(f"[{section}] {text}", flush=True)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def fmt_all(xs: list[float]) -> str:
+    return ", ".join(f"{x:.3f}" for x in xs)
+
+
+def cmd_text(args: list[str]) -> str:
+    """The command as a person would type it from the repo root."""
+    shown = ["python" if a == sys.executable else a for a in args]
+    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in shown]
+    return " ".join(shown)
+
+
+# ---------------------------------------------------------------- input generation
+
+def _song_bytes(job: tuple[float, int]) -> bytes:
+    from restore.examples import band, encode_mp3
+    seconds, seed = job
+    return encode_mp3(band(seconds, seed=seed), bitrate=192)
+
+
+def make_songs(seconds: float, seeds: list[int]) -> list[bytes]:
+    """MP3 bytes for band(seconds, seed) for each seed, made on all cores (untimed)."""
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=max(1, min(len(seeds), os.cpu_count() or 1))) as pool:
+        return list(pool.map(_song_bytes, [(seconds, s) for s in seeds]))
+
+
+def run_cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"  ! exit code {proc.returncode} from {cmd_text(args)}\n  ! stderr tail: {proc.stderr[-800:]}", flush=True)
+    return wall, proc
+
+
+def last_run_counts(out: Path) -> dict:
+    try:
+        return json.loads((out / "_report" / "last_run.json").read_text())["counts"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def decoded_seconds(out: Path) -> float:
+    """Sum of the decoded durations of every finished output, read from the FLACs."""
+    import soundfile as sf
+    return sum(sf.info(str(p)).duration for p in (out / "01_baseline").rglob("*.flac"))
+
+
+# ---------------------------------------------------------------- a. speed
+
+def bench_speed(work: Path, n_songs: int, seconds: float, repeats: int) -> None:
+    S = "speed"
+    import numpy as np  # noqa: F401  (loaded before timing the library call)
+    from restore.config import RunConfig
+    from restore.pipeline import run
+    from restore.examples import tag_mp3
+
+    src = work / "speed_in"
+    say(S, f"generating {n_songs} songs x {seconds:.0f} s (stereo 44.1 kHz, 192 kbps CBR), untimed ...")
+    t0 = time.perf_counter()
+    for i, data in enumerate(make_songs(seconds, list(range(n_songs)))):
+        p = src / "Bench Band" / "Speed Album" / f"{i + 1:02d} Song {i + 1}.mp3"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        tag_mp3(p, f"Song {i + 1}", "Bench Band", "Speed Album", f"{i + 1}/{n_songs}")
+    in_bytes = sum(p.stat().st_size for p in src.rglob("*.mp3"))
+    say(S, f"  made in {time.perf_counter() - t0:.1f} s; inputs {in_bytes / MiB:.1f} MiB")
+
+    cli_walls, lib_walls, audio_s, out_bytes = [], [], 0.0, 0
+    for r in range(repeats):
+        out = work / f"speed_out_cli{r}"
+        args = CLI + ["run", str(src), "--out", str(out), "-q"]
+        wall, _ = run_cli(args)
+        cli_walls.append(wall)
+        if r == 0:
+            audio_s = decoded_seconds(out)
+            out_bytes = sum(p.stat().st_size for p in (out / "01_baseline").rglob("*.flac"))
+            say(S, f"command: {cmd_text(args[:3] + ['IN', '--out', 'OUT', '-q'])}   counts {last_run_counts(out)}")
+        shutil.rmtree(out)
+    for r in range(repeats):
+        out = work / f"speed_out_lib{r}"
+        t0 = time.perf_counter()
+        summary = run(RunConfig(inputs=[str(src)], out_dir=out))
+        lib_walls.append(time.perf_counter() - t0)
+        if r == 0:
+            say(S, f"library: restore.pipeline.run(RunConfig(inputs=[IN], out_dir=OUT))   counts {summary.counts()}")
+        shutil.rmtree(out)
+
+    say(S, f"audio: {n_songs} songs, {audio_s:.1f} s decoded in total ({audio_s / 60:.1f} min); "
+           f"FLAC 24-bit written {out_bytes / MiB:.1f} MiB")
+    for name, walls in (("CLI subprocess (start-up included)", cli_walls), ("library call in-process", lib_walls)):
+        m = median(walls)
+        say(S, f"{name:36s}: wall {m:.3f} s (median of {len(walls)}: {fmt_all(walls)}) "
+               f"-> {audio_s / m:.0f}x real time, {m / (audio_s / 60) * 1000:.1f} ms per audio minute")
+    startup = [run_cli(CLI + ["variants"])[0] for _ in range(5)]
+    say(S, f"CLI start-up floor (python mp3restore.py variants): {median(startup):.3f} s median of 5")
+    _speed_breakdown(work, src)
+
+
+def _speed_breakdown(work: Path, src: Path) -> None:
+    """Where one song's time goes, in-process (the pieces that pipeline._run_song calls)."""
+    S = "speed"
+    from restore.markers import file_record
+    from restore.metrics import effective_cutoff_hz, peak_dbfs, samples_over_full_scale
+    from restore.mp3info import inspect
+    from restore.stages import StageContext, get_stage
+    from restore.tags import read_id3
+    from restore.writers import file_hash, write_flac
+
+    song = sorted(src.rglob("*.mp3"))[0]
+    decoder = get_stage("decode")
+    ctx = StageContext()
+    t = {}
+
+    def timed(name, fn, reps=3):
+        vals = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            res = fn()
+            vals.append(time.perf_counter() - t0)
+        t[name] = min(vals)
+        return res
+
+    timed("input fingerprint (stat + blake2b of the MP3)", lambda: file_record(song))
+    timed("mp3info.inspect (frame walk)", lambda: inspect(song))
+    audio, facts = timed("decode stage read (walk + decode + metrics)", lambda: decoder.read(song, ctx))
+    timed("  of which effective_cutoff_hz", lambda: effective_cutoff_hz(audio))
+    timed("  of which peak_dbfs + samples_over_full_scale", lambda: (peak_dbfs(audio), samples_over_full_scale(audio)))
+    tags = timed("read_id3", lambda: read_id3(song))
+    out = work / "speed_breakdown" / "song.flac"
+    written = timed("write_flac (encode + tags + hash + fsync)", lambda: write_flac(audio, out, tags, 24))
+    timed("  of which blake2b of the FLAC", lambda: file_hash(out))
+    say(S, f"breakdown for one song ({audio.duration:.1f} s, best of 3, in-process):")
+    for name, v in t.items():
+        say(S, f"  {name:48s} {v * 1000:8.1f} ms  ({audio.duration / v:.0f}x real time)")
+    say(S, f"  FLAC size {written['size'] / MiB:.1f} MiB")
+    shutil.rmtree(out.parent)
+
+
+# ---------------------------------------------------------------- b. peak RSS
+
+def measure_rss_child(cmd: list[str]) -> None:
+    """Run in a fresh python process that has no other children: start `cmd`, sample its RSS
+    with psutil every 50 ms, wait for it, then read ru_maxrss of the waited-for children.
+    Prints one JSON line."""
+    import psutil
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ps = psutil.Process(proc.pid)
+    peak_sampled, samples = 0, 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            peak_sampled = max(peak_sampled, rss)
+            samples += 1
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.wait()
+    wall = time.perf_counter() - t0
+    maxrss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux
+    print(json.dumps({"rc": proc.returncode, "wall": wall, "ru_maxrss_kb": maxrss_kb,
+                      "psutil_peak": peak_sampled, "samples": samples, "stderr": err[-800:]}))
+
+
+def rss_of(cmd: list[str]) -> dict:
+    child = [sys.executable, str(Path(__file__).resolve()), "_measure-rss", "--"] + cmd
+    proc = subprocess.run(child, capture_output=True, text=True)
+    try:
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        print(f"  ! measuring child failed: {proc.stderr[-800:]}", flush=True)
+        return {}
+    if res["rc"] != 0:
+        print(f"  ! exit code {res['rc']}: {res['stderr']}", flush=True)
+    return res
+
+
+def bench_rss(work: Path, minutes_list: list[int]) -> None:
+    S = "rss"
+    import soundfile as sf
+    if platform.system() != "Linux":
+        say(S, "ru_maxrss is in bytes on macOS and missing on Windows; these figures assume Linux (kB)")
+    say(S, "generating a 60 s song (stereo 44.1 kHz, 192 kbps CBR), untimed; long files are copies of its MP3 frames")
+    one_minute = make_songs(60.0, [0])[0]
+
+    base = rss_of(CLI + ["variants"])
+    base_mib = base.get("ru_maxrss_kb", 0) / 1024
+    say(S, f"baseline: python mp3restore.py variants (imports only): peak RSS {base_mib:.0f} MiB")
+    rows = []
+    for minutes in minutes_list:
+        src = work / f"rss_in_{minutes}"
+        src.mkdir(parents=True)
+        mp3 = src / f"long_{minutes}min.mp3"
+        with open(mp3, "wb") as fh:
+            for _ in range(minutes):
+                fh.write(one_minute)
+        out = work / f"rss_out_{minutes}"
+        args = CLI + ["run", str(src), "--out", str(out), "-q"]
+        res = rss_of(args)
+        flacs = list((out / "01_baseline").rglob("*.flac"))
+        if not res or not flacs:
+            say(S, f"{minutes} min: no result")
+            continue
+        info = sf.info(str(flacs[0]))
+        decoded_mib = info.frames * info.channels * 4 / MiB
+        rss_mib = res["ru_maxrss_kb"] / 1024
+        rows.append((minutes, info.duration, decoded_mib, rss_mib))
+        say(S, f"{minutes:3d} min file ({mp3.stat().st_size / MiB:.1f} MiB MP3): command {cmd_text(args[:3] + ['IN', '--out', 'OUT', '-q'])}")
+        say(S, f"    decoded {info.duration:.1f} s ({info.frames} frames x {info.channels} ch), float32 in memory = {decoded_mib:.0f} MiB; "
+               f"FLAC {flacs[0].stat().st_size / MiB:.0f} MiB")
+        say(S, f"    peak RSS {rss_mib:.0f} MiB (ru_maxrss), {res['psutil_peak'] / MiB:.0f} MiB (psutil, {res['samples']} samples at 50 ms); "
+               f"= {rss_mib / decoded_mib:.2f}x the decoded song, {(rss_mib - base_mib) / decoded_mib:.2f}x above the baseline; "
+               f"wall {res['wall']:.1f} s ({info.duration / res['wall']:.0f}x real time)")
+        if minutes == minutes_list[0]:
+            _rss_attribution(mp3, work)
+        shutil.rmtree(src)
+        shutil.rmtree(out)
+    if len(rows) >= 2:
+        (m0, d0, a0, r0), (m1, d1, a1, r1) = rows[0], rows[-1]
+        per_min = (r1 - r0) / ((d1 - d0) / 60)
+        audio_per_min = (a1 - a0) / ((d1 - d0) / 60)
+        say(S, f"growth: {per_min:.1f} MiB peak RSS per minute of stereo 44.1 kHz audio "
+               f"(decoded float32 alone is {audio_per_min:.1f} MiB per minute; ratio {per_min / audio_per_min:.2f})")
+        say(S, f"        extrapolated peak for a 120 min file: {r1 + per_min * (120 - d1 / 60):.0f} MiB")
+
+
+def _rss_attribution(mp3: Path, work: Path) -> None:
+    """Which step allocates what, measured in-process with tracemalloc (numpy reports its
+    buffers to it): the extra memory each step of the decode stage and the writer needs
+    on top of what is already held, as a multiple of the decoded song."""
+    S = "rss"
+    import tracemalloc
+    from restore.metrics import effective_cutoff_hz, peak_dbfs, samples_over_full_scale
+    from restore.mp3info import inspect
+    from restore.stages import StageContext
+    from restore.stages.decode import _decode_samples
+    from restore.writers import write_flac
+
+    info = inspect(mp3)
+    tracemalloc.start()
+    rows = []
+
+    def step(name, fn):
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        res = fn()
+        now, peak = tracemalloc.get_traced_memory()
+        rows.append((name, (peak - before) / MiB, (now - before) / MiB))
+        return res
+
+    try:
+        audio = step("decode stage: _decode_samples (the song buffer)", lambda: _decode_samples(mp3, info, StageContext()))
+        step("decode stage: metrics.effective_cutoff_hz", lambda: effective_cutoff_hz(audio))
+        step("decode stage: metrics.peak_dbfs", lambda: peak_dbfs(audio))
+        step("decode stage: metrics.samples_over_full_scale", lambda: samples_over_full_scale(audio))
+        step("writers.write_flac", lambda: write_flac(audio, work / "attribution.flac"))
+    finally:
+        tracemalloc.stop()
+    song = audio.samples.nbytes / MiB
+    say(S, f"    where it goes (in-process, tracemalloc, same file; decoded song = {song:.0f} MiB):")
+    for name, peak, kept in rows:
+        say(S, f"      {name:48s} peak +{peak:7.1f} MiB ({peak / song:.2f}x song), still held after +{kept:7.1f} MiB")
+    (work / "attribution.flac").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- c. resume
+
+def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeats: int) -> None:
+    S = "resume"
+    from restore.examples import png_cover, tag_mp3
+    from restore.writers import file_hash
+
+    src = work / "resume_in"
+    say(S, f"generating {n_songs} songs of {seconds:.0f} s ({distinct} distinct recordings, each file tagged "
+           f"differently, with cover art), in Artist/Album folders, untimed ...")
+    t0 = time.perf_counter()
+    songs = make_songs(seconds, list(range(distinct)))
+    per_album = 10
+    for i in range(n_songs):
+        artist, album, track = f"Artist {i // (2 * per_album) + 1:02d}", f"Album {(i // per_album) % 2 + 1}", i % per_album + 1
+        p = src / artist / album / f"{track:02d} Title {i + 1}.mp3"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(songs[i % distinct])
+        tag_mp3(p, f"Title {i + 1}", artist, album, f"{track}/{per_album}", cover=png_cover(seed=i))
+    say(S, f"  made in {time.perf_counter() - t0:.1f} s")
+
+    out = work / "resume_out"
+    base = CLI + ["run", str(src), "--out", str(out)]
+    wall, _ = run_cli(base + ["-q"])
+    inputs = sorted(src.rglob("*.mp3"))
+    outputs = sorted((out / "01_baseline").rglob("*.flac"))
+    in_b, out_b = sum(p.stat().st_size for p in inputs), sum(p.stat().st_size for p in outputs)
+    audio_s = decoded_seconds(out)
+    say(S, f"first run (restores everything): {wall:.1f} s for {len(outputs)} songs, {audio_s:.0f} s of audio "
+           f"({audio_s / wall:.0f}x real time); counts {last_run_counts(out)}")
+
+    startup = [run_cli(CLI + ["variants"])[0] for _ in range(repeats)]
+    say(S, f"CLI start-up floor (python mp3restore.py variants): {median(startup):.3f} s median of {repeats}")
+    shown = cmd_text(CLI[:2]) + " run IN --out OUT"
+    results = {}
+    for label, extra in (("--verify quick", ["--verify", "quick", "-q"]),
+                         ("--verify full", ["--verify", "full", "-q"]),
+                         ("--dry-run", ["--dry-run", "-q"]),
+                         ("--dry-run --verify full", ["--dry-run", "--verify", "full", "-q"])):
+        walls, counts = [], None
+        for _ in range(repeats):
+            w, _ = run_cli(base + extra)
+            walls.append(w)
+            if "--dry-run" not in extra:
+                counts = last_run_counts(out)
+        results[label] = median(walls)
+        note = f"; counts {counts}" if counts else ""
+        say(S, f"second run, {label:24s}: {median(walls):.3f} s median of {repeats} ({fmt_all(walls)}); "
+               f"command: {shown} {' '.join(extra)}{note}")
+
+    hashed = in_b + out_b
+    say(S, f"bytes a full check hashes: inputs {in_b / MiB:.1f} MiB + outputs {out_b / MiB:.1f} MiB "
+           f"= {hashed / MiB:.1f} MiB ({hashed / 1e9:.3f} GB) in {len(inputs) + len(outputs)} files")
+    quick, full = results["--verify quick"], results["--verify full"]
+    per_gb = (full - quick) / (hashed / 1e9)
+    say(S, f"quick check: {(quick - median(startup)) / n_songs * 1000:.2f} ms per song above the start-up floor")
+    if full > quick:
+        say(S, f"full check: {full - quick:.3f} s more than quick -> {per_gb:.2f} s per GB of inputs+outputs "
+               f"({hashed / 1e9 / (full - quick) * 1000:.0f} MB/s)")
+    else:
+        say(S, "full check: no slower than quick at this size (within noise); use more songs to measure it")
+    # Cross-check: the hash alone, in-process, over the same files (warm cache).
+    t0 = time.perf_counter()
+    for p in inputs + outputs:
+        file_hash(p)
+    h = time.perf_counter() - t0
+    say(S, f"cross-check: blake2b (restore.writers.file_hash) alone over the same files in-process: {h:.3f} s "
+           f"-> {h / (hashed / 1e9):.2f} s per GB ({hashed / 1e9 / h * 1000:.0f} MB/s), warm page cache, one core")
+    say(S, f"  so re-verifying 100 GB of inputs+outputs with --verify full takes about {max(per_gb, h / (hashed / 1e9)) * 100 / 60:.1f} min "
+           f"when the disk reads faster than that; otherwise the disk's read speed decides")
+
+
+# ---------------------------------------------------------------- main
+
+def machine() -> None:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", RAM {kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    import numpy, miniaudio, soundfile
+    print(f"[machine] python {platform.python_version()}, {os.cpu_count()} cores (nproc), CPU {model}{mem}, "
+          f"{platform.system()} {platform.release()}", flush=True)
+    print(f"[machine] numpy {numpy.__version__}, miniaudio {miniaudio.__version__}, soundfile {soundfile.__version__} "
+          f"(libsndfile {soundfile.__libsndfile_version__})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_measure-rss"]:
+        measure_rss_child(argv[argv.index("--") + 1:])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", choices=("speed", "rss", "resume"), help="run only this part (repeatable)")
+    p.add_argument("--work", type=Path, help="make the temporary folder under this folder (default: the system temp)")
+    p.add_argument("--keep", action="store_true", help="leave the generated files")
+    p.add_argument("--speed-songs", type=int, default=5)
+    p.add_argument("--speed-seconds", type=float, default=240.0)
+    p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument("--rss-minutes", default="10,60", help="comma-separated durations in minutes (default 10,60)")
+    p.add_argument("--resume-songs", type=int, default=200)
+    p.add_argument("--resume-seconds", type=float, default=20.0)
+    p.add_argument("--resume-distinct", type=int, default=20, help="distinct recordings the songs are copies of")
+    p.add_argument("--resume-repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    parts = a.only or ["speed", "rss", "resume"]
+
+    machine()
+    if a.work:
+        a.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="mp3restore-bench-", dir=a.work))
+    print(f"[work] {work}", flush=True)
+    try:
+        if "speed" in parts:
+            t0 = time.perf_counter()
+            bench_speed(work, a.speed_songs, a.speed_seconds, a.speed_repeats)
+            say("speed", f"(part took {time.perf_counter() - t0:.0f} s)")
+        if "rss" in parts:
+            t0 = time.perf_counter()
+            bench_rss(work, [int(m) for m in a.rss_minutes.split(",") if m.strip()])
+            say("rss", f"(part took {time.perf_counter() - t0:.0f} s)")
+        if "resume" in parts:
+            t0 = time.perf_counter()
+            bench_resume(work, a.resume_songs, a.resume_seconds, a.resume_distinct, a.resume_repeats)
+            say("resume", f"(part took {time.perf_counter() - t0:.0f} s)")
+    finally:
+        if a.keep:
+            print(f"[work] kept {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

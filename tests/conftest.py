@@ -1,0 +1,102 @@
+"""Fixtures: real MP3s made on the spot from a synthesised band, by LAME 3.100 twice over:
+lameenc (no gapless tag) and Debian's `lame` command (writes the LAME tag, as real
+archives have). `.ci/run` installs `lame`; without it the tagged-file tests skip."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from restore.audio import Audio
+from restore.config import RunConfig
+from restore.examples import band, encode_mp3, png_cover, tag_mp3
+from restore.pipeline import run
+
+ROOT = Path(__file__).resolve().parent.parent
+LAME = shutil.which("lame")
+needs_lame = pytest.mark.skipif(LAME is None, reason="Debian's `lame` command is not installed (apt-get install lame)")
+
+
+def write_mp3(path: Path, audio: Audio, bitrate: int = 192, vbr_quality: int | None = None) -> Path:
+    """An MP3 without a gapless tag (lameenc)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp3(audio, bitrate=bitrate, vbr_quality=vbr_quality))
+    return path
+
+
+def write_tagged_mp3(path: Path, audio: Audio, *lame_args: str) -> Path:
+    """An MP3 with a LAME gapless tag, by the `lame` command (default 192 kbps CBR)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = path.with_suffix(".src.wav")
+    sf.write(str(wav), audio.samples.T, audio.rate, subtype="PCM_16")
+    subprocess.run([LAME, "--quiet", *(lame_args or ("-b", "192")), str(wav), str(path)], check=True)
+    wav.unlink()
+    return path
+
+
+def pcm16(audio: Audio) -> np.ndarray:
+    """The audio as the encoder saw it (16-bit), float32 [channels, frames]."""
+    return (np.clip(np.round(audio.samples * 32767), -32768, 32767) / 32767).astype(np.float32)
+
+
+def lag_of(decoded: np.ndarray, source: np.ndarray, max_lag: int = 3000) -> int:
+    """Samples by which `decoded` (1-D) is late against `source` (1-D), by cross-correlation."""
+    n = min(len(source), len(decoded), 1 << 16)
+    spec = np.fft.rfft(decoded[:n + max_lag], 2 * (n + max_lag)) * np.conj(np.fft.rfft(source[:n], 2 * (n + max_lag)))
+    corr = np.fft.irfft(spec)
+    lags = np.r_[np.arange(0, max_lag + 1), np.arange(-max_lag, 0)]
+    values = np.r_[corr[:max_lag + 1], corr[-max_lag:]]
+    return int(lags[np.argmax(values)])
+
+
+def read_flac(path: Path) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.T, rate
+
+
+@pytest.fixture(scope="session")
+def song() -> Audio:
+    """Six seconds of the band, stereo 44.1 kHz."""
+    return band(6.0, seed=3)
+
+
+@pytest.fixture
+def library(tmp_path: Path, song: Audio) -> Path:
+    """A small tagged library: Artist/Album/ with three songs, one with cover art."""
+    root = tmp_path / "in"
+    for i, name in enumerate(("01 One.mp3", "02 Two.mp3", "03 Three.mp3")):
+        p = write_mp3(root / "Artist" / "Album" / name, band(3.0, seed=i), bitrate=128 + 64 * (i % 2))
+        tag_mp3(p, name[3:-4], "Artist", "Album", f"{i + 1}/3", cover=png_cover(seed=i) if i == 0 else None)
+    return root
+
+
+def run_lib(inputs, out: Path, **options):
+    """Run the pipeline in-process; returns the summary."""
+    return run(RunConfig(inputs=[str(i) for i in inputs], out_dir=out, **options))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python mp3restore.py ARGS` in a subprocess (the real entry point)."""
+    base = {k: v for k, v in os.environ.items() if k != "MP3RESTORE_CRASH_AT"}
+    full_env = {**base, "PYTHONIOENCODING": "utf-8", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "mp3restore.py"), *args], capture_output=True,
+                          text=True, encoding="utf-8", env=full_env, timeout=timeout)
+
+
+def cli_json(*args: str, **kw) -> tuple[int, dict]:
+    proc = run_cli(*args, "--json", "-q", **kw)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def by_status(summary) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in (summary.results if hasattr(summary, "results") else [type("R", (), x) for x in summary["results"]]):
+        out.setdefault(r.status, []).append(r.song)
+    return out

@@ -1,0 +1,147 @@
+"""Bad input: each bad file is one clear line in the summary and its song's log; the batch
+goes on; nothing already written is lost or left half-written."""
+import os
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from restore.examples import band, encode_mp3
+from restore.writers import TMP_MARK
+
+from .conftest import cli_json, read_flac, run_cli, write_mp3
+
+GOOD = band(3.0, seed=7)
+
+
+def make_corpus(root):
+    """name -> (expected status, a phrase the reason must hold)."""
+    good = encode_mp3(GOOD, bitrate=192)
+    rng = np.random.default_rng(0)
+    files = {
+        "good/ok.mp3": (good, "done", ""),
+        "bad/empty.mp3": (b"", "failed", "empty file"),
+        "bad/wav named mp3.mp3": (None, "failed", "not an MP3: this is a WAV"),
+        "bad/flac named mp3.mp3": (None, "failed", "not an MP3: this is a FLAC"),
+        "bad/page.mp3": (b"<!DOCTYPE html><html>404 not found</html>", "failed", "not an MP3: this is a text/HTML"),
+        "bad/noise bytes.mp3": (rng.integers(0, 256, 50000, dtype=np.uint8).tobytes(), "failed", "not an MP3"),
+        "bad/only a tag.mp3": (b"ID3\x04\x00\x00\x00\x00\x00\x20" + b"\x00" * 0x20, "failed", "no audio"),
+        "bad/truncated.mp3": (good[: len(good) * 2 // 3 + 5], "failed", "truncated"),
+        "bad/junk inside.mp3": (good[:20000] + rng.integers(0, 256, 9000, dtype=np.uint8).tobytes() + good[20000:],
+                                "failed", "damaged"),
+        "odd/mono.mp3": (encode_mp3(band(2.0, channels=1), bitrate=64), "done", ""),
+        "odd/8 kHz.mp3": (encode_mp3(band(2.0, rate=8000), bitrate=24), "done", ""),
+        "odd/22.05 kHz.mp3": (encode_mp3(band(2.0, rate=22050), bitrate=64), "done", ""),
+        "odd/32 kHz.mp3": (encode_mp3(band(2.0, rate=32000), bitrate=96), "done", ""),
+        "odd/48 kHz.mp3": (encode_mp3(band(2.0, rate=48000), bitrate=192), "done", ""),
+        "odd/vbr.mp3": (encode_mp3(band(3.0, seed=2), vbr_quality=4), "done", ""),
+        "odd/one second.mp3": (encode_mp3(band(1.0), bitrate=128), "done", ""),
+        "ünïcödé/Sigur Rós – Hoppípolla 日本.mp3": (good, "done", ""),
+    }
+    for rel, (data, _, _) in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if rel.startswith("bad/wav"):
+            sf.write(str(p), GOOD.samples.T, 44100, format="WAV")
+        elif rel.startswith("bad/flac"):
+            sf.write(str(p), GOOD.samples.T, 44100, format="FLAC")
+        else:
+            p.write_bytes(data)
+    return {rel: (status, phrase) for rel, (_, status, phrase) in files.items()}
+
+
+def test_bad_input_corpus(tmp_path):
+    expected = make_corpus(tmp_path / "in")
+    out = tmp_path / "out"
+    code, summary = cli_json("run", str(tmp_path / "in"), "--out", str(out))
+    assert code == 1  # some songs failed, the rest done
+    got = {r["song"]: r for r in summary["results"]}
+    assert set(got) == set(expected)
+    for rel, (status, phrase) in expected.items():
+        r = got[rel]
+        assert r["status"] == status, (rel, r)
+        assert phrase in r["reason"], (rel, r["reason"])
+        assert "\n" not in r["reason"] and len(r["reason"]) < 300 and "Traceback" not in r["reason"]
+        log = (out / "_logs" / rel).with_suffix(".log").read_text(encoding="utf-8")
+        if status == "failed":
+            assert f"failed: {r['reason']}" in log
+        else:
+            assert (out / "01_baseline" / rel).with_suffix(".flac").is_file()
+    for rel, rate in (("odd/8 kHz.mp3", 8000), ("odd/48 kHz.mp3", 48000)):
+        info = sf.info(str((out / "01_baseline" / rel).with_suffix(".flac")))
+        assert info.samplerate == rate and info.subtype == "PCM_24"
+    assert sf.info(str(out / "01_baseline" / "odd" / "mono.flac")).channels == 1
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
+
+    # --accept-damaged restores what is there, and says so.
+    code, summary = cli_json("run", str(tmp_path / "in" / "bad"), "--out", str(out), "--accept-damaged")
+    got = {r["song"]: r for r in summary["results"]}
+    assert got["truncated.mp3"]["status"] == "done" and got["junk inside.mp3"]["status"] == "done"
+    assert "warning: truncated" in (out / "_logs" / "truncated.log").read_text()
+
+
+def test_an_hour_long_file(tmp_path):
+    """60 minutes (a one-minute MP3 repeated: frames concatenate into a valid stream)."""
+    minute = encode_mp3(band(60.0, seed=1), bitrate=128)
+    song = tmp_path / "in" / "hour.mp3"
+    song.parent.mkdir()
+    song.write_bytes(minute * 60)
+    code, summary = cli_json("run", str(song), "--out", str(tmp_path / "out"))
+    assert code == 0, summary
+    info = sf.info(str(tmp_path / "out" / "01_baseline" / "hour.flac"))
+    assert info.frames == summary["results"][0]["facts"]["frames"] * 1152  # untagged: every frame kept
+    assert 3599 < info.duration < 3602
+
+
+def test_blocked_variant_folder_fails_that_song_only(tmp_path, library):
+    out = tmp_path / "out"
+    (out / "01_baseline").mkdir(parents=True)
+    (out / "01_baseline" / "Artist").write_bytes(b"a file where a folder must go")
+    extra = write_mp3(library / "Loose.mp3", band(2.0))
+    code, summary = cli_json("run", str(library), "--out", str(out))
+    assert code == 1
+    status = {r["song"]: (r["status"], r["reason"]) for r in summary["results"]}
+    assert status["Loose.mp3"][0] == "done" and extra.exists()
+    for song in ("Artist/Album/01 One.mp3", "Artist/Album/02 Two.mp3"):
+        assert status[song][0] == "failed" and "a file is in the way of a folder" in status[song][1]
+
+
+def test_unusable_output_folder_is_a_setup_error(tmp_path, library):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    proc = run_cli("run", str(library), "--out", str(blocker / "out"))
+    assert proc.returncode == 3
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write to the output folder" in lines[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", f"mp3restore-{uuid.uuid4().hex[:6]}", str(mount)],
+                          capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.decode().strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk(tmp_path, small_disk):
+    lib = tmp_path / "in"
+    write_mp3(lib / "1 short.mp3", band(2.0, seed=1))
+    write_mp3(lib / "2 long.mp3", band(30.0, seed=2))    # ~4 MB of FLAC: cannot fit
+    write_mp3(lib / "3 short.mp3", band(2.0, seed=3))
+    out = small_disk / "out"
+    code, summary = cli_json("run", str(lib), "--out", str(out))
+    assert code == 1
+    status = {r["song"]: (r["status"], r["reason"]) for r in summary["results"]}
+    assert status["2 long.mp3"][0] == "failed" and "disk full" in status["2 long.mp3"][1]
+    assert status["1 short.mp3"][0] == "done"
+    first, _ = read_flac(out / "01_baseline" / "1 short.flac")
+    assert first.shape[1] >= 2 * 44100                     # the song already written is whole
+    assert not (out / "01_baseline" / "2 long.flac").exists()
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
+    assert os.statvfs(small_disk).f_bfree > 0               # the failed song's temp space was given back

@@ -1,0 +1,94 @@
+"""The command line as a person and a script use it: entry points, exit codes, --json,
+--dry-run, progress and summary."""
+import io
+import json
+import re
+import subprocess
+import sys
+
+from rich.console import Console
+
+from restore.console import RichReporter, print_summary
+from restore.events import RecordingReporter, RunStarted, SongFinished, SongProgress, SongStarted
+
+from .conftest import ROOT, cli_json, run_cli, run_lib, write_mp3
+
+
+def test_exit_codes_and_json(tmp_path, library):
+    out = tmp_path / "out"
+    code, summary = cli_json("run", str(library), "--out", str(out))
+    assert code == 0 and summary["counts"]["done"] == 3 and summary["exit_code"] == 0
+    (library / "broken.mp3").write_bytes(b"")
+    code, summary = cli_json("run", str(library), "--out", str(out))
+    assert code == 1 and summary["counts"] == {"done": 0, "skipped": 3, "failed": 1, "busy": 0, "planned": 0}
+    assert run_cli("run", str(tmp_path / "missing"), "--out", str(out)).returncode == 2
+    assert run_cli("run", str(library)).returncode == 2                      # --out is required
+    assert run_cli("run", str(library), "--out", str(out), "--variants", "99_nope").returncode == 2
+
+
+def test_dry_run_writes_nothing_and_shows_the_plan(tmp_path, library):
+    out = tmp_path / "out"
+    code, plan = cli_json("run", str(library), "--out", str(out), "--dry-run")
+    assert code == 0 and not out.exists()
+    assert plan["dry_run"] and plan["counts"]["planned"] == 3
+    assert {r["reason"] for r in plan["results"]} == {"new"}
+    run_lib([library], out)
+    code, plan = cli_json("run", str(library), "--out", str(out), "--dry-run")
+    assert plan["counts"]["skipped"] == 3 and plan["counts"]["planned"] == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    proc = run_cli("run", str(library), "--out", str(out), "--dry-run")
+    assert "3 skipped" in proc.stderr and sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_all_three_entry_points(tmp_path, song):
+    write_mp3(tmp_path / "in" / "s.mp3", song)
+    for i, cmd in enumerate(([sys.executable, str(ROOT / "mp3restore.py")], [sys.executable, "-m", "restore"])):
+        proc = subprocess.run([*cmd, "run", str(tmp_path / "in"), "--out", str(tmp_path / f"o{i}"), "-q"],
+                              cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / f"o{i}" / "01_baseline" / "s.flac").is_file()
+
+
+def test_colour_coded_and_quoted_paths(tmp_path, song):
+    write_mp3(tmp_path / "My Music" / "s.mp3", song)
+    code, summary = cli_json("run", f"\x1b[90m\"{tmp_path / 'My Music'}\" \x1b[0m", "--out", f"'{tmp_path / 'out'}' ")
+    assert code == 0 and summary["counts"]["done"] == 1
+    assert (tmp_path / "out" / "01_baseline" / "s.flac").is_file()
+
+
+def test_errors_show_escape_codes_instead_of_obeying_them(tmp_path):
+    proc = run_cli("run", str(tmp_path / "no\x1b[31mpe"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "\x1b[31m" not in proc.stderr and "no such file or folder" in proc.stderr
+
+
+def test_progress_events_in_order(tmp_path, library):
+    from restore.config import RunConfig
+    from restore.pipeline import run
+    rec = RecordingReporter()
+    run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out"), rec)
+    kinds = [type(e) for e in rec.events]
+    assert kinds[0] is RunStarted and rec.events[0].songs == 3
+    assert kinds.count(SongStarted) == kinds.count(SongFinished) == 3
+    fractions = [e.fraction for e in rec.events if isinstance(e, SongProgress) and e.song == rec.events[1].song]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_rich_progress_and_summary_render(tmp_path, library):
+    from restore.config import RunConfig
+    from restore.pipeline import run
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120, color_system="truecolor")
+    (library / "[bold]weird.mp3").write_bytes(b"junk")
+    with RichReporter(console) as reporter:
+        summary = run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out"), reporter)
+    print_summary(console, summary)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    assert "all songs" in text and "eta" in text
+    assert "[bold]weird.mp3" in text                 # shown literally, not as markup
+    assert "3 done" in text and "1 failed" in text
+
+
+def test_json_is_the_only_stdout(tmp_path, library):
+    proc = run_cli("run", str(library), "--out", str(tmp_path / "o"), "--json")
+    assert json.loads(proc.stdout)["counts"]["done"] == 3

@@ -1,0 +1,81 @@
+"""A run killed with SIGKILL at any point leaves no partial output, and a rerun finishes
+with outputs identical to an uninterrupted run."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from restore.writers import TMP_MARK, file_hash
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+
+def outputs(out):
+    return {p.relative_to(out).as_posix(): file_hash(p) for p in sorted((out / "01_baseline").rglob("*.flac"))
+            if TMP_MARK not in p.name}
+
+
+def temps(out):
+    return [p for p in out.rglob("*") if TMP_MARK in p.name]
+
+
+def assert_consistent(out, reference):
+    """Every visible output is whole (identical to the uninterrupted run's), and every marker
+    vouches only for outputs that exist with its hash."""
+    for rel, digest in outputs(out).items():
+        assert reference[rel] == digest, f"partial or different output visible: {rel}"
+    for marker in (out / "_done").rglob("*.json"):
+        for o in json.loads(marker.read_text())["outputs"]:
+            assert file_hash(out / o["path"]) == o["hash"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from restore.examples import band, encode_mp3
+    root = tmp_path_factory.mktemp("crash")
+    library = root / "in"
+    for i in range(3):
+        p = library / "Band" / f"{i + 1:02d} Song.mp3"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(encode_mp3(band(4.0, seed=10 + i), bitrate=160))
+    proc = run_cli("run", str(library), "--out", str(root / "ref"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    return library, outputs(root / "ref")
+
+
+# before-replace counts every atomic write: 1 = song 1's FLAC, 2 = song 1's marker, 3 = song 2's FLAC...
+@pytest.mark.parametrize("point", ["mid-audio:1", "before-tags:2", "before-replace:1", "after-output:2",
+                                   "before-replace:4", "before-replace:5"])
+def test_killed_at_a_checkpoint(tmp_path, reference, point):
+    library, ref = reference
+    out = tmp_path / "out"
+    crashed = run_cli("run", str(library), "--out", str(out), "-q", env={"MP3RESTORE_CRASH_AT": point})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert_consistent(out, ref)
+    if point.startswith(("mid-audio", "before-tags", "before-replace:1", "before-replace:5")):
+        assert temps(out), "the crash should have left a temporary file behind"
+    again = run_cli("run", str(library), "--out", str(out), "-q")
+    assert again.returncode == 0, again.stderr
+    assert outputs(out) == ref
+    assert temps(out) == []
+
+
+@pytest.mark.parametrize("delay", [0.6, 1.2, 1.8])
+def test_killed_at_a_random_moment(tmp_path, reference, delay):
+    library, ref = reference
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if out.exists():
+        assert_consistent(out, ref)
+    again = run_cli("run", str(library), "--out", str(out), "-q")
+    assert again.returncode == 0, again.stderr
+    assert outputs(out) == ref and temps(out) == []

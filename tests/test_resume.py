@@ -1,0 +1,103 @@
+"""Resume: a step is skipped only when its marker matches input, config, versions and outputs."""
+import json
+import os
+
+from restore.markers import marker_path
+from restore.examples import band
+from restore.pipeline import plan_run
+from restore.config import RunConfig
+from restore.stages.decode import DecodeStage
+
+from .conftest import by_status, run_lib, write_mp3
+
+SONGS = ["Artist/Album/01 One.mp3", "Artist/Album/02 Two.mp3", "Artist/Album/03 Three.mp3"]
+
+
+def test_rerun_skips_exactly_what_is_done(library, tmp_path):
+    out = tmp_path / "out"
+    first = run_lib([library], out)
+    assert sorted(by_status(first)["done"]) == SONGS
+    second = run_lib([library], out)
+    assert sorted(by_status(second)["skipped"]) == SONGS and "done" not in by_status(second)
+    # Remove one song's marker: only that song is redone; the others stay skipped.
+    marker_path(out.resolve(), "01_baseline", __import__("pathlib").PurePosixPath(SONGS[1])).unlink()
+    third = run_lib([library], out)
+    assert by_status(third)["done"] == [SONGS[1]]
+    assert sorted(by_status(third)["skipped"]) == [SONGS[0], SONGS[2]]
+
+
+def test_marker_holds_fingerprint_config_versions_and_output_hashes(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    marker = json.loads((out / "_done" / "01_baseline" / "Artist" / "Album" / "01 One.mp3.json").read_text())
+    assert set(marker["input"]) == {"size", "mtime_ns", "hash"}
+    assert marker["config_hash"] and marker["versions"]["decode.decode"] == DecodeStage.revision
+    (output,) = marker["outputs"]
+    assert output["path"] == "01_baseline/Artist/Album/01 One.flac" and len(output["hash"]) == 32
+    assert marker["facts"]["cutoff_hz"] and marker["facts"]["rate"] == 44100
+
+
+def reasons(library, out, **kw):
+    plan = plan_run(RunConfig(inputs=[str(library)], out_dir=out, **kw))
+    return {j.track.rel.as_posix(): j.reason for j in plan.jobs}
+
+
+def test_changed_input_is_redone_touched_input_is_not(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    one, two = library / SONGS[0], library / SONGS[1]
+    os.utime(one, ns=(one.stat().st_atime_ns, one.stat().st_mtime_ns + 10**9))   # touched, same bytes
+    write_mp3(two, band(3.0, seed=99), bitrate=128)                                # new content
+    r = reasons(library, out)
+    assert r[SONGS[0]] == "done"
+    assert r[SONGS[1]].startswith("input changed")
+    summary = run_lib([library], out)
+    assert by_status(summary)["done"] == [SONGS[1]]
+
+
+def test_same_size_different_bytes_is_caught_by_full_verify(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    song = library / SONGS[2]
+    st = song.stat()
+    data = bytearray(song.read_bytes())
+    data[-200] ^= 0xFF
+    song.write_bytes(bytes(data))
+    os.utime(song, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only a hash can tell
+    assert reasons(library, out)[SONGS[2]] == "done"
+    assert reasons(library, out, verify="full")[SONGS[2]] == "input changed (content)"
+
+
+def test_changed_or_missing_output_is_redone(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    (out / "01_baseline" / "Artist" / "Album" / "01 One.flac").unlink()
+    flac = out / "01_baseline" / "Artist" / "Album" / "02 Two.flac"
+    flac.write_bytes(flac.read_bytes()[:-10])
+    r = reasons(library, out)
+    assert r[SONGS[0]].startswith("output missing")
+    assert r[SONGS[1]].startswith("output changed")
+    assert r[SONGS[2]] == "done"
+
+
+def test_changed_config_or_versions_redo_the_step(library, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    monkeypatch.setattr(DecodeStage, "revision", DecodeStage.revision + 1)
+    assert set(reasons(library, out).values()) == {"versions changed (decode.decode)"}
+    monkeypatch.undo()
+    monkeypatch.setattr(DecodeStage, "config", lambda self: {"gapless": "lame-tag", "untagged": "trim-1105"})
+    assert set(reasons(library, out).values()) == {"config changed"}
+
+
+def test_unreadable_marker_is_redone_not_trusted(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    (out / "_done" / "01_baseline" / "Artist" / "Album" / "01 One.mp3.json").write_text("{ half a mark")
+    assert reasons(library, out)[SONGS[0]] == "marker unreadable"
+
+
+def test_redo_flag_redoes_everything(library, tmp_path):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    assert sorted(by_status(run_lib([library], out, redo=True))["done"]) == SONGS

@@ -1,0 +1,92 @@
+"""Atomic FLAC writing, 24-bit and exact; tags and cover art carried from ID3."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+from mutagen.flac import FLAC
+
+from restore.audio import Audio
+from restore.errors import OutputError
+from restore.examples import png_cover, tag_mp3
+from restore.tags import read_id3
+from restore.writers import TMP_MARK, atomic_output, remove_stale_temps, temp_path_for, write_flac
+
+from .conftest import read_flac, run_lib, write_mp3
+
+
+def test_flac_is_24_bit_with_exact_frames_and_samples(tmp_path, song):
+    out = tmp_path / "o" / "song.flac"
+    written = write_flac(song, out)
+    info = sf.info(str(out))
+    assert (info.format, info.subtype, info.frames, info.samplerate, info.channels) == ("FLAC", "PCM_24", song.frames, 44100, 2)
+    data, _ = read_flac(out)
+    assert np.max(np.abs(data - song.samples)) <= 1.0 / 2 ** 23  # 24-bit quantisation, nothing else
+    assert written["size"] == out.stat().st_size and len(written["hash"]) == 32 and written["clipped"] == 0
+
+
+def test_samples_beyond_full_scale_are_clipped_and_counted(tmp_path):
+    x = np.zeros((2, 1000), np.float32)
+    x[0, 10], x[1, 20] = 1.5, -2.0
+    written = write_flac(Audio(x, 48000), tmp_path / "c.flac")
+    data, _ = read_flac(tmp_path / "c.flac")
+    assert written["clipped"] == 2
+    assert data[0, 10] == pytest.approx(1.0, abs=2e-7) and data[1, 20] == pytest.approx(-1.0, abs=2e-7)
+
+
+def test_failure_mid_write_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "keep.flac"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["keep.flac"]
+
+
+def test_os_error_becomes_one_line_output_error(tmp_path):
+    (tmp_path / "blocker").write_bytes(b"I am a file")
+    with pytest.raises(OutputError, match="a file is in the way|not a directory|Not a directory"):
+        write_flac(Audio(np.zeros((1, 10), np.float32), 8000), tmp_path / "blocker" / "x.flac")
+
+
+def test_temp_names_keep_the_extension_and_stale_ones_are_removed(tmp_path):
+    final = tmp_path / "Song [live].flac"
+    tmp = temp_path_for(final)
+    assert tmp.suffix == ".flac" and tmp.parent == final.parent and TMP_MARK in tmp.name
+    tmp.write_bytes(b"stale")
+    other = temp_path_for(tmp_path / "Other.flac")
+    other.write_bytes(b"not ours")
+    assert remove_stale_temps(final) == 1
+    assert not tmp.exists() and other.exists()
+
+
+def test_tags_and_cover_art_survive(tmp_path, song):
+    mp3 = write_mp3(tmp_path / "in" / "Tagged Song.mp3", song)
+    cover = png_cover(seed=5)
+    tag_mp3(mp3, "Tagged Song", "Bänd", "Älbum", "4/12", year="1987", genre="Jazz", cover=cover)
+    summary = run_lib([tmp_path / "in"], tmp_path / "out")
+    assert summary.exit_code == 0
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "Tagged Song.flac"))
+    assert flac["TITLE"] == ["Tagged Song"] and flac["ARTIST"] == ["Bänd"] and flac["ALBUM"] == ["Älbum"]
+    assert flac["TRACKNUMBER"] == ["4"] and flac["TRACKTOTAL"] == ["12"]
+    assert flac["DATE"] == ["1987"] and flac["GENRE"] == ["Jazz"]
+    assert flac["MP3RESTORE_VARIANT"] == ["01_baseline"] and flac["MP3RESTORE_SOURCE"] == ["Tagged Song.mp3"]
+    assert len(flac.pictures) == 1 and flac.pictures[0].data == cover and flac.pictures[0].type == 3
+    assert flac.pictures[0].mime == "image/png"
+
+
+def test_damaged_id3_tag_costs_only_the_tags(tmp_path, song):
+    mp3 = write_mp3(tmp_path / "in" / "bad-tag.mp3", song)
+    clean = read_flac_after_run(tmp_path / "clean", mp3)
+    # An ID3v2 header whose only frame is garbage, in front of the same audio.
+    mp3.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x14" + b"TIT2\xff\xff\xff\xff\x00\x00" + b"\x00" * 10 + mp3.read_bytes())
+    damaged = read_flac_after_run(tmp_path / "damaged", mp3)
+    assert np.array_equal(clean, damaged)
+
+
+def read_flac_after_run(out, mp3):
+    summary = run_lib([mp3], out)
+    assert summary.counts()["done"] == 1, summary.results
+    return read_flac(out / "01_baseline" / mp3.with_suffix(".flac").name)[0]
