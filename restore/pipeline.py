@@ -4,6 +4,7 @@ the summary and its log; the batch goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -20,9 +21,10 @@ from .markers import check_marker, file_record, write_marker
 from .plan import Job, Plan, make_plan
 from .scan import Track, scan
 from .stages import StageContext, get_stage
+from .stages.decode import BlockBuffer
 from .summary import JobResult, RunSummary
 from .tags import read_id3
-from .writers import remove_stale_temps, write_flac
+from .writers import flac_writer, remove_stale_temps, write_flac
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -126,54 +128,95 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
         return results
 
     log.write(f"start {track.path} -> {', '.join(j.variant.name for j, _ in claimed)} (reason: {claimed[0][0].reason})")
+    jobs = [job for job, _ in claimed]
+    streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
+    staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
+    share = 0.5 if staged else 1.0
     ctx = StageContext(
         options={"accept_damaged": config.accept_damaged},
         log=log.write,
-        progress=lambda f: reporter.handle(SongProgress(song, 0.5 * f, "decode")),
+        progress=lambda f: reporter.handle(SongProgress(song, share * f, "decode")),
     )
     try:
         try:
-            source_record = file_record(track.path)  # before decoding: what the marker vouches for
-            audio, facts = decoder.read(track.path, ctx)
+            for job in jobs:
+                stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker)
+                if stale:
+                    log.write(f"removed {stale} temporary file(s) left by an interrupted run")
+            source_record = file_record(track.path)  # before decoding: what the markers vouch for
             tags = read_id3(track.path)
-        except Exception as exc:  # bad input, or a library failing in a new way: the batch goes on
-            reason = _reason(exc, "decoding", log, config.debug)
-            return results + [JobResult(song, j.variant.name, "failed", reason) for j, _ in claimed]
-        log.write(f"decoded {facts['duration']:.2f} s, {facts['rate']} Hz, {audio.channels} ch, "
+            if tags.warning:
+                log.write(f"warning: {tags.warning}")
+            decoding = decoder.stream(track.path, ctx)
+            records, audio = _decode_once(decoding, streamed, bool(staged), tags, track)
+            facts = decoding.facts()
+        except Exception as exc:  # bad input, a full disk, or a library failing in a new way: the batch goes on
+            reason = _reason(exc, "decoding" if not streamed else "decoding and writing", log, config.debug)
+            return results + [JobResult(song, job.variant.name, "failed", reason) for job in jobs]
+        log.write(f"decoded {facts['duration']:.2f} s, {facts['rate']} Hz, {decoding.channels} ch, "
                   f"{facts['bitrate_kbps']} kbps{' VBR' if facts['vbr'] else ''}, encoder {facts['encoder'] or 'unknown'}, "
                   f"cutoff {facts['cutoff_hz'] or 'none found'} Hz")
-        if tags.warning:
-            log.write(f"warning: {tags.warning}")
-        for n, (job, _) in enumerate(claimed):
-            results.append(_run_job(job, audio, facts, tags, source_record, out_dir, log, config))
-            reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + 1) / len(claimed), job.variant.name))
+        for job in streamed:
+            results.append(_finish_job(job, records[job.variant.name], facts, source_record, out_dir, log, config))
+        for n, job in enumerate(staged):
+            results.append(_run_staged_job(job, audio, facts, tags, source_record, out_dir, log, config))
+            reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + 1) / len(staged), job.variant.name))
         return results
     finally:
         for _, lock in claimed:
             lock.release()
 
 
-def _run_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile, config: RunConfig) -> JobResult:
-    song, name = job.track.rel.as_posix(), job.variant.name
+def _tags_for(job: Job, tags):
+    tagset = tags if job.variant.keeps_loudness else tags.without_loudness_tags()
+    return tagset.with_provenance(job.variant.name, job.track.path.name)
+
+
+def _decode_once(decoding, streamed: list[Job], keep_audio: bool, tags, track: Track):
+    """One pass over the decode: each block goes to every streamed job's FLAC writer and,
+    when a staged job needs it, into one in-memory buffer. Returns ({variant: writer
+    record}, Audio or None). Any failure aborts every writer (no file appears)."""
+    buffer = BlockBuffer(decoding.channels, decoding.max_frames) if keep_audio else None
+    with contextlib.ExitStack() as stack:
+        sinks = {job.variant.name: stack.enter_context(
+                     flac_writer(job.output, decoding.rate, decoding.channels, _tags_for(job, tags), job.variant.bits))
+                 for job in streamed}
+        for block in decoding:
+            for sink in sinks.values():
+                sink.write(block)
+            if buffer is not None:
+                buffer.append(block)
+    return {name: sink.record for name, sink in sinks.items()}, (buffer.audio(decoding.rate) if buffer else None)
+
+
+def _run_staged_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile, config: RunConfig) -> JobResult:
+    """Run a variant's stages on the decoded song, write it, then its marker."""
     t0 = time.monotonic()
     try:
-        stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker)
-        if stale:
-            log.write(f"removed {stale} temporary file(s) left by an interrupted run")
-        out_audio = audio
-        for step in job.variant.steps:  # neural and DSP stages plug in here
-            out_audio = get_stage(step).process(out_audio, StageContext(log=log.write))
-        tagset = tags if job.variant.keeps_loudness else tags.without_loudness_tags()
-        written = write_flac(out_audio, job.output, tagset.with_provenance(name, job.track.path.name), job.variant.bits)
-        if written["clipped"]:
-            log.write(f"warning: {written['clipped']} samples above full scale were clipped in {name}")
+        for step in job.variant.steps:
+            audio = get_stage(step).process(audio, StageContext(log=log.write))
+        record = write_flac(audio, job.output, _tags_for(job, tags), job.variant.bits)
+    except Exception as exc:  # one variant failing must not stop the others or the batch
+        return JobResult(job.track.rel.as_posix(), job.variant.name, "failed",
+                         _reason(exc, f"making {job.variant.name}", log, config.debug), time.monotonic() - t0)
+    return _finish_job(job, record, facts, source_record, out_dir, log, config, t0)
+
+
+def _finish_job(job: Job, record: dict, facts: dict, source_record: dict, out_dir: Path, log: LogFile,
+                config: RunConfig, t0: float | None = None) -> JobResult:
+    """The output is in place: write the marker that makes it count as done."""
+    song, name = job.track.rel.as_posix(), job.variant.name
+    t0 = time.monotonic() if t0 is None else t0
+    if record["clipped"]:
+        log.write(f"warning: {record['clipped']} samples above full scale were clipped in {name}")
+    try:
         checkpoint("after-output")
         write_marker(job.marker, variant=name, rel=job.track.rel, source_record=source_record,
-                     cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=[written],
-                     out_dir=out_dir, facts={**facts, "clipped_on_write": written["clipped"]},
+                     cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=[record],
+                     out_dir=out_dir, facts={**facts, "clipped_on_write": record["clipped"]},
                      seconds=time.monotonic() - t0)
-    except Exception as exc:  # one variant failing must not stop the others or the batch
-        return JobResult(song, name, "failed", _reason(exc, f"writing {name}", log, config.debug), time.monotonic() - t0)
+    except Exception as exc:
+        return JobResult(song, name, "failed", _reason(exc, f"writing the marker of {name}", log, config.debug))
     log.write(f"done {name} -> {job.output}")
     return JobResult(song, name, "done", "", time.monotonic() - t0, str(job.output), facts)
 

@@ -135,27 +135,39 @@ def _libsndfile_os_error(exc: Exception, tmp: Path) -> OSError:
     return OSError(errno.EIO, f"the FLAC encoder failed ({getattr(exc, 'error_string', exc)})")
 
 
-def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int = 24) -> dict:
-    """Write `audio` as a FLAC of `bits` (16 or 24) at audio.rate, with `tags`, atomically.
+class FlacSink:
+    """What `flac_writer` yields: call `write(block)` with float32 [channels, n] blocks.
+    After the `with`, `record` holds {"path", "size", "mtime_ns", "hash", "clipped"}."""
 
-    Samples beyond +-1.0 are clipped (an integer file cannot hold them) and counted.
-    Returns {"path", "size", "mtime_ns", "hash", "clipped"} for the marker.
-    """
+    def __init__(self, f: sf.SoundFile):
+        self._file = f
+        self.clipped = 0
+        self.frames = 0
+        self.record: dict = {}
+
+    def write(self, block: np.ndarray) -> None:
+        for start in range(0, block.shape[1], _WRITE_BLOCK):
+            part = block[:, start:start + _WRITE_BLOCK].T
+            over = np.abs(part) > 1.0
+            if over.any():  # an integer file cannot hold them: clip, and say how many
+                self.clipped += int(over.sum())
+                part = np.clip(part, -1.0, 1.0)
+            self._file.write(np.ascontiguousarray(part))
+            self.frames += part.shape[0]
+            if self.frames == part.shape[0]:
+                checkpoint("mid-audio")
+
+
+@contextlib.contextmanager
+def flac_writer(final: Path, rate: int, channels: int, tags: TagSet | None = None, bits: int = 24) -> Iterator[FlacSink]:
+    """Stream a FLAC of `bits` (16 or 24) at `rate` Hz to `final`, atomically: the file
+    appears, tags and all, only when the `with` body ends without an exception."""
     subtype = {16: "PCM_16", 24: "PCM_24"}[bits]
-    clipped = 0
     with atomic_output(final, "writing FLAC") as tmp:
         try:
-            with sf.SoundFile(str(tmp), "w", samplerate=audio.rate, channels=audio.channels,
-                              format="FLAC", subtype=subtype) as f:
-                for start in range(0, audio.frames, _WRITE_BLOCK):
-                    block = audio.samples[:, start:start + _WRITE_BLOCK].T
-                    over = np.abs(block) > 1.0
-                    if over.any():
-                        clipped += int(over.sum())
-                        block = np.clip(block, -1.0, 1.0)
-                    f.write(np.ascontiguousarray(block))
-                    if start == 0:
-                        checkpoint("mid-audio")
+            with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=channels, format="FLAC", subtype=subtype) as f:
+                sink = FlacSink(f)
+                yield sink
         except sf.LibsndfileError as exc:
             raise _libsndfile_os_error(exc, tmp) from exc
         if tags is not None:
@@ -163,4 +175,11 @@ def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int 
             tags.write_flac(tmp)
         digest = file_hash(tmp)
     st = final.stat()
-    return {"path": final, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest, "clipped": clipped}
+    sink.record = {"path": final, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest, "clipped": sink.clipped}
+
+
+def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int = 24) -> dict:
+    """Write a whole `Audio` with `flac_writer`; returns the sink's record."""
+    with flac_writer(final, audio.rate, audio.channels, tags, bits) as sink:
+        sink.write(audio.samples)
+    return sink.record

@@ -1,31 +1,33 @@
-"""Decode: MP3 file -> Audio at the file's own rate and channel count, gapless where possible.
+"""Decode: MP3 file -> float32 [channels, frames] at the file's own rate and channel count,
+gapless where possible; streamed in blocks, so a song that only needs the decode never
+sits in memory whole.
 
-Decoder: dr_mp3 (miniaudio), streamed as float32 into one buffer sized from the frame
-walk. Not libsndfile: libsndfile stops reading at mpg123's length estimate, which for a
-VBR file without a Xing header assumes CBR and cut a 20 s test song to 9.2 s. dr_mp3 and
-mpg123 agree within 4.5e-5 (both within the ISO 11172-4 bound of 2^-14).
+Decoder: dr_mp3 (miniaudio). Not libsndfile: libsndfile stops reading at mpg123's length
+estimate, which for a VBR file without a Xing header assumes CBR and cut a 20 s test song
+to 9.2 s. dr_mp3 and mpg123 agree within 4.5e-5 (both within the ISO 11172-4 bound of 2^-14).
 
 Gapless: dr_mp3 reads the LAME/Xing tag and removes the encoder delay, the decoder delay
 (529 samples) and the end padding, so the output lines up with the encoder's input
-sample for sample. A file with no such tag (lameenc
-writes none, nor do many old encoders) cannot be trimmed exactly: its decode keeps the
-delay at the start (1105 samples, 25 ms at 44.1 kHz, for LAME) and the padding at the
-end. We say so in the facts and the song's log rather than guess an encoder.
+sample for sample. A file with no such tag (lameenc writes none, nor do many old
+encoders) cannot be trimmed exactly: its decode keeps the delay at the start (1105
+samples, 25 ms at 44.1 kHz, for LAME) and the padding at the end. We say so in the facts
+and the song's log rather than guess an encoder.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import miniaudio
+import numpy as np
 
 from ..audio import Audio
 from ..errors import InputError
-from ..metrics import effective_cutoff_hz, peak_dbfs, samples_over_full_scale
-from ..mp3info import inspect
+from ..metrics import PeakMeter, SpectrumAccumulator, cutoff_from_spectrum
+from ..mp3info import Mp3Info, inspect
 from . import StageContext
 
-_BLOCK = 1 << 16  # frames per read: ~1.5 s at 44.1 kHz
+BLOCK_FRAMES = 1 << 16  # ~1.5 s at 44.1 kHz: 512 KiB of stereo float32
 
 
 class DecodeStage:
@@ -41,10 +43,9 @@ class DecodeStage:
     def load(self, device: str | None = None) -> None:
         pass
 
-    def read(self, path: Path, ctx: StageContext) -> tuple[Audio, dict]:
-        """Decode `path`. Returns the audio and the song's facts (rates in Hz, times in s).
-        Raises InputError for files that are not MP3s, or are damaged unless
-        ctx.options['accept_damaged'] is set."""
+    def stream(self, path: Path, ctx: StageContext) -> "Decoding":
+        """Start decoding `path`: checks the file first and raises InputError for files that
+        are not MP3s, or are damaged unless ctx.options['accept_damaged'] is set."""
         info = inspect(path)
         if info.layer != 3:
             raise InputError(f"MPEG layer {'I' * info.layer} audio named .mp3 is not supported", path,
@@ -54,51 +55,85 @@ class DecodeStage:
                 raise InputError(info.problems[0], path, "--accept-damaged restores the part that is there")
             for problem in info.problems:
                 ctx.log(f"warning: {problem}; restoring the part that is there (--accept-damaged)")
-        audio = _decode_samples(path, info, ctx)
-        if info.gapless:
-            if audio.frames != info.expected_samples:
-                ctx.log(f"note: decoded {audio.frames} frames, the LAME tag promises {info.expected_samples}")
-        else:
-            ctx.log("note: no LAME/Xing gapless tag, so the encoder delay (1105 samples for LAME) "
-                    "is kept at the start and the padding at the end")
-        facts = info.to_dict()
+        return Decoding(path, info, ctx)
+
+    def read(self, path: Path, ctx: StageContext) -> tuple[Audio, dict]:
+        """Decode `path` whole. Returns the audio and the song's facts (see Decoding.facts)."""
+        decoding = self.stream(path, ctx)
+        buffer = BlockBuffer(decoding.channels, decoding.max_frames)
+        for block in decoding:
+            buffer.append(block)
+        return buffer.audio(decoding.rate), decoding.facts()
+
+
+class Decoding:
+    """One pass over an MP3: iterate for float32 [channels, n] blocks (n <= BLOCK_FRAMES);
+    `facts()` after the last block. Raises InputError if the decoder fails."""
+
+    def __init__(self, path: Path, info: Mp3Info, ctx: StageContext):
+        self.path, self.info, self.ctx = path, info, ctx
+        self.rate, self.channels = info.rate, info.channels
+        self.max_frames = info.frames * info.samples_per_frame  # gapless trimming only removes
+        self.frames = 0
+        self._spectrum = SpectrumAccumulator(info.expected_samples, info.channels)
+        self._peak = PeakMeter()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        try:
+            stream = miniaudio.stream_file(str(self.path), output_format=miniaudio.SampleFormat.FLOAT32,
+                                           nchannels=self.channels, sample_rate=self.rate, frames_to_read=BLOCK_FRAMES)
+            chunk = next(stream, None)
+            while chunk is not None and len(chunk):
+                block = np.frombuffer(chunk, dtype=np.float32).reshape(-1, self.channels).T.copy()
+                self.frames += block.shape[1]
+                self._spectrum.feed(block)
+                self._peak.feed(block)
+                self.ctx.progress(min(self.frames / max(self.max_frames, 1), 1.0))
+                yield block
+                try:
+                    chunk = stream.send(BLOCK_FRAMES)
+                except StopIteration:
+                    chunk = None
+        except miniaudio.DecodeError as exc:
+            raise InputError(f"cannot decode ({exc})", self.path, "the file is damaged or not an MP3") from exc
+        if self.frames == 0:
+            raise InputError("no audio: the decoder found no samples", self.path)
+        info = self.info
+        if info.gapless and self.frames != info.expected_samples:
+            self.ctx.log(f"note: decoded {self.frames} frames, the LAME tag promises {info.expected_samples}")
+        if not info.gapless:
+            self.ctx.log("note: no LAME/Xing gapless tag, so the encoder delay (1105 samples for LAME) "
+                         "is kept at the start and the padding at the end")
+
+    def facts(self) -> dict:
+        """What the file says (mp3info) and what the decode measured: rates in Hz, times in s."""
+        facts = self.info.to_dict()
         facts.update(
-            decoded_frames=audio.frames,
-            duration=round(audio.duration, 3),
-            decoded_channels=audio.channels,
-            cutoff_hz=effective_cutoff_hz(audio),
-            peak_dbfs=round(peak_dbfs(audio), 2),
-            samples_over_full_scale=samples_over_full_scale(audio),
+            decoded_frames=self.frames,
+            duration=round(self.frames / self.rate, 3),
+            cutoff_hz=cutoff_from_spectrum(self._spectrum.spectrum_db(), self.rate),
+            peak_dbfs=round(self._peak.peak_dbfs, 2),
+            samples_over_full_scale=self._peak.over,
             decoder=f"dr_mp3 (miniaudio {miniaudio.__version__})",
         )
-        return audio, facts
+        return facts
 
 
-def _decode_samples(path: Path, info, ctx: StageContext) -> Audio:
-    """Stream-decode into a buffer sized from the frame walk (grown if the decoder gives more),
-    so memory is one copy of the song plus a block."""
-    expected = info.frames * info.samples_per_frame  # an upper bound: gapless trimming only removes
-    channels = info.channels
-    out = np.empty((channels, expected + 4 * 1152), dtype=np.float32)
-    pos = 0
-    try:
-        stream = miniaudio.stream_file(str(path), output_format=miniaudio.SampleFormat.FLOAT32,
-                                       nchannels=channels, sample_rate=info.rate, frames_to_read=_BLOCK)
-        chunk = next(stream, None)
-        while chunk is not None and len(chunk):
-            block = np.frombuffer(chunk, dtype=np.float32).reshape(-1, channels)
-            n = block.shape[0]
-            if pos + n > out.shape[1]:
-                out = np.concatenate([out, np.empty((channels, (pos + n) // 4 + n), np.float32)], axis=1)
-            out[:, pos:pos + n] = block.T
-            pos += n
-            ctx.progress(min(pos / max(expected, 1), 1.0))
-            try:
-                chunk = stream.send(_BLOCK)
-            except StopIteration:
-                chunk = None
-    except miniaudio.DecodeError as exc:
-        raise InputError(f"cannot decode ({exc})", path, "the file is damaged or not an MP3") from exc
-    if pos == 0:
-        raise InputError("no audio: the decoder found no samples", path)
-    return Audio(out[:, :pos], info.rate)
+class BlockBuffer:
+    """Gathers [channels, n] blocks into one array, preallocated from a length estimate and
+    grown if the estimate was short: memory is one copy of the song plus a block."""
+
+    def __init__(self, channels: int, estimate: int):
+        self.data = np.empty((channels, max(estimate, 1)), dtype=np.float32)
+        self.frames = 0
+
+    def append(self, block: np.ndarray) -> None:
+        n = block.shape[1]
+        if self.frames + n > self.data.shape[1]:
+            grow = np.empty((self.data.shape[0], (self.frames + n) // 4 + n), np.float32)
+            self.data = np.concatenate([self.data, grow], axis=1)
+        self.data[:, self.frames:self.frames + n] = block
+        self.frames += n
+
+    def audio(self, rate: int) -> Audio:
+        return Audio(self.data[:, :self.frames], rate)

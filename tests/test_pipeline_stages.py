@@ -1,0 +1,65 @@
+"""The engine's path for variants with stages: one decode feeds the streamed baseline and an
+in-memory copy for the staged variant; each gets its own output and marker."""
+import numpy as np
+import pytest
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3, TXXX
+
+import restore.stages as stages
+import restore.variants as variants
+from restore.audio import Audio
+from restore.config import RunConfig
+from restore.pipeline import run
+
+from .conftest import read_flac, write_mp3
+
+
+class HalfGain:
+    """A stage for this test: -6.02 dB, so loudness changes and ReplayGain must go."""
+    name = "half_gain"
+
+    def versions(self):
+        return {"half_gain": 1}
+
+    def config(self):
+        return {"gain": 0.5}
+
+    def load(self, device=None):
+        pass
+
+    def process(self, audio, ctx):
+        return Audio(audio.samples * np.float32(0.5), audio.rate)
+
+
+@pytest.fixture
+def staged_variant(monkeypatch):
+    monkeypatch.setitem(stages._REGISTRY, "half_gain", f"{__name__}:HalfGain")
+    v = variants.Variant("90_half", "half level (test)", steps=("half_gain",), keeps_loudness=False)
+    monkeypatch.setitem(variants.VARIANTS, v.name, v)
+    return v
+
+
+def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_variant):
+    mp3 = write_mp3(tmp_path / "in" / "s.mp3", song)
+    tags = ID3()
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text="-7.1 dB"))
+    tags.save(str(mp3))
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                    variants=variants.resolve_variants("01_baseline,90_half"))
+    summary = run(cfg)
+    assert summary.counts()["done"] == 2, summary.results
+    base, _ = read_flac(tmp_path / "out" / "01_baseline" / "s.flac")
+    half, _ = read_flac(tmp_path / "out" / "90_half" / "s.flac")
+    assert base.shape == half.shape
+    assert np.max(np.abs(half - base * 0.5)) <= 2 / 2 ** 23
+    assert FLAC(str(tmp_path / "out" / "01_baseline" / "s.flac"))["REPLAYGAIN_TRACK_GAIN"] == ["-7.1 dB"]
+    assert "REPLAYGAIN_TRACK_GAIN" not in FLAC(str(tmp_path / "out" / "90_half" / "s.flac"))
+    assert (tmp_path / "out" / "_done" / "90_half" / "s.mp3.json").is_file()
+    # Rerun: both skipped. A new stage version redoes only the staged variant.
+    assert run(cfg).counts()["skipped"] == 2
+    HalfGain.versions = lambda self: {"half_gain": 2}
+    try:
+        again = run(cfg)
+    finally:
+        HalfGain.versions = lambda self: {"half_gain": 1}
+    assert {(r.variant, r.status) for r in again.results} == {("01_baseline", "skipped"), ("90_half", "done")}
