@@ -296,7 +296,7 @@ def bench_rss(work: Path, minutes_list: list[int]) -> None:
         say(S, f"    decoded {info.duration:.1f} s ({info.frames} frames x {info.channels} ch), float32 in memory = {decoded_mib:.0f} MiB; "
                f"FLAC {flacs[0].stat().st_size / MiB:.0f} MiB")
         say(S, f"    peak RSS {rss_mib:.0f} MiB (ru_maxrss), {res['psutil_peak'] / MiB:.0f} MiB (psutil, {res['samples']} samples at 50 ms); "
-               f"= {rss_mib / decoded_mib:.2f}x the decoded song, {(rss_mib - base_mib) / decoded_mib:.2f}x above the baseline; "
+               f"above the import baseline: {rss_mib - base_mib:.0f} MiB = {(rss_mib - base_mib) / decoded_mib:.2f}x the decoded song; "
                f"wall {res['wall']:.1f} s ({info.duration / res['wall']:.0f}x real time)")
         if minutes == minutes_list[0]:
             _rss_attribution(mp3, work)
@@ -306,9 +306,13 @@ def bench_rss(work: Path, minutes_list: list[int]) -> None:
         (m0, d0, a0, r0), (m1, d1, a1, r1) = rows[0], rows[-1]
         per_min = (r1 - r0) / ((d1 - d0) / 60)
         audio_per_min = (a1 - a0) / ((d1 - d0) / 60)
-        say(S, f"growth: {per_min:.1f} MiB peak RSS per minute of stereo 44.1 kHz audio "
+        say(S, f"growth: {per_min:.1f} MiB peak RSS per minute of stereo 44.1 kHz audio from {m0} to {m1} min "
                f"(decoded float32 alone is {audio_per_min:.1f} MiB per minute; ratio {per_min / audio_per_min:.2f})")
-        say(S, f"        extrapolated peak for a 120 min file: {r1 + per_min * (120 - d1 / 60):.0f} MiB")
+        if per_min < 0.05 * audio_per_min:
+            say(S, f"        flat: peak RSS does not grow with the song's length (the song is not held in memory whole); "
+                   f"peak {max(r0, r1):.0f} MiB")
+        else:
+            say(S, f"        extrapolated peak for a 120 min file: {r1 + per_min * (120 - d1 / 60):.0f} MiB")
 
 
 def _rss_attribution(mp3: Path, work: Path) -> None:
@@ -459,6 +463,15 @@ def machine() -> None:
           f"(libsndfile {soundfile.__libsndfile_version__})", flush=True)
 
 
+def load() -> str:
+    """Other work on the machine skews timings: say how busy it was."""
+    try:
+        one, five, _ = os.getloadavg()
+        return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+    except OSError:
+        return "load average unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_measure-rss"]:
@@ -483,20 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     if a.work:
         a.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mp3restore-bench-", dir=a.work))
-    print(f"[work] {work}", flush=True)
+    print(f"[work] {work}; before starting: {load()}", flush=True)
     try:
         if "speed" in parts:
             t0 = time.perf_counter()
             bench_speed(work, a.speed_songs, a.speed_seconds, a.speed_repeats)
-            say("speed", f"(part took {time.perf_counter() - t0:.0f} s)")
+            say("speed", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
         if "rss" in parts:
             t0 = time.perf_counter()
             bench_rss(work, [int(m) for m in a.rss_minutes.split(",") if m.strip()])
-            say("rss", f"(part took {time.perf_counter() - t0:.0f} s)")
+            say("rss", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
         if "resume" in parts:
             t0 = time.perf_counter()
             bench_resume(work, a.resume_songs, a.resume_seconds, a.resume_distinct, a.resume_repeats)
-            say("resume", f"(part took {time.perf_counter() - t0:.0f} s)")
+            say("resume", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
     finally:
         if a.keep:
             print(f"[work] kept {work}", flush=True)

@@ -9,8 +9,6 @@ frames than the tag promises). A file that is not MPEG audio at all raises
 """
 from __future__ import annotations
 
-import mmap
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,11 +67,11 @@ class FrameHeader:
         return self.samples_per_frame // 8 * self.bitrate_kbps * 1000 // self.rate + self.padding
 
 
-def parse_header(b: bytes | memoryview, pos: int = 0) -> FrameHeader | None:
+def parse_header(b, pos: int = 0) -> FrameHeader | None:
     """The MPEG audio frame header at b[pos:pos+4], or None if there is none."""
     if pos + 4 > len(b):
         return None
-    h = struct.unpack_from(">I", b, pos)[0]
+    h = int.from_bytes(b[pos:pos + 4], "big")
     if h >> 21 != 0x7FF:
         return None
     version = _VERSION_BITS.get((h >> 19) & 3)
@@ -137,7 +135,46 @@ class Mp3Info:
         return d
 
 
-def _id3v2_size(b: bytes | memoryview) -> int:
+class FileWindow:
+    """Read-only random access to a file through a 1 MiB window: b[i], b[i:j], len(b),
+    b.find(sub, start, end). Walking an hour-long MP3 keeps 1 MiB in memory, not the file
+    (an mmap made every page resident: +84 MB of RSS for a 60-minute 192 kbps file)."""
+
+    WINDOW = 1 << 20
+
+    def __init__(self, fh, size: int):
+        self.fh, self.size = fh, size
+        self.start, self.buf = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _span(self, lo: int, hi: int) -> bytes:
+        lo, hi = max(lo, 0), min(hi, self.size)
+        if lo >= hi:
+            return b""
+        if lo < self.start or hi > self.start + len(self.buf):
+            self.fh.seek(lo)
+            self.start, self.buf = lo, self.fh.read(max(hi - lo, self.WINDOW))
+        return self.buf[lo - self.start:hi - self.start]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._span(key.start or 0, self.size if key.stop is None else key.stop)
+        return self._span(key, key + 1)[0]
+
+    def find(self, sub: bytes, start: int, end: int) -> int:
+        pos = start
+        while pos < end:
+            hi = min(end, pos + self.WINDOW)
+            i = self._span(pos, hi + len(sub) - 1).find(sub)
+            if i >= 0 and pos + i + len(sub) <= end:
+                return pos + i
+            pos = hi
+        return -1
+
+
+def _id3v2_size(b) -> int:
     """Bytes taken by ID3v2 tags at the start (several may follow each other)."""
     pos = 0
     while len(b) >= pos + 10 and bytes(b[pos:pos + 3]) == b"ID3":
@@ -150,7 +187,7 @@ def _id3v2_size(b: bytes | memoryview) -> int:
     return pos
 
 
-def _trailing_tag_start(b: bytes | memoryview) -> int:
+def _trailing_tag_start(b) -> int:
     """Where trailing tags (ID3v1, APEv2, Lyrics3) begin; audio frames end before it."""
     end = len(b)
     changed = True
@@ -160,8 +197,8 @@ def _trailing_tag_start(b: bytes | memoryview) -> int:
             end -= 128
             changed = True
         if end >= 32 and bytes(b[end - 32:end - 24]) == b"APETAGEX":
-            size = struct.unpack_from("<I", b, end - 20)[0]
-            flags = struct.unpack_from("<I", b, end - 12)[0]
+            size = int.from_bytes(b[end - 20:end - 16], "little")
+            flags = int.from_bytes(b[end - 12:end - 8], "little")
             end -= size + (32 if flags & 0x80000000 else 0)
             end = max(end, 0)
             changed = True
@@ -176,7 +213,7 @@ def _find_sync(b, pos: int, end: int) -> tuple[int, FrameHeader] | None:
     """First position >= pos with a valid header whose next frame also starts validly
     (two in a row: a lone 0xFFE pattern inside junk is not a frame)."""
     while True:
-        pos = b.find(b"\xff", pos, end)  # bytes and mmap both have find()
+        pos = b.find(b"\xff", pos, end)
         if pos < 0:
             return None
         hdr = parse_header(b, pos)
@@ -204,11 +241,11 @@ def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
     start = pos + 4 + (2 if h.protected else 0) + _side_info_length(h)
     ident = bytes(b[start:start + 4])
     if ident in (b"Xing", b"Info"):
-        flags = struct.unpack_from(">I", b, start + 4)[0]
+        flags = int.from_bytes(b[start + 4:start + 8], "big")
         p = start + 8
         tag = {"kind": ident.decode(), "frames": None}
         if flags & 1:
-            tag["frames"] = struct.unpack_from(">I", b, p)[0]
+            tag["frames"] = int.from_bytes(b[p:p + 4], "big")
             p += 4
         if flags & 2:
             p += 4
@@ -227,7 +264,7 @@ def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
         return tag
     vbri = pos + 4 + 32
     if bytes(b[vbri:vbri + 4]) == b"VBRI":
-        return {"kind": "VBRI", "frames": struct.unpack_from(">I", b, vbri + 14)[0],
+        return {"kind": "VBRI", "frames": int.from_bytes(b[vbri + 14:vbri + 18], "big"),
                 "encoder": "FhG (VBRI)", "delay": None, "padding": None, "vbr_method": "VBR"}
     return None
 
@@ -248,7 +285,8 @@ def inspect(path: Path) -> Mp3Info:
     size = path.stat().st_size
     if size == 0:
         raise InputError("empty file (0 bytes)", path, "the copy or download failed; restore it from a backup")
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as b:
+    with open(path, "rb") as fh:
+        b = FileWindow(fh, size)
         id3 = _id3v2_size(b)
         end = _trailing_tag_start(b)
         if id3 >= end:
