@@ -1,6 +1,6 @@
 """What an MP3 file says about itself, read from its bytes: no decoding.
 
-`inspect(path)` walks every frame header once (about 0.1 s for an hour of audio)
+`inspect(path)` walks every frame header once (0.6 s for an hour of audio at 192 kbps)
 and returns `Mp3Info`: rate, channels, bitrate (average; VBR or not), frame count,
 the Xing/Info/LAME or VBRI tag (encoder, encoder delay and padding, the encoder's
 own lowpass) and damage (bytes skipped between frames, a cut-off last frame, fewer

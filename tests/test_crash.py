@@ -79,3 +79,27 @@ def test_killed_at_a_random_moment(tmp_path, reference, delay):
     again = run_cli("run", str(library), "--out", str(out), "-q")
     assert again.returncode == 0, again.stderr
     assert outputs(out) == ref and temps(out) == []
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
+    from restore.examples import band, encode_mp3
+    library = tmp_path / "in"
+    library.mkdir()
+    minute = encode_mp3(band(30.0, seed=5), bitrate=128)
+    for i in range(3):
+        (library / f"{i} long.mp3").write_bytes(minute * 16)  # 8 minutes each: about 2 s of work
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again" in err
+    assert temps(out) == []
+    summary = json.loads((out / "_report" / "last_run.json").read_text())
+    assert summary["interrupted"] is True
+    again = run_cli("run", str(library), "--out", str(out), "-q", "--json")
+    assert again.returncode == 0
+    statuses = [r["status"] for r in json.loads(again.stdout)["results"]]
+    assert sorted(statuses) == sorted(["done"] * (3 - summary["counts"]["done"]) + ["skipped"] * summary["counts"]["done"])
