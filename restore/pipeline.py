@@ -137,6 +137,7 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
         log=log.write,
         progress=lambda f: reporter.handle(SongProgress(song, share * f, "decode")),
     )
+    t0 = time.monotonic()
     try:
         try:
             for job in jobs:
@@ -157,7 +158,7 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
                   f"{facts['bitrate_kbps']} kbps{' VBR' if facts['vbr'] else ''}, encoder {facts['encoder'] or 'unknown'}, "
                   f"cutoff {facts['cutoff_hz'] or 'none found'} Hz")
         for job in streamed:
-            results.append(_finish_job(job, records[job.variant.name], facts, source_record, out_dir, log, config))
+            results.append(_finish_job(job, records[job.variant.name], facts, source_record, out_dir, log, config, t0))
         for n, job in enumerate(staged):
             results.append(_run_staged_job(job, audio, facts, tags, source_record, out_dir, log, config))
             reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + 1) / len(staged), job.variant.name))
