@@ -39,8 +39,9 @@ def file_record(path: Path, digest: str | None = None) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or file_hash(path)}
 
 
-def _same_file(path: Path, record: dict, verify: str) -> str | None:
-    """None if `path` still matches `record`, else the reason it does not."""
+def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> str | None:
+    """None if `path` still matches `record`, else the reason it does not. `hashes` caches
+    hashes by (path, size, mtime) so that one input checked for several variants is read once."""
     try:
         st = path.stat()
     except OSError:
@@ -49,7 +50,11 @@ def _same_file(path: Path, record: dict, verify: str) -> str | None:
         return "changed (size)"
     if verify == "quick" and st.st_mtime_ns == record.get("mtime_ns"):
         return None
-    return None if file_hash(path) == record.get("hash") else "changed (content)"
+    hashes = {} if hashes is None else hashes
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in hashes:
+        hashes[key] = file_hash(path)
+    return None if hashes[key] == record.get("hash") else "changed (content)"
 
 
 @dataclass
@@ -58,8 +63,10 @@ class MarkerCheck:
     reason: str  # why the step must run ("new", "input changed", ...), or "done"
 
 
-def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, versions: dict, verify: str = "quick") -> MarkerCheck:
-    """Can the step whose marker is at `path` be skipped for `source`?"""
+def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, versions: dict, verify: str = "quick",
+                 hashes: dict | None = None) -> MarkerCheck:
+    """Can the step whose marker is at `path` be skipped for `source`? Pass one `hashes`
+    dict across the checks of a plan to hash each file at most once."""
     try:
         marker = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -68,7 +75,7 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
         return MarkerCheck(False, "marker unreadable")
     if marker.get("schema") != SCHEMA:
         return MarkerCheck(False, "marker from another version")
-    why = _same_file(source, marker.get("input", {}), verify)
+    why = _same_file(source, marker.get("input", {}), verify, hashes)
     if why:
         return MarkerCheck(False, f"input {why}")
     if marker.get("config_hash") != cfg_hash:
@@ -78,7 +85,7 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
                          if versions.get(k) != marker.get("versions", {}).get(k))
         return MarkerCheck(False, f"versions changed ({', '.join(changed)})")
     for out in marker.get("outputs", []):
-        why = _same_file(out_dir / out["path"], out, verify)
+        why = _same_file(out_dir / out["path"], out, verify, hashes)
         if why:
             return MarkerCheck(False, f"output {why}: {out['path']}")
     return MarkerCheck(True, "done")

@@ -52,6 +52,7 @@ def stage_facts(variants: list[Variant]) -> tuple[dict[str, dict], dict[str, dic
 
 def make_plan(scan: ScanResult, variants: list[Variant], out_dir: Path, verify: str = "quick", redo: bool = False) -> Plan:
     configs, versions = stage_facts(variants)
+    hashes: dict = {}  # an input is hashed once however many variants check it
     jobs = []
     for track in scan.tracks:
         for variant in variants:
@@ -62,7 +63,7 @@ def make_plan(scan: ScanResult, variants: list[Variant], out_dir: Path, verify: 
             if redo:
                 todo, reason = True, "--redo"
             else:
-                check = check_marker(marker, track.path, out_dir, h, ver, verify)
+                check = check_marker(marker, track.path, out_dir, h, ver, verify, hashes)
                 todo, reason = not check.done, check.reason
             jobs.append(Job(track, variant, out_dir / variant.name / Path(*track.output_rel(".flac").parts),
                             marker, cfg, h, ver, todo, reason))

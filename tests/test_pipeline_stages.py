@@ -63,3 +63,18 @@ def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_v
     finally:
         HalfGain.versions = lambda self: {"half_gain": 1}
     assert {(r.variant, r.status) for r in again.results} == {("01_baseline", "skipped"), ("90_half", "done")}
+
+
+def test_full_verify_hashes_each_input_once_for_all_variants(tmp_path, song, staged_variant, monkeypatch):
+    import restore.markers as markers
+    from restore.pipeline import plan_run
+    mp3 = write_mp3(tmp_path / "in" / "s.mp3", song)
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                    variants=variants.resolve_variants("01_baseline,90_half"), verify="full")
+    assert run(cfg).counts()["done"] == 2
+    hashed = []
+    real = markers.file_hash
+    monkeypatch.setattr(markers, "file_hash", lambda p: hashed.append(p.name) or real(p))
+    plan = plan_run(cfg)
+    assert [j.reason for j in plan.jobs] == ["done", "done"]
+    assert sorted(hashed) == sorted([mp3.name, "s.flac", "s.flac"])  # the MP3 once, each output once
