@@ -114,7 +114,11 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
     results: list[JobResult] = []
     claimed: list[tuple[Job, object]] = []
     for job in jobs:
-        lock = try_claim(lock_path(out_dir, f"{job.variant.name}/{song}"))
+        try:
+            lock = try_claim(lock_path(out_dir, f"{job.variant.name}/{song}"))
+        except OSError as exc:
+            results.append(JobResult(song, job.variant.name, "failed", _reason(exc, "claiming the song", log, config.debug)))
+            continue
         if lock is None:
             results.append(JobResult(song, job.variant.name, "busy", "another run is working on it"))
             continue
