@@ -14,6 +14,8 @@ from . import __version__
 from .config import VERIFY_LEVELS, RunConfig
 from .console import print_summary, reporter_for, safe
 from .errors import RestoreError, UsageError
+from .model_store import ENV_MODELS, default_models_dir
+from .models_cli import models_command
 from .pipeline import run
 from .scan import clean_user_path
 from .summary import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE, RunSummary
@@ -35,10 +37,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="resume check: 'quick' hashes files only when size or mtime changed; 'full' re-hashes all")
     r.add_argument("--redo", action="store_true", help="redo every step even if its marker says done")
     r.add_argument("--accept-damaged", action="store_true", help="restore truncated or damaged MP3s as far as they go (with a warning)")
+    r.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto",
+                   help="where model stages run (auto: CUDA, then Apple MPS, then the CPU)")
+    r.add_argument("--models-dir", metavar="DIR", help=f"the models folder (default: ${ENV_MODELS} or {default_models_dir()})")
+    r.add_argument("--order", choices=("song", "stage"), default="song",
+                   help="song: all variants of a song, then the next (earliest results, default); "
+                        "stage: one variant across all songs, then the next (fewest model loads)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
     r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
     sub.add_parser("variants", help="list the variants")
+
+    m = sub.add_parser("models", help="list, fetch or verify the model files")
+    m.add_argument("action", nargs="?", choices=("list", "fetch", "verify"), default="list")
+    m.add_argument("name", nargs="?", help="model name (fetch: required; verify: default all)")
+    m.add_argument("--models-dir", metavar="DIR", help="the models folder")
     return p
 
 
@@ -52,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         for v in VARIANTS.values():
             console.print(f"[bold]{v.name}[/]  {safe(v.title)}")
         return 0
+    if args.command == "models":
+        return models_command(console, args.action, args.name, args.models_dir)
     try:
         config = RunConfig(
             inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),
             verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged,
-            dry_run=args.dry_run, debug=args.debug,
+            dry_run=args.dry_run, debug=args.debug, device=args.device,
+            models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
         )
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback

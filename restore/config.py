@@ -1,10 +1,10 @@
 """The run configuration: what the CLI and the menu both build, and all the library needs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .variants import Variant, resolve_variants
+from .variants import Variant
 
 VERIFY_LEVELS = ("quick", "full")
 
@@ -13,9 +13,13 @@ VERIFY_LEVELS = ("quick", "full")
 class RunConfig:
     inputs: list[str]                 # as typed; scan cleans them
     out_dir: Path
-    variants: list[Variant] = field(default_factory=lambda: resolve_variants(None))
+    variants: list[Variant] | None = None  # None: every variant that can run here (models present)
     verify: str = "quick"             # how resume checks compare files (see markers)
     redo: bool = False                # ignore markers and redo every step
     accept_damaged: bool = False      # restore truncated/damaged MP3s as far as they go
     dry_run: bool = False             # plan only, write nothing
     debug: bool = False               # tracebacks on the console
+    device: str = "auto"              # auto, cuda, mps or cpu: where model stages run
+    models_dir: Path | None = None    # None: $MP3RESTORE_MODELS or the user's cache
+    order: str = "song"               # "song": all variants of a song, then the next;
+                                      # "stage": one variant across all songs, then the next

@@ -14,7 +14,8 @@ from .errors import printable
 from .events import Message, RunStarted, SongFinished, SongProgress, SongStarted
 from .summary import RunSummary
 
-_STATUS_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "busy": "yellow", "planned": "magenta"}
+_STATUS_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "busy": "yellow", "planned": "magenta",
+                 "unavailable": "yellow"}
 
 
 def safe(text: object) -> str:
@@ -104,7 +105,7 @@ def reporter_for(console: Console, quiet: bool = False):
 def print_summary(console: Console, summary: RunSummary) -> None:
     """The table a person reads at the end: one row per song and variant that did not
     simply get skipped, then the counts."""
-    rows = [r for r in summary.results if r.status != "skipped"]
+    rows = [r for r in summary.results if r.status not in ("skipped", "unavailable")]
     if rows:
         title = "Plan (dry run: nothing written)" if summary.dry_run else "Summary"
         table = Table(title=title, title_justify="left", show_lines=False)
@@ -124,6 +125,11 @@ def print_summary(console: Console, summary: RunSummary) -> None:
         parts.append(f"[yellow]{c['busy']} left to another run[/]")
     if c["planned"]:
         parts.append(f"[magenta]{c['planned']} to do[/]")
+    if c["unavailable"]:
+        parts.append(f"[yellow]{c['unavailable']} unavailable[/]")
     console.print(", ".join(parts) + f" in {summary.seconds:.1f} s. Output: {safe(summary.out_dir)}")
+    for reason in sorted({r.reason for r in summary.results if r.status == "unavailable"}):
+        variants = sorted({r.variant for r in summary.results if r.status == "unavailable" and r.reason == reason})
+        console.print(f"[yellow]unavailable[/] {', '.join(variants)}: {safe(reason)}", soft_wrap=True)
     if summary.interrupted:
         console.print("[yellow]Interrupted: run the same command again to resume.")

@@ -55,6 +55,14 @@ class SpectrumAccumulator:
             self.power += (np.abs(np.fft.rfft(seg * self.window, axis=-1)) ** 2).sum(axis=(0, 1))
             self.used += len(seg)
 
+    def band_power(self, rate: int, lo_hz: float, hi_hz: float) -> float:
+        """Mean power in [lo_hz, hi_hz) per window, comparable across sample rates for the
+        same n_fft and window (a sum of |X|^2 over the band, independent of the bin width)."""
+        if not self.used:
+            return 0.0
+        freqs = np.arange(len(self.power)) * rate / self.n_fft
+        return float(self.power[(freqs >= lo_hz) & (freqs < hi_hz)].sum() / self.used)
+
     def spectrum_db(self) -> np.ndarray | None:
         """n_fft // 2 + 1 bins from 0 to rate/2, in dB; None if every window was silent."""
         return 10 * np.log10(self.power / self.used + 1e-30) if self.used else None
@@ -65,6 +73,14 @@ def average_spectrum_db(audio: Audio, n_fft: int = _N_FFT, max_windows: int = _M
     acc = SpectrumAccumulator(audio.frames, audio.channels, n_fft, max_windows)
     acc.feed(audio.samples)
     return acc.spectrum_db()
+
+
+def band_power(audio: Audio, lo_hz: float, hi_hz: float) -> float:
+    """Power of `audio` between lo_hz and hi_hz (see SpectrumAccumulator.band_power); the
+    ratio of two such figures is a level difference, whatever the two sample rates."""
+    acc = SpectrumAccumulator(audio.frames, audio.channels)
+    acc.feed(audio.samples)
+    return acc.band_power(audio.rate, lo_hz, hi_hz)
 
 
 def effective_cutoff_hz(audio: Audio) -> float | None:

@@ -20,7 +20,8 @@ from .logs import LogFile, run_log, song_log
 from .markers import check_marker, file_record, write_marker
 from .plan import Job, Plan, make_plan
 from .scan import Track, scan
-from .stages import StageContext, get_stage
+from .models import ModelCache, choose_device
+from .stages import StageContext, StageEnv, get_stage
 from .stages.decode import BlockBuffer
 from .summary import JobResult, RunSummary
 from .tags import read_id3
@@ -31,7 +32,39 @@ def plan_run(config: RunConfig) -> Plan:
     """Scan and plan; reads markers, writes nothing. Raises UsageError for bad inputs."""
     out_dir = config.out_dir.resolve()
     found = scan(config.inputs, skip_dirs=[out_dir])
-    return make_plan(found, config.variants, out_dir, config.verify, config.redo)
+    return make_plan(found, config.variants, out_dir, config.verify, config.redo, _env(config))
+
+
+def _env(config: RunConfig) -> StageEnv:
+    return StageEnv(models_dir=config.models_dir)
+
+
+class RunModels:
+    """The run's model-backed stages: the device is chosen and the cache made on first use,
+    so a run without such stages never imports torch. Each stage is released after the
+    last work item that needs it."""
+
+    def __init__(self, config: RunConfig, work: list, log):
+        self.config, self.log = config, log
+        self.cache: ModelCache | None = None
+        self.last_use = {step: i for i, (_, jobs) in enumerate(work) for job in jobs for step in job.variant.steps}
+
+    def get(self, step: str):
+        if self.cache is None:
+            device = choose_device(self.config.device)
+            self.log(f"device: {device.describe()}")
+            self.cache = ModelCache(device, self.log)
+        return self.cache.get(step, lambda: get_stage(step, _env(self.config)))
+
+    def finished(self, index: int) -> None:
+        for step, last in self.last_use.items():
+            if last == index and self.cache is not None and step in self.cache.loaded:
+                self.log(f"releasing {step}: no later song needs it")
+                self.cache.release(step)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.release_all()
 
 
 def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
@@ -46,7 +79,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     summary.results += [JobResult(printable(p), None, "failed", reason) for p, reason in plan.problems]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "skipped", "already done", output=str(j.output))
                         for j in plan.done_jobs]
-    songs = plan.songs_with_work()
+    summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
+                        for j in plan.unavailable_jobs]
+    songs = plan.work(config.order)
     if config.dry_run:
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
                             for t, jobs in songs for j in jobs]
@@ -55,17 +90,21 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     _prepare_out_dir(plan.out_dir)
     runlog = run_log(plan.out_dir)
     runlog.write(f"run: {len(songs)} songs with work, {len(plan.done_jobs)} steps already done, "
-                 f"variants {', '.join(v.name for v in config.variants)}, out {plan.out_dir}")
+                 f"variants {', '.join(v.name for v in plan.variants)}, out {plan.out_dir}")
     for path, reason in plan.problems:
         runlog.write(f"failed {path}: {reason}")
+    for reason in sorted({j.reason for j in plan.unavailable_jobs}):
+        runlog.write(f"unavailable: {reason}")
     reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))
     decoder = get_stage("decode")
     decoder.load()
+    models = RunModels(config, songs, runlog.write)
     try:
         for index, (track, jobs) in enumerate(songs, 1):
             t0 = time.monotonic()
             reporter.handle(SongStarted(index, track.rel.as_posix()))
-            results = _run_song(track, jobs, config, plan.out_dir, decoder, reporter)
+            results = _run_song(track, jobs, config, plan.out_dir, decoder, models, reporter)
+            models.finished(index - 1)
             summary.results += results
             for r in results:
                 runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
@@ -75,6 +114,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
         runlog.write("interrupted by the user")
         raise
     finally:
+        if models.cache is not None:
+            summary.model_loads = dict(models.cache.loads)
+        models.close()
         summary.seconds = time.time() - summary.started
         try:
             summary_path = plan.out_dir / "_report" / "last_run.json"
@@ -108,7 +150,8 @@ def _song_status(results: list[JobResult]) -> tuple[str, str]:
     return "done", ""
 
 
-def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, decoder, reporter: Reporter) -> list[JobResult]:
+def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, decoder, models: RunModels,
+              reporter: Reporter) -> list[JobResult]:
     song = track.rel.as_posix()
     log = song_log(out_dir, track.rel)
     results: list[JobResult] = []
@@ -164,8 +207,10 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
         for job in streamed:
             results.append(_finish_job(job, records[job.variant.name], facts, source_record, out_dir, log, config, t0))
         for n, job in enumerate(staged):
-            results.append(_run_staged_job(job, audio, facts, tags, source_record, out_dir, log, config))
-            reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + 1) / len(staged), job.variant.name))
+            def progress(f: float, n: int = n, name: str = job.variant.name) -> None:
+                reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + f) / len(staged), name))
+            stage_ctx = StageContext(options={"cutoff_hz": facts["cutoff_hz"]}, log=log.write, progress=progress)
+            results.append(_run_staged_job(job, audio, facts, tags, source_record, out_dir, log, config, models, stage_ctx))
         return results
     finally:
         for _, lock in claimed:
@@ -194,12 +239,17 @@ def _decode_once(decoding, streamed: list[Job], keep_audio: bool, tags, track: T
     return {name: sink.record for name, sink in sinks.items()}, (buffer.audio(decoding.rate) if buffer else None)
 
 
-def _run_staged_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile, config: RunConfig) -> JobResult:
+def _run_staged_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile,
+                    config: RunConfig, models: RunModels, ctx: StageContext) -> JobResult:
     """Run a variant's stages on the decoded song, write it, then its marker."""
     t0 = time.monotonic()
     try:
         for step in job.variant.steps:
-            audio = get_stage(step).process(audio, StageContext(log=log.write))
+            before = (audio.channels, audio.duration)
+            audio = models.get(step).process(audio, ctx)
+            if (audio.channels, round(audio.duration, 3)) != (before[0], round(before[1], 3)):
+                raise RuntimeError(f"stage {step} changed the channels or the duration: {before} -> "
+                                   f"{(audio.channels, audio.duration)}")
         record = write_flac(audio, job.output, _tags_for(job, tags), job.variant.bits)
     except Exception as exc:  # one variant failing must not stop the others or the batch
         return JobResult(job.track.rel.as_posix(), job.variant.name, "failed",

@@ -20,7 +20,8 @@ EXIT_INTERRUPTED = 130
 class JobResult:
     song: str                  # relative path (or the input path, for a file that never got a job)
     variant: str | None
-    status: str                # "done", "skipped" (already done), "failed", "busy" (another run has it), "planned"
+    status: str                # "done", "skipped" (already done), "failed", "busy" (another run has it),
+                               # "planned" (dry run), "unavailable" (a model or library it needs is missing)
     reason: str = ""           # one line; why it failed, or why it runs ("new", "input changed")
     seconds: float = 0.0
     output: str | None = None
@@ -35,10 +36,11 @@ class RunSummary:
     seconds: float = 0.0
     dry_run: bool = False
     interrupted: bool = False
+    model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
-        return {k: c.get(k, 0) for k in ("done", "skipped", "failed", "busy", "planned")}
+        return {k: c.get(k, 0) for k in ("done", "skipped", "failed", "busy", "planned", "unavailable")}
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +56,7 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "counts": self.counts(),
             "exit_code": self.exit_code,
+            "model_loads": self.model_loads,
             "results": [asdict(r) for r in self.results],
         }
 

@@ -31,16 +31,18 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("01_baseline", "clean gapless 24-bit decode, no AI: the reference"),
+        Variant("08_hifigan", "HiFi-GAN+ bandwidth extension to 48 kHz (fast GAN, trained on speech)",
+                steps=("bwe_hifigan",), keeps_loudness=False),
     )
 }
-DEFAULT_VARIANTS = ("01_baseline",)
 
 
-def resolve_variants(spec: str | None) -> list[Variant]:
-    """'01_baseline,02' or 'baseline' or 'all' -> Variants, in table order. A name matches a
-    variant by its full name, its number or the words after the number."""
-    if not spec:
-        return [VARIANTS[n] for n in DEFAULT_VARIANTS]
+def resolve_variants(spec: str | None) -> list[Variant] | None:
+    """'01_baseline,08' or 'baseline' or 'all' -> Variants, in table order. A name matches a
+    variant by its full name, its number or the words after the number. None or '' gives
+    None: the default set, every variant that can run here (decided by the plan)."""
+    if not spec or spec.strip().lower() == "default":
+        return None
     if spec.strip().lower() == "all":
         return list(VARIANTS.values())
     chosen = []

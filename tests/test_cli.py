@@ -20,7 +20,7 @@ def test_exit_codes_and_json(tmp_path, library):
     assert code == 0 and summary["counts"]["done"] == 3 and summary["exit_code"] == 0
     (library / "broken.mp3").write_bytes(b"")
     code, summary = cli_json("run", str(library), "--out", str(out))
-    assert code == 1 and summary["counts"] == {"done": 0, "skipped": 3, "failed": 1, "busy": 0, "planned": 0}
+    assert code == 1 and summary["counts"] == {"done": 0, "skipped": 3, "failed": 1, "busy": 0, "planned": 0, "unavailable": 0}
     assert run_cli("run", str(tmp_path / "missing"), "--out", str(out)).returncode == 2
     assert run_cli("run", str(library)).returncode == 2                      # --out is required
     assert run_cli("run", str(library), "--out", str(out), "--variants", "99_nope").returncode == 2

@@ -3,6 +3,8 @@ dependencies (torch, model libraries) are imported only when a stage is used.
 
 Contract (see ARCHITECTURE.md):
 - `name`: stable id used in markers and configs.
+- `unavailable()`: None, or why the stage cannot run here (a missing model, no torch);
+  the plan reports its variants as unavailable instead of failing.
 - `versions()`: what decides the output besides the config (stage revision, library
   versions); a change redoes the step on the next run.
 - `config()`: the parameters that decide the output; hashed into the marker.
@@ -15,13 +17,22 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..audio import Audio
 
 _REGISTRY = {
     "decode": "restore.stages.decode:DecodeStage",
+    "bwe_hifigan": "restore.stages.bwe_hifigan:HifiganBweStage",
 }
+
+
+@dataclass(frozen=True)
+class StageEnv:
+    """What a stage needs to know about this installation (not about a song)."""
+
+    models_dir: Path | None = None   # None: $MP3RESTORE_MODELS or the user's cache
 
 
 class Stage(Protocol):
@@ -43,10 +54,12 @@ class StageContext:
     progress: Callable[[float], None] = lambda fraction: None
 
 
-def get_stage(name: str) -> Stage:
-    """A new instance of the stage registered under `name`."""
+def get_stage(name: str, env: StageEnv | None = None) -> Stage:
+    """A new instance of the stage registered under `name`. Constructing a stage is cheap
+    (no torch import, no weights): `unavailable()`, `versions()` and `config()` can be
+    asked before deciding to `load()` it."""
     try:
         module_name, class_name = _REGISTRY[name].split(":")
     except KeyError:
         raise KeyError(f"no stage named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-    return getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)(env or StageEnv())

@@ -34,6 +34,12 @@ class DecodeStage:
     name = "decode"
     revision = 1  # bump when the decoded samples would change
 
+    def __init__(self, env=None):
+        pass
+
+    def unavailable(self) -> str | None:
+        return None
+
     def versions(self) -> dict:
         return {"decode": self.revision, "miniaudio": miniaudio.__version__, "miniaudio_lib": miniaudio.lib_version()}
 

@@ -1,0 +1,147 @@
+"""The model manager: which model files the tool can use, where they are, fetching and
+verifying them. Weights are never part of the repository.
+
+Models live in one folder: `--models-dir`, else $MP3RESTORE_MODELS, else the user's cache
+(Windows: %LOCALAPPDATA%\\mp3restore\\models; macOS: ~/Library/Caches/mp3restore/models;
+elsewhere: $XDG_CACHE_HOME or ~/.cache, then mp3restore/models). A model is also found in
+its own library's cache where that library has one (hifi-gan-bwe: ~/.local/hifi-gan-bwe).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import RestoreError
+from .writers import atomic_output
+
+ENV_MODELS = "MP3RESTORE_MODELS"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str                      # what people type: `mp3restore models fetch hifigan-bwe`
+    filename: str                  # the file in the models folder
+    url: str
+    purpose: str
+    variants: tuple[str, ...]
+    approx_bytes: int              # for the listing and the memory plan
+    fmt: str = "torchscript"       # how `verify` checks it
+    sha256: str | None = None      # known hash of the published file; None: recorded at fetch
+    other_places: tuple[str, ...] = field(default_factory=tuple)  # library caches, "~" allowed
+
+
+CATALOGUE: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec(
+            name="hifigan-bwe",
+            filename="hifi-gan-bwe-10-42890e3-vctk-48kHz.pt",
+            url="https://cdn.brentspell.com/models/hifi-gan-bwe/hifi-gan-bwe-10-42890e3-vctk-48kHz.pt",
+            purpose="HiFi-GAN+ bandwidth extension to 48 kHz (fast GAN, trained on speech)",
+            variants=("08_hifigan",),
+            approx_bytes=4_300_000,
+            other_places=("~/.local/hifi-gan-bwe",),
+        ),
+    )
+}
+
+
+class ModelMissing(RestoreError):
+    """A model file is not where it should be; the variants that need it are skipped."""
+
+
+def default_models_dir() -> Path:
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mp3restore" / "models"
+
+
+def models_dir(override: Path | str | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get(ENV_MODELS):
+        return Path(os.environ[ENV_MODELS]).expanduser()
+    return default_models_dir()
+
+
+def candidates(spec: ModelSpec, folder: Path) -> list[Path]:
+    return [folder / spec.filename, *(Path(p).expanduser() / spec.filename for p in spec.other_places)]
+
+
+def find_model(spec: ModelSpec, folder: Path) -> Path | None:
+    """The first existing file for `spec`: the models folder, then the library caches."""
+    return next((p for p in candidates(spec, folder) if p.is_file()), None)
+
+
+def require_model(spec: ModelSpec, folder: Path) -> Path:
+    path = find_model(spec, folder)
+    if path is None:
+        raise ModelMissing(f"model {spec.name} is missing: put {spec.filename} in {folder}",
+                           hint=f"download {spec.url}, or run `mp3restore models fetch {spec.name}` where there is network")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded_hash_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def verify(spec: ModelSpec, path: Path) -> str | None:
+    """None if the file at `path` is a sound copy of `spec`, else the reason it is not:
+    the published hash where known, else the hash recorded when it was fetched; and the
+    format (a TorchScript file is a zip archive with code and data)."""
+    digest = sha256_of(path)
+    expected = spec.sha256
+    recorded = _recorded_hash_path(path)
+    if expected is None and recorded.is_file():
+        expected = recorded.read_text().split()[0]
+    if expected is not None and digest != expected:
+        return f"hash mismatch (sha256 {digest[:12]}..., expected {expected[:12]}...): the file is damaged or another version"
+    if spec.fmt == "torchscript":
+        if not zipfile.is_zipfile(path):
+            return "not a TorchScript file (not a zip archive)"
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names) or not any("/code/" in n for n in names):
+            return "not a TorchScript file (no code/ or data.pkl inside: perhaps a plain state dict)"
+    return None
+
+
+def fetch(spec: ModelSpec, folder: Path, progress: Callable[[int, int | None], None] = lambda done, total: None) -> Path:
+    """Download `spec` into `folder` (atomically), verify it and record its hash. Raises
+    RestoreError with a clear reason when there is no network or the file is bad."""
+    target = folder / spec.filename
+    try:
+        with urllib.request.urlopen(spec.url, timeout=30) as response, atomic_output(target, "downloading") as tmp:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            with open(tmp, "wb") as out:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    done += len(chunk)
+                    progress(done, total)
+            problem = verify(spec, tmp)
+            if problem:
+                raise RestoreError(f"downloaded {spec.name} but {problem}", spec.url)
+    except OSError as exc:  # URLError is an OSError: no network, DNS, refused, timeout
+        raise RestoreError(f"cannot download {spec.name} ({getattr(exc, 'reason', exc)})", spec.url,
+                           f"download it by hand and put it in {folder}") from exc
+    _recorded_hash_path(target).write_text(f"{sha256_of(target)}  {spec.filename}\n")
+    return target

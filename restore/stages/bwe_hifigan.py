@@ -1,0 +1,141 @@
+"""HiFi-GAN+ bandwidth extension (variant 08_hifigan): 48 kHz out, true stereo, exact length.
+
+The published checkpoints (hifi-gan-bwe) are TorchScript files, loaded here with
+torch.jit.load, once per run, without the hifi-gan-bwe package or torchaudio. The model is
+mono: each channel is one item, and left and right go through it together (batched) in
+12 s chunks with 1 s crossfades through the one chunker. Not the package's own streaming,
+which drops the tail after the last full window and misplaces crossfades when the input
+is not 48 kHz. After the model, one gain for all channels brings the band below the MP3's
+cutoff back to the input's level (the log says by how much), so the variant adds highs
+without changing loudness.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import Audio
+from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
+from ..metrics import band_power
+from ..model_store import CATALOGUE, find_model, models_dir, require_model, sha256_of
+from . import StageContext
+
+OUT_RATE = 48000
+CHUNK_SECONDS = 12.0
+OVERLAP_SECONDS = 1.0         # covers the WaveNet's receptive field (13120 samples, 0.27 s) with room
+# Measured on the full-size architecture (bench/bench_hifigan.py): activations per item per
+# second of input, float32, inference mode.
+COST = ModelCost(fixed_bytes=64 << 20, bytes_per_item_second=60 << 20)
+MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching would only hide it
+_hashes: dict[tuple, str] = {}
+
+
+def _torch_version() -> str:
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+class HifiganBweStage:
+    name = "bwe_hifigan"
+    revision = 1
+    spec = CATALOGUE["hifigan-bwe"]
+
+    def __init__(self, env=None):
+        self.models_dir = models_dir(getattr(env, "models_dir", None))
+        self.model = None
+        self.cpu_model = None
+        self.device = None
+
+    # -- what the plan asks (cheap: no torch import, no model load) --
+    def unavailable(self) -> str | None:
+        if _torch_version() == "absent":
+            return 'torch is not installed (pip install -e ".[neural]", see README)'
+        if find_model(self.spec, self.models_dir) is None:
+            return require_model_message(self.spec, self.models_dir)
+        return None
+
+    def versions(self) -> dict:
+        path = find_model(self.spec, self.models_dir)
+        model = "missing"
+        if path is not None:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+            if key not in _hashes:
+                _hashes[key] = sha256_of(path)
+            model = f"{path.name}:{_hashes[key][:16]}"
+        return {"bwe_hifigan": self.revision, "model": model, "torch": _torch_version()}
+
+    def config(self) -> dict:
+        return {"out_rate": OUT_RATE, "chunk_s": CHUNK_SECONDS, "overlap_s": OVERLAP_SECONDS, "level": "match-below-cutoff"}
+
+    def memory_bytes(self) -> int:
+        return COST.fixed_bytes + int(2 * CHUNK_SECONDS * COST.bytes_per_item_second)
+
+    # -- heavy --
+    def load(self, device) -> None:
+        import torch
+        path = require_model(self.spec, self.models_dir)
+        self.device = device
+        self.model = torch.jit.load(str(path), map_location=device.torch_device).eval()
+        if device.kind != "cpu":  # the out-of-memory fallback runs single chunks on the CPU
+            self.cpu_model = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def unload(self) -> None:
+        self.model = self.cpu_model = None
+
+    def process(self, audio: Audio, ctx: StageContext) -> Audio:
+        """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
+        import torch
+
+        def run(model, device: str):
+            def call(items: np.ndarray) -> np.ndarray:  # [B, n] -> [B, n * 48000 / rate]
+                with torch.inference_mode():
+                    x = torch.from_numpy(np.ascontiguousarray(items)).to(device)[:, None, :]
+                    return model(x, audio.rate)[:, 0, :].float().cpu().numpy()
+            return call
+
+        from ..models import free_bytes, release_device_memory
+        chunk_s, items = choose_chunking(free_bytes(self.device), COST, audio.channels, CHUNK_SECONDS)
+        if chunk_s < CHUNK_SECONDS:
+            ctx.log(f"bwe_hifigan: {chunk_s:.1f} s chunks to fit the free memory")
+        oom = OomPolicy(
+            is_oom=lambda e: isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower(),
+            free=lambda: release_device_memory(self.device),
+            fallback=run(self.cpu_model, "cpu") if self.cpu_model is not None else None,
+        )
+        stats: dict = {}
+        y = overlap_add(audio.samples, run(self.model, self.device.torch_device), rate_in=audio.rate, rate_out=OUT_RATE,
+                        chunk_seconds=chunk_s, overlap_seconds=OVERLAP_SECONDS, batch_items=items, oom=oom,
+                        log=ctx.log, progress=ctx.progress, stats=stats)
+        out = Audio(y, OUT_RATE)
+        cutoff = ctx.options.get("cutoff_hz") or 16000.0
+        top = min(cutoff, 16000.0)
+        gain = _level_match_gain(audio, out, top)
+        change_db = 20 * np.log10(gain)
+        if abs(change_db) > MAX_MATCH_DB:  # a model this far off is broken; do not make it worse
+            ctx.log(f"warning: bwe_hifigan: the model changed the level below {top:.0f} Hz by {-change_db:+.1f} dB; "
+                    "left as it came out")
+            return out
+        ctx.log(f"bwe_hifigan: {stats.get('calls', 0)} model calls, level matched below {top:.0f} Hz with {change_db:+.2f} dB")
+        return Audio((y * np.float32(gain)).astype(np.float32), OUT_RATE)
+
+
+def require_model_message(spec, folder: Path) -> str:
+    try:
+        require_model(spec, folder)
+    except Exception as exc:  # ModelMissing
+        return exc.reason()
+    return ""
+
+
+def _level_match_gain(before: Audio, after: Audio, top_hz: float) -> float:
+    """One gain for all channels that gives `after` the power `before` has between 40 Hz
+    and `top_hz` (the band the MP3 kept)."""
+    p_before, p_after = band_power(before, 40.0, top_hz), band_power(after, 40.0, top_hz)
+    if p_before <= 0 or p_after <= 0:
+        return 1.0
+    return float(np.sqrt(p_before / p_after))
