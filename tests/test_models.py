@@ -1,0 +1,68 @@
+"""Device choice, the model cache's load-once and make-room rules, the models folder."""
+import pytest
+
+from restore.errors import UsageError
+from restore.model_store import CATALOGUE, ENV_MODELS, default_models_dir, find_model, models_dir, require_model, ModelMissing
+from restore.models import ModelCache, choose_device, detect_devices, free_bytes
+
+
+def test_cpu_is_always_there_and_a_missing_device_is_a_usage_error():
+    devices = detect_devices()
+    assert devices[-1].kind == "cpu" and devices[-1].total_bytes > 0 and devices[-1].cpu_cores >= 1
+    assert choose_device("cpu").kind == "cpu"
+    if not any(d.kind == "cuda" for d in devices):
+        with pytest.raises(UsageError, match=r"--device cuda is not available here \(present: .*cpu\)"):
+            choose_device("cuda")
+
+
+class Loadable:
+    def __init__(self, name, need, events):
+        self.name, self.need, self.events = name, need, events
+
+    def memory_bytes(self):
+        return self.need
+
+    def load(self, device):
+        self.events.append(f"load {self.name}")
+
+    def unload(self):
+        self.events.append(f"unload {self.name}")
+
+
+def test_cache_loads_once_and_makes_room():
+    device = choose_device("cpu")
+    events = []
+    cache = ModelCache(device)
+    small = cache.get("a", lambda: Loadable("a", 1, events))
+    assert cache.get("a", lambda: Loadable("a", 1, events)) is small
+    cache.get("b", lambda: Loadable("b", 1, events))          # fits beside a
+    assert events == ["load a", "load b"] and cache.loads == {"a": 1, "b": 1}
+    huge = free_bytes(device) + (1 << 30)                        # cannot fit beside anything
+    cache.get("c", lambda: Loadable("c", huge, events))
+    assert events[2:] == ["unload a", "unload b", "load c"]      # oldest first, then the load
+    cache.release_all()
+    assert events[-1] == "unload c" and cache.loaded == {}
+
+
+def test_models_folder_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_MODELS, raising=False)
+    assert models_dir() == default_models_dir()
+    monkeypatch.setenv(ENV_MODELS, str(tmp_path / "env"))
+    assert models_dir() == tmp_path / "env"
+    assert models_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_model_found_in_its_librarys_cache(tmp_path, monkeypatch):
+    spec = CATALOGUE["hifigan-bwe"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    with pytest.raises(ModelMissing, match=f"put {spec.filename} in"):
+        require_model(spec, tmp_path / "models")
+    lib = tmp_path / ".local" / "hifi-gan-bwe" / spec.filename
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"x")
+    assert find_model(spec, tmp_path / "models") == lib
+    own = tmp_path / "models" / spec.filename
+    own.parent.mkdir()
+    own.write_bytes(b"y")
+    assert find_model(spec, tmp_path / "models") == own         # the models folder comes first
