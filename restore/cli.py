@@ -43,10 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--order", choices=("song", "stage"), default="song",
                    help="song: all variants of a song, then the next (earliest results, default); "
                         "stage: one variant across all songs, then the next (fewest model loads)")
+    r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
+    r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
     r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
     sub.add_parser("variants", help="list the variants")
+
+    rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
+    rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
+    rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
 
     m = sub.add_parser("models", help="list, fetch or verify the model files")
     m.add_argument("action", nargs="?", choices=("list", "fetch", "verify"), default="list")
@@ -67,17 +73,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return models_command(console, args.action, args.name, args.models_dir)
+    if args.command == "report":
+        return report_command(console, args.out, args.reference)
     try:
         config = RunConfig(
             inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),
             verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged,
             dry_run=args.dry_run, debug=args.debug, device=args.device,
             models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
+            report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
         )
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def report_command(console: Console, out: str, reference: str | None) -> int:
+    from .report import build_report
+    try:
+        folder = clean_user_path(out)
+        if not folder.is_dir():
+            raise UsageError("no such output folder", folder)
+        index = build_report(folder, clean_user_path(reference) if reference else None,
+                             log=lambda line: console.print(safe(line), soft_wrap=True))
+    except UsageError as exc:
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
+        return EXIT_USAGE
+    console.print(f"report: {safe(index)}", soft_wrap=True)
+    return 0
 
 
 def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
@@ -90,6 +114,10 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
         return EXIT_INTERRUPTED
     print_summary(console, summary)
+    if config.report and not config.dry_run:
+        index = summary.out_dir / "_report" / "index.html"
+        if index.exists():
+            console.print(f"compare report: {safe(index)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
     return summary.exit_code

@@ -21,5 +21,7 @@ class RunConfig:
     debug: bool = False               # tracebacks on the console
     device: str = "auto"              # auto, cuda, mps or cpu: where model stages run
     models_dir: Path | None = None    # None: $MP3RESTORE_MODELS or the user's cache
+    report: bool = True               # write the compare report (_report/) at the end of the run
+    reference: Path | None = None     # lossless originals for the report's reference metrics
     order: str = "song"               # "song": all variants of a song, then the next;
                                       # "stage": one variant across all songs, then the next

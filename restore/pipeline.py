@@ -125,7 +125,20 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
         except RestoreError as exc:
             runlog.write(f"could not write the summary: {exc.one_line()}")
         runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
+    if config.report:
+        _write_report(plan.out_dir, config, runlog)
     return summary
+
+
+def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile) -> None:
+    """The compare report: a failure here is a line in the run log, never a failed run."""
+    try:
+        from .report import build_report
+        index = build_report(out_dir, config.reference, log=runlog.write)
+        runlog.write(f"report: {index}")
+    except Exception as exc:
+        runlog.write(f"could not write the report: {exc.__class__.__name__}: {printable(exc)}")
+        runlog.write(traceback.format_exc())
 
 
 def _prepare_out_dir(out_dir: Path) -> None:

@@ -78,12 +78,17 @@ def library(tmp_path: Path, song: Audio) -> Path:
 
 
 def run_lib(inputs, out: Path, **options):
-    """Run the pipeline in-process; returns the summary."""
+    """Run the pipeline in-process; returns the summary. No compare report unless asked:
+    tests/test_report.py covers it, and pictures would slow every other test."""
+    options.setdefault("report", False)
     return run(RunConfig(inputs=[str(i) for i in inputs], out_dir=out, **options))
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python mp3restore.py ARGS` in a subprocess (the real entry point)."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, report: bool = False) -> subprocess.CompletedProcess:
+    """`python mp3restore.py ARGS` in a subprocess (the real entry point); a `run` writes no
+    compare report unless report=True."""
+    if args and args[0] == "run" and not report:
+        args = (*args, "--no-report")
     base = {k: v for k, v in os.environ.items() if k != "MP3RESTORE_CRASH_AT"}
     full_env = {**base, "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "mp3restore.py"), *args], capture_output=True,
@@ -91,6 +96,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 
 
 def cli_json(*args: str, **kw) -> tuple[int, dict]:
+    """`run ... --json -q` (without the compare report); returns (exit code, summary)."""
     proc = run_cli(*args, "--json", "-q", **kw)
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
 
