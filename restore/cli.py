@@ -15,6 +15,7 @@ from .config import VERIFY_LEVELS, RunConfig
 from .console import print_summary, reporter_for, safe
 from .errors import RestoreError, UsageError
 from .model_store import ENV_MODELS, default_models_dir
+from .ghost_cli import add_ghost_parser, ghost_command
 from .models_cli import models_command
 from .pipeline import run
 from .scan import clean_user_path
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
     rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
 
+    add_ghost_parser(sub)
+
     m = sub.add_parser("models", help="list, fetch or verify the model files")
     m.add_argument("action", nargs="?", choices=("list", "fetch", "verify"), default="list")
     m.add_argument("name", nargs="?", help="model name (fetch: required; verify: default all)")
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return models_command(console, args.action, args.name, args.models_dir)
+    if args.command == "ghost":
+        return ghost_command(args, console)
     if args.command == "report":
         return report_command(console, args.out, args.reference)
     try:
