@@ -102,9 +102,9 @@ def report_command(console: Console, out: str, reference: str | None) -> int:
             raise UsageError("no such output folder", folder)
         index = build_report(folder, clean_user_path(reference) if reference else None,
                              log=lambda line: console.print(safe(line), soft_wrap=True))
-    except UsageError as exc:
+    except RestoreError as exc:  # a missing folder (usage), or the report cannot be written
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
     console.print(f"report: {safe(index)}", soft_wrap=True)
     return 0
 

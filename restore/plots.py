@@ -45,9 +45,10 @@ def spectrogram_db(audio: Audio, max_frames: int = 2000) -> tuple[np.ndarray, np
 
 
 def spectrogram_png(audio: Audio, path: Path, title: str, scale: SpectrogramScale = SpectrogramScale(),
-                    diff_against: Audio | None = None) -> Path:
+                    diff_against: Audio | None = None, diff_label: str = "dB vs baseline") -> Path:
     """Draw `audio`'s spectrogram (or, with `diff_against`, the dB difference audio - other,
-    on a -30..+30 dB diverging scale) to `path`, written atomically."""
+    on a -30..+30 dB diverging scale, compared at the same instants and frequencies up to
+    the lower Nyquist) to `path`, written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,22 +59,32 @@ def spectrogram_png(audio: Audio, path: Path, title: str, scale: SpectrogramScal
     cmap, vmin, vmax, label = "magma", scale.db_min, scale.db_max, "dBFS"
     if diff_against is not None:
         t2, f2, db2 = spectrogram_db(diff_against)
-        # compare on the common grid: the shorter time axis, the lower Nyquist
-        cols, rows = min(db.shape[1], db2.shape[1]), min(len(freqs), len(f2))
-        f_common = freqs[:rows] if freqs[rows - 1] <= f2[rows - 1] else f2[:rows]
-        a = np.array([np.interp(f_common, freqs, db[:, c]) for c in range(cols)]).T
-        b = np.array([np.interp(f_common, f2, db2[:, c]) for c in range(cols)]).T
-        db, freqs, times = np.clip(a, scale.db_min, None) - np.clip(b, scale.db_min, None), f_common, times[:cols]
-        cmap, vmin, vmax, label = "RdBu_r", -30.0, 30.0, "dB vs reference"
+        f_common = freqs[freqs <= min(freqs[-1], f2[-1])]
+        t_common = times[times <= t2[-1]] if len(t2) else times[:0]
+        a = _regrid(db, times, freqs, t_common, f_common)
+        b = _regrid(db2, t2, f2, t_common, f_common)
+        db, freqs, times = np.clip(a, scale.db_min, None) - np.clip(b, scale.db_min, None), f_common, t_common
+        cmap, vmin, vmax, label = "RdBu_r", -30.0, 30.0, diff_label
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    mesh = ax.pcolormesh(times, freqs / 1000, db, shading="auto", cmap=cmap, vmin=vmin, vmax=vmax, rasterized=True)
+    # imshow, not pcolormesh: the grid is regular, and it draws ten times faster
+    extent = (0.0, float(times[-1]) if len(times) else 0.0, 0.0, float(freqs[-1]) / 1000 if len(freqs) else 0.0)
+    image = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax,
+                      interpolation="nearest")
     ax.set_ylim(0, scale.max_hz / 1000)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("kHz")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(mesh, ax=ax, label=label)
+    fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()
     with atomic_output(path, "writing a spectrogram") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def _regrid(db: np.ndarray, times: np.ndarray, freqs: np.ndarray, t_new: np.ndarray, f_new: np.ndarray) -> np.ndarray:
+    """db [F, T] sampled at (freqs, times) -> [len(f_new), len(t_new)], linear in both."""
+    if len(times) == 0 or len(t_new) == 0:
+        return np.zeros((len(f_new), len(t_new)))
+    by_freq = np.array([np.interp(f_new, freqs, db[:, c]) for c in range(db.shape[1])]).T   # [F_new, T]
+    return np.array([np.interp(t_new, times, row) for row in by_freq])
