@@ -23,7 +23,8 @@ import soxr
 from restore import metrics
 from restore.audio import Audio
 from restore.examples import band
-from restore.report import BASELINE, REFERENCE_ROWS, SONG_ROWS, best_of, build_report, find_songs
+from restore.report import BASELINE, build_report, find_songs
+from restore.report_html import REFERENCE_ROWS, SONG_ROWS, best_of
 from restore.writers import write_flac
 
 from .conftest import ROOT, run_lib, write_mp3
