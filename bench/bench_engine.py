@@ -27,13 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import cmd_text, load, machine_line, say  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "mp3restore.py")]
 MiB = 1 << 20
 
 
-def say(section: str, text: str) -> None:
-    print(f"[{section}] {text}", flush=True)
 
 
 def median(xs: list[float]) -> float:
@@ -44,11 +45,6 @@ def fmt_all(xs: list[float]) -> str:
     return ", ".join(f"{x:.3f}" for x in xs)
 
 
-def cmd_text(args: list[str]) -> str:
-    """The command as a person would type it from the repo root."""
-    shown = ["python" if a == sys.executable else a for a in args]
-    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in shown]
-    return " ".join(shown)
 
 
 # ---------------------------------------------------------------- input generation
@@ -442,34 +438,12 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
 # ---------------------------------------------------------------- main
 
 def machine() -> None:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
-        mem = f", RAM {kb / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
+    print(machine_line(), flush=True)
     import numpy, miniaudio, soundfile
-    print(f"[machine] python {platform.python_version()}, {os.cpu_count()} cores (nproc), CPU {model}{mem}, "
-          f"{platform.system()} {platform.release()}", flush=True)
     print(f"[machine] numpy {numpy.__version__}, miniaudio {miniaudio.__version__}, soundfile {soundfile.__version__} "
           f"(libsndfile {soundfile.__libsndfile_version__})", flush=True)
 
 
-def load() -> str:
-    """Other work on the machine skews timings: say how busy it was."""
-    try:
-        one, five, _ = os.getloadavg()
-        return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-    except OSError:
-        return "load average unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
