@@ -1,21 +1,47 @@
-"""Peak memory of 08_hifigan on the CPU after capping its batch at one channel pair: the full-size
-random-weight model on a 36 s stereo song; prints the wall time, the model calls (shapes) and
-the peak RSS. `python bench/hifigan_cpu_memory.py` from the repo root (about 4 minutes here)."""
-import sys, time, resource; sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from pathlib import Path
+"""Peak memory of 08_hifigan on the CPU after capping its batch at one channel pair: the
+full-size random-weight model on a 36 s stereo song. Prints the wall time, the shapes of the
+model calls and the peak RSS. `python bench/hifigan_cpu_memory.py` from the repo root
+(about 4 minutes here). A figure, never an assertion."""
+import resource
+import sys
 import tempfile
-from restore.reference_models import save_random_hifigan
-from restore.model_store import CATALOGUE
-from restore.stages import StageEnv, StageContext
-from restore.stages.bwe_hifigan import HifiganBweStage
-from restore.models import choose_device
-from restore.examples import band
-d = Path(tempfile.mkdtemp()); save_random_hifigan(d / CATALOGUE["hifigan-bwe"].filename)
-s = HifiganBweStage(StageEnv(models_dir=d)); s.load(choose_device("cpu"))
-a = band(36.0, seed=1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-calls = []
-real = s.model
-s.model = lambda x, r: (calls.append(tuple(x.shape)), real(x, r))[1]
-t = time.time(); s.process(a, StageContext(options={"cutoff_hz": 16000.0})); dt = time.time() - t
-print(f"36 s stereo: {dt:.1f} s, RTF {dt/36:.2f}, calls {calls}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss//1024} MiB (before process {before} MiB)")
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from restore.examples import band  # noqa: E402
+from restore.model_store import CATALOGUE  # noqa: E402
+from restore.models import choose_device  # noqa: E402
+from restore.reference_models import save_random_hifigan  # noqa: E402
+from restore.stages import StageContext, StageEnv  # noqa: E402
+from restore.stages.bwe_hifigan import HifiganBweStage  # noqa: E402
+
+SECONDS = 36.0
+
+
+def main() -> None:
+    models = Path(tempfile.mkdtemp())
+    save_random_hifigan(models / CATALOGUE["hifigan-bwe"].filename)
+    stage = HifiganBweStage(StageEnv(models_dir=models))
+    stage.load(choose_device("cpu"))
+    audio = band(SECONDS, seed=1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    calls = []
+    model = stage.model
+
+    def recording(x, rate):
+        calls.append(tuple(x.shape))
+        return model(x, rate)
+
+    stage.model = recording
+    t0 = time.time()
+    stage.process(audio, StageContext(options={"cutoff_hz": 16000.0}))
+    wall = time.time() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"{SECONDS:.0f} s stereo: {wall:.1f} s, RTF {wall / SECONDS:.2f}, calls {calls}, "
+          f"peak RSS {peak} MiB (before process {before} MiB)")
+
+
+if __name__ == "__main__":
+    main()
