@@ -21,7 +21,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cmd_text, load, machine_line, say  # noqa: E402
+from common import add_common_args, cmd_text, machine_line, run_parts, say, work_folder  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "mp3restore.py")]
 MiB = 1 << 20
@@ -452,9 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_rss_child(argv[argv.index("--") + 1:])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=("speed", "rss", "resume"), help="run only this part (repeatable)")
-    p.add_argument("--work", type=Path, help="make the temporary folder under this folder (default: the system temp)")
-    p.add_argument("--keep", action="store_true", help="leave the generated files")
+    add_common_args(p, ("speed", "rss", "resume"))
     p.add_argument("--speed-songs", type=int, default=5)
     p.add_argument("--speed-seconds", type=float, default=240.0)
     p.add_argument("--speed-repeats", type=int, default=3)
@@ -467,28 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     parts = a.only or ["speed", "rss", "resume"]
 
     machine()
-    if a.work:
-        a.work.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="mp3restore-bench-", dir=a.work))
-    print(f"[work] {work}; before starting: {load()}", flush=True)
-    try:
-        if "speed" in parts:
-            t0 = time.perf_counter()
-            bench_speed(work, a.speed_songs, a.speed_seconds, a.speed_repeats)
-            say("speed", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
-        if "rss" in parts:
-            t0 = time.perf_counter()
-            bench_rss(work, [int(m) for m in a.rss_minutes.split(",") if m.strip()])
-            say("rss", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
-        if "resume" in parts:
-            t0 = time.perf_counter()
-            bench_resume(work, a.resume_songs, a.resume_seconds, a.resume_distinct, a.resume_repeats)
-            say("resume", f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
-    finally:
-        if a.keep:
-            print(f"[work] kept {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with work_folder("mp3restore-bench-", a.work, a.keep) as work:
+        run_parts([("speed", lambda: bench_speed(work, a.speed_songs, a.speed_seconds, a.speed_repeats)),
+                   ("rss", lambda: bench_rss(work, [int(m) for m in a.rss_minutes.split(",") if m.strip()])),
+                   ("resume", lambda: bench_resume(work, a.resume_songs, a.resume_seconds, a.resume_distinct,
+                                                   a.resume_repeats))], parts)
     return 0
 
 

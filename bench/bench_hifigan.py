@@ -36,7 +36,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import cmd_text, load, machine_line, say  # noqa: E402
+from common import add_common_args, cmd_text, machine_line, run_parts, say, work_folder  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "mp3restore.py")]
 MiB = 1 << 20
@@ -420,9 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_child"]:
         return child(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=("loads", "overhead", "rtf"), help="run only this part (repeatable)")
-    p.add_argument("--work", type=Path, help="make the temporary folder under this folder (default: the system temp)")
-    p.add_argument("--keep", action="store_true", help="leave the generated files")
+    add_common_args(p, ("loads", "overhead", "rtf"))
     p.add_argument("--loads-songs", type=int, default=3)
     p.add_argument("--loads-seconds", type=float, default=10.0)
     p.add_argument("--overhead-seconds", type=float, default=60.0)
@@ -433,25 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     parts = a.only or ["loads", "overhead", "rtf"]
 
     machine()
-    if a.work:
-        a.work.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="mp3restore-bench-hifigan-", dir=a.work))
-    print(f"[work] {work}; before starting: {load()}", flush=True)
-    try:
+    with work_folder("mp3restore-bench-hifigan-", a.work, a.keep) as work:
         models = work / "models"
         run_child("model", models)
-        for part, fn in (("loads", lambda: bench_loads(work, models, a.loads_songs, a.loads_seconds)),
-                         ("overhead", lambda: run_child("overhead", models, "--seconds", str(a.overhead_seconds))),
-                         ("rtf", lambda: bench_rtf(models, a.rtf_seconds, a.max_minutes))):
-            if part in parts:
-                t0 = time.perf_counter()
-                fn()
-                say(part, f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
-    finally:
-        if a.keep:
-            print(f"[work] kept {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        run_parts([("loads", lambda: bench_loads(work, models, a.loads_songs, a.loads_seconds)),
+                   ("overhead", lambda: run_child("overhead", models, "--seconds", str(a.overhead_seconds))),
+                   ("rtf", lambda: bench_rtf(models, a.rtf_seconds, a.max_minutes))], parts)
     return 0
 
 
