@@ -416,6 +416,20 @@ def _install_assets(report_dir: Path) -> None:
             write_bytes_atomic(target, data, "writing the report")
 
 
+def _remove_stale_temps(report_dir: Path, log: Log) -> None:
+    """Temporary files left by a run killed while writing its report (never read, only swept)."""
+    if not report_dir.is_dir():
+        return
+    stale = [p for p in report_dir.rglob(f"*{TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    if stale:
+        log(f"report: removed {len(stale)} temporary file(s) left by an interrupted run")
+
+
 def build_report(out_dir: Path, reference: Path | None = None, log: Log = print) -> Path:
     """Write out_dir/_report/ (see the module docstring) for every variant folder in out_dir;
     returns the index page's path. Songs whose FLACs (and reference) are unchanged since the
@@ -426,6 +440,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = print)
     if not out_dir.is_dir():
         raise UsageError("no such output folder", out_dir, "give the folder a run wrote its variants to")
     report_dir = out_dir / REPORT_DIR
+    _remove_stale_temps(report_dir, log)
     songs = find_songs(out_dir)
     refs = ReferenceIndex(Path(reference) if reference is not None else None, len(songs))
     fingerprint = _code_fingerprint()

@@ -357,3 +357,16 @@ def test_blind_abx_reveals_names_and_score_only_at_the_end(batch, browser, tmp_p
     browser.save_screenshot(str(shot))
     small_png(shot, 300_000, height=browser.execute_script("return Math.ceil(document.body.getBoundingClientRect().bottom)"))
     assert 0 < shot.stat().st_size < 300_000
+
+
+def test_temporary_files_of_a_killed_report_are_swept(tmp_path, song):
+    from restore.writers import TMP_MARK
+    out = tmp_path / "out"
+    run_lib([write_mp3(tmp_path / "in" / "s.mp3", song)], out)
+    left = out / "_report" / "songs" / f".s.html.1a2b3c4d{TMP_MARK}.html"
+    left.parent.mkdir(parents=True)
+    left.write_text("half a page")
+    lines = []
+    build_report(out, log=lines.append)
+    assert not left.exists() and any("removed 1 temporary" in line for line in lines)
+    assert (out / "_report" / "songs" / "s.html").is_file()
