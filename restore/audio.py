@@ -8,6 +8,12 @@ import numpy as np
 MAX_CHANNELS = 8
 
 
+def frames_at_rate(frames: int, rate_in: int, rate_out: int) -> int:
+    """How many frames `frames` at rate_in last at rate_out: round(frames * rate_out / rate_in),
+    half up, in integers. A stage that changes the rate must return exactly this many."""
+    return (2 * frames * rate_out + rate_in) // (2 * rate_in)
+
+
 @dataclass(frozen=True)
 class Audio:
     """Audio in memory.

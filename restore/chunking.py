@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from .audio import frames_at_rate
+
 Model = Callable[[np.ndarray], np.ndarray]
 
 
@@ -97,7 +99,7 @@ def plan_chunks(frames: int, *, rate_in: int, rate_out: int, chunk_seconds: floa
             f"overlap of {overlap_q * q_in} frames is more than half the chunk of {chunk_q * q_in} frames "
             f"(both rounded up to multiples of {q_in} frames at {rate_in} Hz)"
         )
-    frames_out = (2 * frames * rate_out + rate_in) // (2 * rate_in)  # round half up, in integers
+    frames_out = frames_at_rate(frames, rate_in, rate_out)
     if frames <= chunk_q * q_in:
         # One chunk of the signal's own length: a 1 s song is not padded to a 12 s chunk.
         chunk_q, overlap_q = -(-frames // q_in), 0

@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .audio import frames_at_rate
 from .config import RunConfig
 from .errors import RestoreError, SetupError, describe_os_error, printable
 from .events import NullReporter, Reporter, RunStarted, SongFinished, SongProgress, SongStarted
@@ -209,7 +210,7 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
             if tags.warning:
                 log.write(f"warning: {tags.warning}")
             decoding = decoder.stream(track.path, ctx)
-            records, audio = _decode_once(decoding, streamed, bool(staged), tags, track)
+            records, audio = _decode_once(decoding, streamed, bool(staged), tags)
             facts = decoding.facts()
         except Exception as exc:  # bad input, a full disk, or a library failing in a new way: the batch goes on
             reason = _reason(exc, "decoding" if not streamed else "decoding and writing", log, config.debug)
@@ -235,7 +236,7 @@ def _tags_for(job: Job, tags):
     return tagset.with_provenance(job.variant.name, job.track.path.name)
 
 
-def _decode_once(decoding, streamed: list[Job], keep_audio: bool, tags, track: Track):
+def _decode_once(decoding, streamed: list[Job], keep_audio: bool, tags):
     """One pass over the decode: each block goes to every streamed job's FLAC writer and,
     when a staged job needs it, into one in-memory buffer. Returns ({variant: writer
     record}, Audio or None). Any failure aborts every writer (no file appears)."""
@@ -258,11 +259,12 @@ def _run_staged_job(job: Job, audio, facts: dict, tags, source_record: dict, out
     t0 = time.monotonic()
     try:
         for step in job.variant.steps:
-            before = (audio.channels, audio.duration)
+            before = audio
             audio = models.get(step).process(audio, ctx)
-            if (audio.channels, round(audio.duration, 3)) != (before[0], round(before[1], 3)):
-                raise RuntimeError(f"stage {step} changed the channels or the duration: {before} -> "
-                                   f"{(audio.channels, audio.duration)}")
+            if audio.channels != before.channels or audio.frames != frames_at_rate(before.frames, before.rate, audio.rate):
+                raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
+                                   f"{before.frames} frames at {before.rate} Hz -> {audio.channels} ch, "
+                                   f"{audio.frames} frames at {audio.rate} Hz")
         record = write_flac(audio, job.output, _tags_for(job, tags), job.variant.bits)
     except Exception as exc:  # one variant failing must not stop the others or the batch
         return JobResult(job.track.rel.as_posix(), job.variant.name, "failed",

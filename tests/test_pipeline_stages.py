@@ -9,6 +9,7 @@ import restore.stages as stages
 import restore.variants as variants
 from restore.audio import Audio
 from restore.config import RunConfig
+from restore.examples import band
 from restore.pipeline import run
 
 from .conftest import read_flac, write_mp3
@@ -84,3 +85,44 @@ def test_full_verify_hashes_each_input_once_for_all_variants(tmp_path, song, sta
     plan = plan_run(cfg)
     assert [j.reason for j in plan.jobs] == ["done", "done"]
     assert sorted(hashed) == sorted([mp3.name, "s.flac", "s.flac"])  # the MP3 once, each output once
+
+
+class To48k:
+    """A stage for this test: resamples to 48 kHz, returning exactly frames_at_rate frames."""
+    name = "to48k"
+
+    def __init__(self, env=None):
+        pass
+
+    def unavailable(self):
+        return None
+
+    def versions(self):
+        return {"to48k": 1}
+
+    def config(self):
+        return {}
+
+    def load(self, device=None):
+        pass
+
+    def process(self, audio, ctx):
+        from restore.audio import frames_at_rate
+        n = frames_at_rate(audio.frames, audio.rate, 48000)
+        t_out = np.arange(n) * audio.rate / 48000
+        y = np.stack([np.interp(t_out, np.arange(audio.frames), ch) for ch in audio.samples]).astype(np.float32)
+        return Audio(y, 48000)
+
+
+def test_a_rate_changing_stage_of_exact_length_is_accepted(tmp_path, monkeypatch):
+    """51840 frames (45 MP3 frames) at 44.1 kHz are 1.17551 s; at 48 kHz, 56424 frames are
+    1.1755 s: the lengths agree to the frame, though rounded to the millisecond they do not."""
+    monkeypatch.setitem(stages._REGISTRY, "to48k", f"{__name__}:To48k")
+    v = variants.Variant("91_48k", "48 kHz (test)", steps=("to48k",))
+    monkeypatch.setitem(variants.VARIANTS, v.name, v)
+    write_mp3(tmp_path / "in" / "s.mp3", band(50000 / 44100, seed=1), bitrate=128)
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                            variants=variants.resolve_variants("91_48k"), report=False))
+    assert summary.counts()["done"] == 1, summary.results
+    y, rate = read_flac(tmp_path / "out" / "91_48k" / "s.flac")
+    assert (rate, y.shape[1]) == (48000, 56424)
