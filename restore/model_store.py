@@ -83,11 +83,16 @@ def find_model(spec: ModelSpec, folder: Path) -> Path | None:
     return next((p for p in candidates(spec, folder) if p.is_file()), None)
 
 
+def missing(spec: ModelSpec, folder: Path) -> ModelMissing:
+    """The error that says which file is missing, where to put it and how to get it."""
+    return ModelMissing(f"model {spec.name} is missing: put {spec.filename} in {folder}",
+                        hint=f"download {spec.url}, or run `mp3restore models fetch {spec.name}` where there is network")
+
+
 def require_model(spec: ModelSpec, folder: Path) -> Path:
     path = find_model(spec, folder)
     if path is None:
-        raise ModelMissing(f"model {spec.name} is missing: put {spec.filename} in {folder}",
-                           hint=f"download {spec.url}, or run `mp3restore models fetch {spec.name}` where there is network")
+        raise missing(spec, folder)
     return path
 
 

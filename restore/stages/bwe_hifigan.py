@@ -12,14 +12,13 @@ without changing loudness.
 from __future__ import annotations
 
 import importlib.metadata
-from pathlib import Path
 
 import numpy as np
 
 from ..audio import Audio
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from ..metrics import band_power
-from ..model_store import CATALOGUE, find_model, models_dir, require_model, sha256_of
+from ..model_store import CATALOGUE, find_model, missing, models_dir, require_model, sha256_of
 from . import StageContext
 
 OUT_RATE = 48000
@@ -55,7 +54,7 @@ class HifiganBweStage:
         if _torch_version() == "absent":
             return 'torch is not installed (pip install -e ".[neural]", see README)'
         if find_model(self.spec, self.models_dir) is None:
-            return require_model_message(self.spec, self.models_dir)
+            return missing(self.spec, self.models_dir).reason()
         return None
 
     def versions(self) -> dict:
@@ -132,14 +131,6 @@ def _is_oom(exc: BaseException) -> bool:
     import torch
     text = str(exc).lower()
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def require_model_message(spec, folder: Path) -> str:
-    try:
-        require_model(spec, folder)
-    except Exception as exc:  # ModelMissing
-        return exc.reason()
-    return ""
 
 
 def _level_match_gain(before: Audio, after: Audio, top_hz: float) -> float:
