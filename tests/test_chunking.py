@@ -322,6 +322,7 @@ def test_an_item_that_never_fits_runs_on_the_fallback_and_the_rest_on_the_model(
     assert [s[0] for s in m.shapes] == [4, 4, 2, 1, 1, 2, 2, 2, 2]
     assert len(fallback.shapes) == 1 and np.array_equal(fallback.shapes[0], (1, 1600))
     assert stats["fallback_items"] == 1 and stats["oom_retries"] == 3 and stats["batch_items"] == 2
+    assert len(freed) == 3                     # memory freed before each retry and before the fallback
     assert any("ran it on the fallback" in line for line in lines)
 
 
