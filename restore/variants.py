@@ -17,13 +17,15 @@ class Variant:
     steps: tuple[str, ...] = ()  # stage names applied after the decode, in order
     bits: int = 24
     keeps_loudness: bool = True  # False: ReplayGain tags would lie, so they are dropped
+    stems: bool = False          # the last step returns {stem: Audio}: one FLAC per stem in a folder per song
 
     def config(self, stage_configs: dict[str, dict]) -> dict:
         """Everything that decides this variant's output, for the config hash."""
         return {
             "variant": self.name,
             "steps": [{"stage": s, "config": stage_configs[s]} for s in ("decode", *self.steps)],
-            "output": {"format": "FLAC", "bits": self.bits, "keeps_loudness": self.keeps_loudness},
+            "output": {"format": "FLAC", "bits": self.bits, "keeps_loudness": self.keeps_loudness,
+                       **({"stems": True} if self.stems else {})},
         }
 
 
@@ -31,8 +33,20 @@ VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("01_baseline", "clean gapless 24-bit decode, no AI: the reference"),
+        Variant("02_audiosr_direct", "AudioSR latent diffusion bandwidth extension on the decode, 48 kHz",
+                steps=("bwe_audiosr",), keeps_loudness=False),
+        Variant("03_audiosr_lp", "low-pass at the detected MP3 cutoff, then AudioSR, 48 kHz",
+                steps=("lowpass", "bwe_audiosr"), keeps_loudness=False),
+        Variant("04_stems", "Demucs stems (vocals, drums, bass, other), one FLAC each",
+                steps=("separate",), stems=True),
         Variant("08_hifigan", "HiFi-GAN+ bandwidth extension to 48 kHz (fast GAN, trained on speech)",
                 steps=("bwe_hifigan",), keeps_loudness=False),
+        Variant("09_denoised", "DeepFilterNet3 denoise, gentle (trained on speech: risky on music)",
+                steps=("denoise",)),
+        Variant("10_denoise_audiosr", "DeepFilterNet3 denoise, then AudioSR (the original full chain)",
+                steps=("denoise", "bwe_audiosr"), keeps_loudness=False),
+        Variant("11_offline_restore", "CPU restore with nothing to download: highs, holes, pre-echo, stereo",
+                steps=("offline_restore",), keeps_loudness=False),
     )
 }
 

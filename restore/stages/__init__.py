@@ -25,6 +25,11 @@ from ..audio import Audio
 _REGISTRY = {
     "decode": "restore.stages.decode:DecodeStage",
     "bwe_hifigan": "restore.stages.bwe_hifigan:HifiganBweStage",
+    "bwe_audiosr": "restore.stages.bwe_audiosr:AudioSrStage",
+    "lowpass": "restore.stages.lowpass:LowpassStage",
+    "separate": "restore.stages.separate:DemucsStage",
+    "denoise": "restore.stages.denoise:DeepFilterStage",
+    "offline_restore": "restore.stages.offline_restore:OfflineRestoreStage",
 }
 
 
@@ -33,6 +38,14 @@ class StageEnv:
     """What a stage needs to know about this installation (not about a song)."""
 
     models_dir: Path | None = None   # None: $MP3RESTORE_MODELS or the user's cache
+    # Per-stage options by stage name, e.g. {"bwe_audiosr": {"ddim_steps": "50"}}: from the
+    # CLI's `--set STAGE.KEY=VALUE` (values are strings) or typed values from the library.
+    # A stage reads its own in __init__, parses and validates them (UsageError on a bad one)
+    # and puts them in config(), so a changed option redoes the step.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, stage: str) -> dict[str, Any]:
+        return dict(self.options.get(stage, {}))
 
 
 class Stage(Protocol):
@@ -49,9 +62,12 @@ class StageContext:
     """What a stage may use besides its audio: options, a log line sink and a progress sink.
     Stages never print and never touch output files."""
 
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the song's facts: cutoff_hz (int or None)
     log: Callable[[str], None] = lambda line: None
     progress: Callable[[float], None] = lambda fraction: None
+    # What a stage measured and wants in the marker and the report (e.g. the lowpass it
+    # used, a stem sum residual): the pipeline merges it into the job's facts.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def get_stage(name: str, env: StageEnv | None = None) -> Stage:

@@ -1,0 +1,24 @@
+"""Low-pass at the detected MP3 cutoff before AudioSR (variant 03). Placeholder until the engine lands."""
+from __future__ import annotations
+
+
+class LowpassStage:
+    name = "lowpass"
+
+    def __init__(self, env=None):
+        self.env = env
+
+    def unavailable(self) -> str | None:
+        return "not built yet"
+
+    def versions(self) -> dict:
+        return {"lowpass": 0}
+
+    def config(self) -> dict:
+        return {}
+
+    def load(self, device=None) -> None:
+        raise RuntimeError("not built yet")
+
+    def process(self, audio, ctx):
+        raise RuntimeError("not built yet")

@@ -1,0 +1,24 @@
+"""Demucs stem separation (variant 04_stems). Placeholder until the engine lands."""
+from __future__ import annotations
+
+
+class DemucsStage:
+    name = "separate"
+
+    def __init__(self, env=None):
+        self.env = env
+
+    def unavailable(self) -> str | None:
+        return "not built yet"
+
+    def versions(self) -> dict:
+        return {"separate": 0}
+
+    def config(self) -> dict:
+        return {}
+
+    def load(self, device=None) -> None:
+        raise RuntimeError("not built yet")
+
+    def process(self, audio, ctx):
+        raise RuntimeError("not built yet")
