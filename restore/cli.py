@@ -43,12 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--order", choices=("song", "stage"), default="song",
                    help="song: all variants of a song, then the next (earliest results, default); "
                         "stage: one variant across all songs, then the next (fewest model loads)")
+    r.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="settings",
+                   help="a stage option, e.g. --set bwe_audiosr.ddim_steps=25 --set denoise.atten_db=9 "
+                        "(repeatable; the README lists each stage's options)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
     r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
-    sub.add_parser("variants", help="list the variants")
+    vp = sub.add_parser("variants", help="list the variants and whether each can run here")
+    vp.add_argument("--models-dir", metavar="DIR", help="the models folder")
 
     rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
@@ -70,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
         return int(exc.code or 0)
     if args.command == "variants":
-        for v in VARIANTS.values():
-            console.print(f"[bold]{v.name}[/]  {safe(v.title)}")
-        return 0
+        return variants_command(console, args.models_dir)
     if args.command == "models":
         return models_command(console, args.action, args.name, args.models_dir)
     if args.command == "ghost":
@@ -86,11 +88,41 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run, debug=args.debug, device=args.device,
             models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
+            stage_options=parse_settings(args.settings),
         )
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
+    """["denoise.atten_db=9", ...] -> {"denoise": {"atten_db": "9"}}. The stage must exist;
+    its own code checks the key and the value when the run is planned."""
+    from .stages import _REGISTRY
+    options: dict[str, dict[str, str]] = {}
+    for item in settings:
+        name, eq, value = item.partition("=")
+        stage, dot, key = name.strip().partition(".")
+        if not eq or not dot or not stage or not key:
+            raise UsageError(f"--set {item!r} is not STAGE.KEY=VALUE", hint="e.g. --set denoise.atten_db=9")
+        if stage not in _REGISTRY:
+            raise UsageError(f"--set {item!r}: no stage named {stage!r}", hint="stages: " + ", ".join(sorted(_REGISTRY)))
+        options.setdefault(stage, {})[key.strip()] = value.strip()
+    return options
+
+
+def variants_command(console: Console, models: str | None) -> int:
+    """Every variant, and whether it can run here (and if not, why: a missing model or package)."""
+    from .plan import stage_facts
+    from .stages import StageEnv
+    env = StageEnv(models_dir=clean_user_path(models) if models else None)
+    _, _, missing = stage_facts(list(VARIANTS.values()), env)
+    for v in VARIANTS.values():
+        why = next((missing[s] for s in v.steps if missing[s]), None)
+        state = f"[yellow]unavailable:[/] {safe(why)}" if why else "[green]ready[/]"
+        console.print(f"[bold]{v.name}[/]  {safe(v.title)}\n    {state}", soft_wrap=True)
+    return 0
 
 
 def report_command(console: Console, out: str, reference: str | None) -> int:

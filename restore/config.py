@@ -1,7 +1,7 @@
 """The run configuration: what the CLI and the menu both build, and all the library needs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .variants import Variant
@@ -25,3 +25,6 @@ class RunConfig:
     reference: Path | None = None     # lossless originals for the report's reference metrics
     order: str = "song"               # "song": all variants of a song, then the next;
                                       # "stage": one variant across all songs, then the next
+    # Per-stage options by stage name ({"denoise": {"atten_db": "9"}}); each stage parses and
+    # validates its own (`--set STAGE.KEY=VALUE` on the command line).
+    stage_options: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from .stages import StageContext, StageEnv, get_stage
 from .stages.decode import BlockBuffer
 from .summary import JobResult, RunSummary
 from .tags import read_id3
-from .writers import flac_writer, remove_stale_temps, write_flac
+from .writers import TMP_MARK, flac_writer, remove_stale_temps, write_flac
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -37,7 +37,7 @@ def plan_run(config: RunConfig) -> Plan:
 
 
 def _env(config: RunConfig) -> StageEnv:
-    return StageEnv(models_dir=config.models_dir)
+    return StageEnv(models_dir=config.models_dir, options=config.stage_options)
 
 
 class RunModels:
@@ -202,7 +202,8 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
     try:
         try:
             for job in jobs:
-                stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker)
+                stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker) + (
+                    _remove_stem_temps(job.output) if job.variant.stems else 0)
                 if stale:
                     log.write(f"removed {stale} temporary file(s) left by an interrupted run")
             source_record = file_record(track.path)  # before decoding: what the markers vouch for
@@ -219,16 +220,29 @@ def _run_song(track: Track, jobs: list[Job], config: RunConfig, out_dir: Path, d
                   f"{facts['bitrate_kbps']} kbps{' VBR' if facts['vbr'] else ''}, encoder {facts['encoder'] or 'unknown'}, "
                   f"cutoff {facts['cutoff_hz'] or 'none found'} Hz")
         for job in streamed:
-            results.append(_finish_job(job, records[job.variant.name], facts, source_record, out_dir, log, config, t0))
+            results.append(_finish_job(job, [records[job.variant.name]], facts, source_record, out_dir, log, config, t0))
+        shared = SharedSteps(audio, [job.variant.steps for job in staged])
         for n, job in enumerate(staged):
             def progress(f: float, n: int = n, name: str = job.variant.name) -> None:
                 reporter.handle(SongProgress(song, 0.5 + 0.5 * (n + f) / len(staged), name))
             stage_ctx = StageContext(options={"cutoff_hz": facts["cutoff_hz"]}, log=log.write, progress=progress)
-            results.append(_run_staged_job(job, audio, facts, tags, source_record, out_dir, log, config, models, stage_ctx))
+            results.append(_run_staged_job(job, shared, facts, tags, source_record, out_dir, log, config, models, stage_ctx))
+            shared.finished(job.variant.steps)
         return results
     finally:
         for _, lock in claimed:
             lock.release()
+
+
+def _remove_stem_temps(folder: Path) -> int:
+    """Temporary stem files left in a song's stems folder by an interrupted run (the stem
+    names depend on the model, so sweep the folder rather than name them)."""
+    removed = 0
+    for path in folder.glob(f"*{TMP_MARK}*") if folder.is_dir() else ():
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def _tags_for(job: Job, tags):
@@ -253,37 +267,99 @@ def _decode_once(decoding, streamed: list[Job], keep_audio: bool, tags):
     return {name: sink.record for name, sink in sinks.items()}, (buffer.audio(decoding.rate) if buffer else None)
 
 
-def _run_staged_job(job: Job, audio, facts: dict, tags, source_record: dict, out_dir: Path, log: LogFile,
-                    config: RunConfig, models: RunModels, ctx: StageContext) -> JobResult:
-    """Run a variant's stages on the decoded song, write it, then its marker."""
+class SharedSteps:
+    """The intermediate results of one song that more than one of its variants start
+    with: `10_denoise_audiosr` (denoise, bwe_audiosr) reuses the denoise `09_denoised`
+    made. A result is kept only while a later variant of the song still needs it, so
+    memory holds at most the decode plus the shared prefixes in use."""
+
+    def __init__(self, decoded, pipelines: list[tuple[str, ...]]):
+        self.results: dict[tuple[str, ...], tuple[object, dict]] = {(): (decoded, {})}
+        self.pending = list(pipelines)
+
+    def start(self, steps: tuple[str, ...]) -> tuple[int, object, dict]:
+        """(how many of `steps` are already done, their result, the facts they recorded)."""
+        for k in range(len(steps), -1, -1):
+            if steps[:k] in self.results:
+                audio, facts = self.results[steps[:k]]
+                return k, audio, dict(facts)
+        raise AssertionError("the decode is always kept")
+
+    def keep(self, prefix: tuple[str, ...], audio, facts: dict) -> None:
+        """Keep a step's result if a variant still to run starts with the same steps."""
+        if any(p[:len(prefix)] == prefix for p in self.pending[1:]):
+            self.results[prefix] = (audio, dict(facts))
+
+    def finished(self, steps: tuple[str, ...]) -> None:
+        self.pending.remove(steps)
+        for prefix in [p for p in self.results if p]:
+            if not any(q[:len(prefix)] == prefix for q in self.pending):
+                del self.results[prefix]
+
+
+def _run_staged_job(job: Job, shared: SharedSteps, facts: dict, tags, source_record: dict, out_dir: Path,
+                    log: LogFile, config: RunConfig, models: RunModels, ctx: StageContext) -> JobResult:
+    """Run a variant's stages on the decoded song (starting after the steps another variant
+    of the song already ran), write it, then its marker."""
     t0 = time.monotonic()
+    steps = job.variant.steps
     try:
-        for step in job.variant.steps:
+        done, audio, ctx.facts = shared.start(steps)
+        if done:
+            log.write(f"{job.variant.name}: reusing {', '.join(steps[:done])} from an earlier variant of this song")
+        for k, step in enumerate(steps[done:], done + 1):
             before = audio
             audio = models.get(step).process(audio, ctx)
-            if audio.channels != before.channels or audio.frames != frames_at_rate(before.frames, before.rate, audio.rate):
-                raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
-                                   f"{before.frames} frames at {before.rate} Hz -> {audio.channels} ch, "
-                                   f"{audio.frames} frames at {audio.rate} Hz")
-        record = write_flac(audio, job.output, _tags_for(job, tags), job.variant.bits)
+            for out in (audio.values() if isinstance(audio, dict) else (audio,)):
+                if out.channels != before.channels or out.frames != frames_at_rate(before.frames, before.rate, out.rate):
+                    raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
+                                       f"{before.frames} frames at {before.rate} Hz -> {out.channels} ch, "
+                                       f"{out.frames} frames at {out.rate} Hz")
+            if isinstance(audio, dict) and k < len(steps):
+                raise RuntimeError(f"stage {step} returned stems, so it must be the last step of {job.variant.name}")
+            shared.keep(steps[:k], audio, ctx.facts)
+        if job.variant.stems:
+            records = _write_stems(job, audio, _tags_for(job, tags), log)
+        else:
+            if isinstance(audio, dict):
+                raise RuntimeError(f"{job.variant.name} is not a stems variant, but its last stage returned stems")
+            records = [write_flac(audio, job.output, _tags_for(job, tags), job.variant.bits)]
     except Exception as exc:  # one variant failing must not stop the others or the batch
         return JobResult(job.track.rel.as_posix(), job.variant.name, "failed",
                          _reason(exc, f"making {job.variant.name}", log, config.debug), time.monotonic() - t0)
-    return _finish_job(job, record, facts, source_record, out_dir, log, config, t0)
+    return _finish_job(job, records, {**facts, **ctx.facts}, source_record, out_dir, log, config, t0)
 
 
-def _finish_job(job: Job, record: dict, facts: dict, source_record: dict, out_dir: Path, log: LogFile,
+def _write_stems(job: Job, stems, tags, log: LogFile) -> list[dict]:
+    """Write {stem: Audio} as <song folder>/<stem>.flac, each atomically. Stems an earlier
+    run wrote that this one does not (another model's guitar and piano) are removed once
+    the new set is in place, so the folder never mixes two separations."""
+    if not isinstance(stems, dict) or not stems:
+        raise RuntimeError(f"{job.variant.name} is a stems variant, but its last stage returned no stems")
+    records = []
+    for name, stem in stems.items():
+        records.append(write_flac(stem, job.output / f"{name}.flac", tags.with_stem(name), job.variant.bits))
+    wanted = {f"{name}.flac" for name in stems}
+    for old in sorted(job.output.glob("*.flac")):
+        if old.name not in wanted and TMP_MARK not in old.name:
+            old.unlink()
+            log.write(f"removed {old.name}: a stem of an earlier separation")
+    return records
+
+
+def _finish_job(job: Job, records: list[dict], facts: dict, source_record: dict, out_dir: Path, log: LogFile,
                 config: RunConfig, t0: float | None = None) -> JobResult:
     """The output is in place: write the marker that makes it count as done."""
     song, name = job.track.rel.as_posix(), job.variant.name
     t0 = time.monotonic() if t0 is None else t0
-    if record["clipped"]:
-        log.write(f"warning: {record['clipped']} samples above full scale were clipped in {name}")
+    clipped = sum(r["clipped"] for r in records)
+    if clipped:
+        log.write(f"warning: {clipped} samples above full scale were clipped in {name}")
     try:
         checkpoint("after-output")
         write_marker(job.marker, variant=name, rel=job.track.rel, source_record=source_record,
-                     cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=[record],
-                     out_dir=out_dir, facts={**facts, "clipped_on_write": record["clipped"]},
+                     cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=records,
+                     out_dir=out_dir, facts={**facts, "clipped_on_write": clipped},
                      seconds=time.monotonic() - t0)
     except Exception as exc:
         return JobResult(song, name, "failed", _reason(exc, f"writing the marker of {name}", log, config.debug))

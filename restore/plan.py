@@ -15,7 +15,7 @@ from .variants import VARIANTS, Variant
 class Job:
     track: Track
     variant: Variant
-    output: Path          # the final FLAC
+    output: Path          # the final FLAC; for a stems variant, the song's folder of stem FLACs
     marker: Path
     config: dict
     config_hash: str
@@ -69,6 +69,12 @@ def default_variants(env: StageEnv) -> list[Variant]:
     return [v for v in VARIANTS.values() if not any(missing[s] for s in v.steps)]
 
 
+def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
+    """OUT/<variant>/Artist/Album/Song.flac, or for stems the folder OUT/<variant>/Artist/Album/Song/."""
+    rel = Path(*track.output_rel(".flac").parts)
+    return out_dir / variant.name / (rel.with_suffix("") if variant.stems else rel)
+
+
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",
               redo: bool = False, env: StageEnv | None = None) -> Plan:
     env = env or StageEnv()
@@ -91,6 +97,6 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
             else:
                 check = check_marker(marker, track.path, out_dir, h, ver, verify, hashes)
                 todo, reason = not check.done, check.reason
-            jobs.append(Job(track, variant, out_dir / variant.name / Path(*track.output_rel(".flac").parts),
+            jobs.append(Job(track, variant, output_path(out_dir, variant, track),
                             marker, cfg, h, ver, todo, reason, unavailable))
     return Plan(out_dir, jobs, list(scan.problems), list(variants))

@@ -53,6 +53,14 @@ class TagSet:
         out.fields["MP3RESTORE_VERSION"] = [__version__]
         return out
 
+    def with_stem(self, stem: str) -> "TagSet":
+        """A copy for one stem of the song: the title says which ("Song (vocals)"), so a
+        player's list of stems is readable, and MP3RESTORE_STEM names it for programs."""
+        out = TagSet({k: list(v) for k, v in self.fields.items()}, list(self.pictures))
+        out.fields["TITLE"] = [f"{t} ({stem})" for t in out.fields.get("TITLE", [])] or [stem]
+        out.fields["MP3RESTORE_STEM"] = [stem]
+        return out
+
     def write_flac(self, path: Path) -> None:
         flac = FLAC(str(path))
         flac.clear()

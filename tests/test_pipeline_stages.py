@@ -3,7 +3,7 @@ in-memory copy for the staged variant; each gets its own output and marker."""
 import numpy as np
 import pytest
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3, TXXX
+from mutagen.id3 import ID3, TIT2, TXXX
 
 import restore.stages as stages
 import restore.variants as variants
@@ -126,3 +126,120 @@ def test_a_rate_changing_stage_of_exact_length_is_accepted(tmp_path, monkeypatch
     assert summary.counts()["done"] == 1, summary.results
     y, rate = read_flac(tmp_path / "out" / "91_48k" / "s.flac")
     assert (rate, y.shape[1]) == (48000, 56424)
+
+
+class CountingGain(HalfGain):
+    """half_gain that counts its calls, reads a `gain` option and records a fact."""
+    name = "counting_gain"
+    calls = 0
+
+    def __init__(self, env=None):
+        self.gain = float((env.options_for(self.name) if env else {}).get("gain", 0.5))
+
+    def config(self):
+        return {"gain": self.gain}
+
+    def process(self, audio, ctx):
+        type(self).calls += 1
+        ctx.facts["counting_gain_db"] = round(20 * np.log10(self.gain), 2)
+        return Audio(audio.samples * np.float32(self.gain), audio.rate)
+
+
+class SplitBands:
+    """A stems stage for this test: the song as two 'stems' that sum back to it."""
+    name = "split"
+    names = ("first", "second")
+
+    def __init__(self, env=None):
+        pass
+
+    unavailable = HalfGain.unavailable
+    load = HalfGain.load
+
+    def versions(self):
+        return {"split": 1}
+
+    def config(self):
+        return {"names": list(self.names)}
+
+    def process(self, audio, ctx):
+        return {n: Audio(audio.samples * np.float32(0.5), audio.rate) for n in self.names}
+
+
+@pytest.fixture
+def chain_variants(monkeypatch):
+    monkeypatch.setitem(stages._REGISTRY, "counting_gain", f"{__name__}:CountingGain")
+    monkeypatch.setitem(stages._REGISTRY, "to48k", f"{__name__}:To48k")
+    monkeypatch.setitem(stages._REGISTRY, "split", f"{__name__}:SplitBands")
+    made = [variants.Variant("92_gain", "gain (test)", steps=("counting_gain",)),
+            variants.Variant("93_gain_48k", "gain then 48 kHz (test)", steps=("counting_gain", "to48k")),
+            variants.Variant("94_split", "two stems (test)", steps=("split",), stems=True)]
+    for v in made:
+        monkeypatch.setitem(variants.VARIANTS, v.name, v)
+    CountingGain.calls = 0
+    return made
+
+
+def _marker(out, variant, song="s.mp3"):
+    import json
+    return json.loads((out / "_done" / variant / f"{song}.json").read_text())
+
+
+def test_variants_that_start_alike_share_the_step_and_its_facts(tmp_path, chain_variants):
+    write_mp3(tmp_path / "in" / "s.mp3", band(3.0, seed=2), bitrate=128)
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                    variants=variants.resolve_variants("92,93"), report=False)
+    assert run(cfg).counts()["done"] == 2
+    assert CountingGain.calls == 1  # the second variant reused the first one's gain step
+    a, rate_a = read_flac(tmp_path / "out" / "92_gain" / "s.flac")
+    b, rate_b = read_flac(tmp_path / "out" / "93_gain_48k" / "s.flac")
+    assert (rate_a, rate_b) == (44100, 48000)
+    assert np.max(np.abs(a[:, 1000:-1000])) > 0.05 and np.max(np.abs(b)) > 0.05
+    for v in ("92_gain", "93_gain_48k"):
+        assert _marker(tmp_path / "out", v)["facts"]["counting_gain_db"] == -6.02
+
+
+def test_stage_options_come_from_the_command_line_and_change_the_config(tmp_path, chain_variants, capsys):
+    from restore.cli import main
+    write_mp3(tmp_path / "in" / "s.mp3", band(2.0, seed=3), bitrate=128)
+    args = [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--variants", "92", "--no-report", "-q"]
+    assert main(["run", *args]) == 0
+    first, _ = read_flac(tmp_path / "out" / "92_gain" / "s.flac")
+    assert main(["run", *args, "--set", "counting_gain.gain=0.25"]) == 0  # a new option redoes the step
+    second, _ = read_flac(tmp_path / "out" / "92_gain" / "s.flac")
+    assert np.max(np.abs(second - first * 0.5)) <= 2 / 2 ** 23
+    assert _marker(tmp_path / "out", "92_gain")["config"]["steps"][1]["config"] == {"gain": 0.25}
+    assert main(["run", *args, "--set", "gain=0.25"]) == 2
+    assert main(["run", *args, "--set", "nosuchstage.gain=1"]) == 2
+    assert "no stage named 'nosuchstage'" in capsys.readouterr().err
+
+
+def test_a_stems_variant_writes_a_folder_of_stems_that_resumes_and_replaces_old_stems(tmp_path, chain_variants):
+    mp3 = write_mp3(tmp_path / "in" / "Art" / "My Song.mp3", band(2.0, seed=4), bitrate=128)
+    tags = ID3()
+    tags.add(TIT2(encoding=3, text="My Song"))
+    tags.save(str(mp3))
+    out = tmp_path / "out"
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=out, variants=variants.resolve_variants("01,94"), report=False)
+    assert run(cfg).counts()["done"] == 2
+    folder = out / "94_split" / "Art" / "My Song"
+    assert sorted(p.name for p in folder.iterdir()) == ["first.flac", "second.flac"]
+    base, _ = read_flac(out / "01_baseline" / "Art" / "My Song.flac")
+    first, _ = read_flac(folder / "first.flac")
+    assert np.max(np.abs(first - base * 0.5)) <= 2 / 2 ** 23
+    assert FLAC(str(folder / "first.flac"))["TITLE"] == ["My Song (first)"]
+    marker = _marker(out, "94_split", "Art/My Song.mp3")
+    assert [o["path"] for o in marker["outputs"]] == ["94_split/Art/My Song/first.flac", "94_split/Art/My Song/second.flac"]
+    assert run(cfg).counts()["skipped"] == 2
+    # A stem removed by hand is redone; a temporary file of an interrupted run is swept.
+    (folder / "second.flac").unlink()
+    (folder / ".second.flac.0badf00d.mp3restore-tmp.flac").write_bytes(b"half")
+    assert [(r.variant, r.status) for r in run(cfg).results if r.status != "skipped"] == [("94_split", "done")]
+    assert sorted(p.name for p in folder.iterdir()) == ["first.flac", "second.flac"]
+    # Another separation (other stem names) replaces the old set instead of mixing with it.
+    SplitBands.names = ("vocals", "rest")
+    try:
+        assert run(cfg).counts()["done"] == 1
+    finally:
+        SplitBands.names = ("first", "second")
+    assert sorted(p.name for p in folder.iterdir()) == ["rest.flac", "vocals.flac"]
