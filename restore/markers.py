@@ -93,8 +93,10 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
 
 def write_marker(path: Path, *, variant: str, rel: PurePosixPath, source_record: dict, cfg_hash: str,
                  config: dict, versions: dict, outputs: list[dict], out_dir: Path, facts: dict,
-                 seconds: float) -> None:
-    """Write the marker atomically. `outputs` are writer results ({path, size, mtime_ns, hash})."""
+                 seconds: float, stage_facts: dict | None = None) -> None:
+    """Write the marker atomically. `outputs` are writer results ({path, size, mtime_ns, hash});
+    `facts` what the decode found; `stage_facts` what the variant's stages measured and
+    chose (the low-pass used, a level match, a stem sum residual), shown in the report."""
     marker = {
         "schema": SCHEMA,
         "variant": variant,
@@ -109,6 +111,7 @@ def write_marker(path: Path, *, variant: str, rel: PurePosixPath, source_record:
             for o in outputs
         ],
         "facts": facts,
+        "stage_facts": stage_facts or {},
         "mp3restore": __version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 3),

@@ -327,7 +327,7 @@ def _run_staged_job(job: Job, shared: SharedSteps, facts: dict, tags, source_rec
     except Exception as exc:  # one variant failing must not stop the others or the batch
         return JobResult(job.track.rel.as_posix(), job.variant.name, "failed",
                          _reason(exc, f"making {job.variant.name}", log, config.debug), time.monotonic() - t0)
-    return _finish_job(job, records, {**facts, **ctx.facts}, source_record, out_dir, log, config, t0)
+    return _finish_job(job, records, facts, source_record, out_dir, log, config, t0, ctx.facts)
 
 
 def _write_stems(job: Job, stems, tags, log: LogFile) -> list[dict]:
@@ -348,7 +348,7 @@ def _write_stems(job: Job, stems, tags, log: LogFile) -> list[dict]:
 
 
 def _finish_job(job: Job, records: list[dict], facts: dict, source_record: dict, out_dir: Path, log: LogFile,
-                config: RunConfig, t0: float | None = None) -> JobResult:
+                config: RunConfig, t0: float | None = None, stage_facts: dict | None = None) -> JobResult:
     """The output is in place: write the marker that makes it count as done."""
     song, name = job.track.rel.as_posix(), job.variant.name
     t0 = time.monotonic() if t0 is None else t0
@@ -360,11 +360,11 @@ def _finish_job(job: Job, records: list[dict], facts: dict, source_record: dict,
         write_marker(job.marker, variant=name, rel=job.track.rel, source_record=source_record,
                      cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=records,
                      out_dir=out_dir, facts={**facts, "clipped_on_write": clipped},
-                     seconds=time.monotonic() - t0)
+                     seconds=time.monotonic() - t0, stage_facts=stage_facts)
     except Exception as exc:
         return JobResult(song, name, "failed", _reason(exc, f"writing the marker of {name}", log, config.debug))
     log.write(f"done {name} -> {job.output}")
-    return JobResult(song, name, "done", "", time.monotonic() - t0, str(job.output), facts)
+    return JobResult(song, name, "done", "", time.monotonic() - t0, str(job.output), {**facts, **(stage_facts or {})})
 
 
 def _reason(exc: BaseException, doing: str, log: LogFile, debug: bool) -> str:

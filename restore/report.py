@@ -354,8 +354,27 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
             problem(v, e["error"])
         for line in e.get("problems") or ():
             problem(v, line)
+    record["made"] = {v: how_made(out_dir, v, song.key) for v in [*entries, *song.stems]}
     _write_json(cache_path, record, "writing the report cache")
     return record
+
+
+def how_made(out_dir: Path, variant: str, key: str) -> dict | None:
+    """What the variant's marker says made it: its steps after the decode, with their
+    options, and what those steps measured or chose (`stage_facts`). None without a
+    readable marker (a file put there by hand, or a run from an older version)."""
+    folder = out_dir / "_done" / variant / Path(*key.split("/")).parent
+    name = key.rsplit("/", 1)[-1]
+    try:  # the marker is <song file name>.json, and the song's suffix may be .mp3 or .MP3
+        candidates = sorted(f for f in os.listdir(folder)
+                            if f.endswith(".json") and f[:-5].rsplit(".", 1)[0] == name and TMP_MARK not in f)
+        marker = json.loads((folder / candidates[0]).read_text(encoding="utf-8")) if candidates else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict):
+        return None
+    steps = [s for s in (marker.get("config") or {}).get("steps", []) if s.get("stage") != "decode"]
+    return {"steps": steps, "facts": marker.get("stage_facts") or {}}
 
 
 def _mathtext_safe(text: str) -> str:

@@ -206,7 +206,7 @@ def song_page(record: dict, out_dir: Path) -> str:
     if record["problems"]:
         parts.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in record["problems"]) + "</ul>\n")
     parts += [_players(record, playable, out_dir, page_dir), _abx(record, playable), _pictures(record, playable),
-              _measurements(record, playable), _stems(record, out_dir, page_dir)]
+              _measurements(record, playable), _stems(record, out_dir, page_dir), _how_made(record)]
     return _page(f"{key} \u00b7 mp3restore", up, "".join(parts), script=True)
 
 
@@ -296,6 +296,35 @@ def _stems(record: dict, out_dir: Path, page_dir: Path) -> str:
                         f'src="{url(_rel(out_dir / f, page_dir))}"></audio></li>' for f in files)
         out.append(f"<h3>{esc(v)}</h3>\n<ul>{items}</ul>\n")
     return "".join(out)
+
+
+def _how_made(record: dict) -> str:
+    """Each variant's steps with their options, and what the steps measured or chose, from
+    its marker: nothing a variant did is hidden from the person comparing them."""
+    made = {v: m for v, m in (record.get("made") or {}).items() if m}
+    if not made:
+        return ""
+    rows = []
+    for v, m in made.items():
+        steps = "<br>".join(
+            f'{esc(s.get("stage"))}' + (f' <span class="note">{esc(", ".join(f"{k}={_plain(x)}" for k, x in (s.get("config") or {}).items()))}</span>'
+                                       if s.get("config") else "")
+            for s in m["steps"]) or "decode only"
+        facts = "<br>".join(f"{esc(k)}: {esc(_plain(x))}" for k, x in m["facts"].items()) or ""
+        rows.append(f"<tr><td>{esc(v)}</td><td>{steps}</td><td>{facts}</td></tr>")
+    return ('<h2 id="how-made">How each variant was made</h2>\n<table class="made">\n'
+            "<tr><th>variant</th><th>steps after the decode (options)</th><th>what the steps measured or chose</th></tr>\n"
+            + "\n".join(rows) + "\n</table>\n")
+
+
+def _plain(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(x) for x in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_plain(x)}" for k, x in value.items()) + "}"
+    return str(value)
 
 
 INDEX_COLUMNS = [("duration_s", "length s", "{:.2f}"), ("rate", "rate Hz", "{:.0f}"), ("cutoff_hz", "cutoff Hz", "{:.0f}"),

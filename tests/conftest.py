@@ -18,6 +18,7 @@ from restore.audio import Audio
 from restore.config import RunConfig
 from restore.examples import band, encode_mp3, png_cover, tag_mp3
 from restore.pipeline import run
+from restore.variants import resolve_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 LAME = shutil.which("lame")
@@ -79,16 +80,23 @@ def library(tmp_path: Path, song: Audio) -> Path:
 
 def run_lib(inputs, out: Path, **options):
     """Run the pipeline in-process; returns the summary. No compare report unless asked:
-    tests/test_report.py covers it, and pictures would slow every other test."""
+    tests/test_report.py covers it, and pictures would slow every other test. Only the
+    baseline unless `variants` is given (variants=None: the default set): the engine's
+    tests are about the engine, and every restoring variant has its own tests."""
     options.setdefault("report", False)
+    options.setdefault("variants", resolve_variants("01_baseline"))
     return run(RunConfig(inputs=[str(i) for i in inputs], out_dir=out, **options))
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300, report: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, report: bool = False,
+            default_variants: bool = False) -> subprocess.CompletedProcess:
     """`python mp3restore.py ARGS` in a subprocess (the real entry point); a `run` writes no
-    compare report unless report=True."""
+    compare report unless report=True, and makes only the baseline unless --variants is
+    given or default_variants=True (as run_lib)."""
     if args and args[0] == "run" and not report:
         args = (*args, "--no-report")
+    if args and args[0] == "run" and not default_variants and not {"--variants", "-v"} & set(args):
+        args = (*args, "--variants", "01_baseline")
     base = {k: v for k, v in os.environ.items() if k != "MP3RESTORE_CRASH_AT"}
     full_env = {**base, "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "mp3restore.py"), *args], capture_output=True,

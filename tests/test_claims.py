@@ -17,7 +17,8 @@ def test_two_runs_at_once_share_the_work(tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(encode_mp3(band(5.0, seed=i), bitrate=128))
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q", "--json", "--no-report"]
+    cmd = [sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q", "--json", "--no-report",
+           "--variants", "01_baseline"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]

@@ -43,7 +43,7 @@ def test_dry_run_writes_nothing_and_shows_the_plan(tmp_path, library):
 def test_all_three_entry_points(tmp_path, song):
     write_mp3(tmp_path / "in" / "s.mp3", song)
     for i, cmd in enumerate(([sys.executable, str(ROOT / "mp3restore.py")], [sys.executable, "-m", "restore"])):
-        proc = subprocess.run([*cmd, "run", str(tmp_path / "in"), "--out", str(tmp_path / f"o{i}"), "-q"],
+        proc = subprocess.run([*cmd, "run", str(tmp_path / "in"), "--out", str(tmp_path / f"o{i}"), "-q", "--variants", "01"],
                               cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / f"o{i}" / "01_baseline" / "s.flac").is_file()
@@ -65,8 +65,9 @@ def test_errors_show_escape_codes_instead_of_obeying_them(tmp_path):
 def test_progress_events_in_order(tmp_path, library):
     from restore.config import RunConfig
     from restore.pipeline import run
+    from restore.variants import resolve_variants
     rec = RecordingReporter()
-    run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out"), rec)
+    run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out", variants=resolve_variants("01")), rec)
     kinds = [type(e) for e in rec.events]
     assert kinds[0] is RunStarted and rec.events[0].songs == 3
     assert kinds.count(SongStarted) == kinds.count(SongFinished) == 3
@@ -77,11 +78,13 @@ def test_progress_events_in_order(tmp_path, library):
 def test_rich_progress_and_summary_render(tmp_path, library):
     from restore.config import RunConfig
     from restore.pipeline import run
+    from restore.variants import resolve_variants
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=120, color_system="truecolor")
     (library / "[bold]weird.mp3").write_bytes(b"junk")
     with RichReporter(console) as reporter:
-        summary = run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out"), reporter)
+        summary = run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out", report=False,
+                                variants=resolve_variants("01")), reporter)
     print_summary(console, summary)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
     assert "all songs" in text and "eta" in text

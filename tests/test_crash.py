@@ -69,7 +69,8 @@ def test_killed_at_a_checkpoint(tmp_path, reference, point):
 def test_killed_at_a_random_moment(tmp_path, reference, delay):
     library, ref = reference
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q", "--no-report"],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q", "--no-report",
+                             "--variants", "01_baseline"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -89,7 +90,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     for i in range(3):
         (library / f"{i} long.mp3").write_bytes(minute * 16)  # 8 minutes each: about 2 s of work
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "--no-report"],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "--no-report",
+                             "--variants", "01_baseline"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)

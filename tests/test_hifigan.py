@@ -140,8 +140,11 @@ def test_missing_model_is_unavailable_not_a_crash(tmp_path, three_songs):
     reason = unavailable[0]["reason"]
     assert SPEC.filename in reason and str(empty) in reason and "models fetch hifigan-bwe" in reason
     # By default only what can run here is planned: no noise about missing models.
-    code, summary = cli_json("run", str(three_songs), "--out", str(tmp_path / "out2"), "--models-dir", str(empty))
-    assert code == 0 and summary["counts"]["unavailable"] == 0 and summary["counts"]["done"] == 3
+    code, summary = cli_json("run", str(three_songs), "--out", str(tmp_path / "out2"), "--models-dir", str(empty),
+                             default_variants=True)
+    assert code == 0 and summary["counts"]["unavailable"] == 0 and summary["counts"]["failed"] == 0
+    made = {r["variant"] for r in summary["results"] if r["status"] == "done"}
+    assert "01_baseline" in made and "08_hifigan" not in made
 
 
 def test_models_command_lists_and_verifies(tmp_path, models):

@@ -196,7 +196,7 @@ def test_variants_that_start_alike_share_the_step_and_its_facts(tmp_path, chain_
     assert (rate_a, rate_b) == (44100, 48000)
     assert np.max(np.abs(a[:, 1000:-1000])) > 0.05 and np.max(np.abs(b)) > 0.05
     for v in ("92_gain", "93_gain_48k"):
-        assert _marker(tmp_path / "out", v)["facts"]["counting_gain_db"] == -6.02
+        assert _marker(tmp_path / "out", v)["stage_facts"] == {"counting_gain_db": -6.02}
 
 
 def test_stage_options_come_from_the_command_line_and_change_the_config(tmp_path, chain_variants, capsys):
@@ -243,3 +243,18 @@ def test_a_stems_variant_writes_a_folder_of_stems_that_resumes_and_replaces_old_
     finally:
         SplitBands.names = ("first", "second")
     assert sorted(p.name for p in folder.iterdir()) == ["rest.flac", "vocals.flac"]
+
+
+def test_the_report_shows_how_each_variant_was_made(tmp_path, chain_variants):
+    """Steps, their options and what they measured come from the markers to the song page."""
+    from restore.report import build_report
+    write_mp3(tmp_path / "in" / "s.mp3", band(2.0, seed=5), bitrate=128)
+    out = tmp_path / "out"
+    assert run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=out, variants=variants.resolve_variants("01,92,94"),
+                         report=False, stage_options={"counting_gain": {"gain": "0.25"}})).counts()["done"] == 3
+    build_report(out, log=lambda line: None)
+    page = (out / "_report" / "songs" / "s.html").read_text()
+    made = page[page.index('id="how-made"'):]
+    assert "counting_gain" in made and "gain=0.25" in made and "counting_gain_db: -12.04" in made
+    assert "split" in made and "names=first, second" in made  # a stems variant is listed too
+    assert "decode only" in made  # the baseline

@@ -8,6 +8,8 @@ from restore.pipeline import plan_run
 from restore.config import RunConfig
 from restore.stages.decode import DecodeStage
 
+from restore.variants import resolve_variants
+
 from .conftest import by_status, run_lib, write_mp3
 
 SONGS = ["Artist/Album/01 One.mp3", "Artist/Album/02 Two.mp3", "Artist/Album/03 Three.mp3"]
@@ -38,6 +40,7 @@ def test_marker_holds_fingerprint_config_versions_and_output_hashes(library, tmp
 
 
 def reasons(library, out, **kw):
+    kw.setdefault("variants", resolve_variants("01"))
     plan = plan_run(RunConfig(inputs=[str(library)], out_dir=out, **kw))
     return {j.track.rel.as_posix(): j.reason for j in plan.jobs}
 
