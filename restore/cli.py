@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
     r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
+    sub.add_parser("menu", help="the keyboard menu (also: no arguments at all, in a terminal)")
     vp = sub.add_parser("variants", help="list the variants and whether each can run here")
     vp.add_argument("--models-dir", metavar="DIR", help="the models folder")
 
@@ -69,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True, highlight=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv == ["menu"]:  # no arguments: the keyboard menu, where a person can answer it
+        if argv or sys.stdin.isatty():
+            from .menu import menu
+            return menu()
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
