@@ -49,7 +49,7 @@ def test_measured_cutoff_matches_lames_own_lowpass(tmp_path, bitrate):
     mp3 = write_tagged_mp3(tmp_path / "s.mp3", band(8.0, seed=4), "-b", bitrate)
     _, facts = DecodeStage().read(mp3, StageContext())
     nominal = inspect(mp3).encoder_lowpass_hz
-    assert abs(facts["cutoff_hz"] - nominal) <= 400, (facts["cutoff_hz"], nominal)  # seen: -345..+220 Hz
+    assert abs(facts["cutoff_hz"] - nominal) <= 400, (facts["cutoff_hz"], nominal)  # seen: -388..+134 Hz
 
 
 # ---- Measures added for the report and the evaluation harness ---------------------------
@@ -308,3 +308,12 @@ def test_song_metrics_memory_does_not_grow_with_the_song(song):
             tracemalloc.stop()
     assert peaks[1] < peaks[0] + (1 << 20), peaks
     assert peaks[1] < 32 << 20, peaks
+
+
+def test_a_cliff_into_a_quiet_top_band_is_found():
+    """A 49 dB cliff at 16 kHz into a floor at -67 dB (drums at 128 kbps look so). Smoothing
+    once padded the top bins with 0 dB, a false band coming back up, and missed it."""
+    rate, n = 44100, 2049
+    freqs = np.linspace(0, rate / 2, n)
+    s_db = np.where(freqs < 16000, -18.0, -67.0)
+    assert 15800 < cutoff_from_spectrum(s_db, rate) <= 16050
