@@ -1,24 +1,420 @@
-"""Demucs stem separation (variant 04_stems). Placeholder until the engine lands."""
+"""Demucs stem separation (variant 04_stems): {stem: Audio} at the song's own rate, channel
+count and exact length.
+
+Demucs 4.1 is used as a library, in-process: its own loader reads the weights, once per run,
+and its own `apply_model` runs them. The song goes through `apply_model(split=True)`: the
+model's own 7.8 s segments (or shorter, `segment`), `overlap` between them with demucs's
+triangular crossfade, and `shifts` random time shifts averaged. That is demucs's chunker, not
+the project's (restore/chunking.py): the crossfade, the shift trick and the bag-of-models
+weighting are part of what the published models were evaluated with, so they are kept as
+they are. Only one segment at a time is on the device; the whole song's stems are kept in
+(CPU) memory, 84.7 MiB per minute for 4 stereo stems at 44.1 kHz (bench/bench_demucs.py
+measures the peak for a 10-minute song).
+
+Around the model, as demucs's own Separator does: the mix is normalised by the mean and
+standard deviation of its mid channel, and the stems are scaled back (the mean, a DC offset,
+shared evenly among the stems rather than added to each, so that they add up to the mix). Around that, what the
+project adds: resampling to 44.1 kHz and back (soxr, very high quality) for songs at other
+rates; mono duplicated to stereo for the model and the stems folded back to mono; a fixed
+seed for the random shifts, so that a rerun gives the same bytes; and the mixture check:
+how far the sum of the stems is from the decode.
+
+Weights, looked for in this order (cheaply, by file name: no torch import):
+1. the models folder, `<models>/demucs/`: demucs's local repo layout (`<name>.yaml` and
+   one `<sig>-<hash>.th` per model; without the yaml, demucs's shipped one is used);
+2. demucs's Hugging Face cache (`$HF_HUB_CACHE`, default `~/.cache/huggingface/hub`,
+   `models--adefossez--HTDemucs-ft/snapshots/...`), read with the hub offline;
+3. torch hub's cache (`$TORCH_HOME/hub/checkpoints/<sig>-<hash>.th`), where demucs <= 4.0.1
+   downloaded to.
+"""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import Audio
+from ..errors import RestoreError, UsageError
+from ..model_store import models_dir
+from . import StageContext
+
+MODELS = {
+    "htdemucs_ft": "fine-tuned bag of 4 models (one per stem): the best, 4x slower",
+    "htdemucs": "single model, 4 stems",
+    "htdemucs_6s": "single model, 6 stems (adds guitar and piano; piano is weak)",
+}
+DEFAULT_MODEL = "htdemucs_ft"
+MODEL_RATE = 44100
+MAX_SEGMENT = 7.8          # the transformer models refuse longer segments than they were trained on
+HF_NAMESPACE = "adefossez"
+SHIFT_SEED = 0             # the random shifts are drawn from this seed: reruns give the same bytes
+OPTIONS = ("model", "shifts", "overlap", "segment")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+# -- where the weights are (cheap: file names and a small yaml, no torch) --
+
+@dataclass(frozen=True)
+class Weights:
+    """A complete set of files for one bag."""
+
+    where: str                # "models folder", "Hugging Face cache", "torch hub cache"
+    bag_yaml: Path            # the bag: model signatures and per-source weights
+    files: tuple[Path, ...]   # one weights file per model, in the bag's order
+
+    def fingerprint(self) -> str:
+        """Names and sizes of the files: the .th names carry a hash of their content and the
+        Hugging Face snapshot folder is the commit, so this changes when the weights do."""
+        h = hashlib.sha256()
+        for p in (self.bag_yaml, *self.files):
+            h.update(f"{p.parent.name}/{p.name}:{p.stat().st_size};".encode())
+        return h.hexdigest()[:16]
+
+
+def _demucs_remote() -> Path | None:
+    """The yaml files demucs ships (demucs/remote/), found without importing demucs."""
+    spec = importlib.util.find_spec("demucs")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "remote"
+
+
+def hf_hub_cache() -> Path:
+    """Where huggingface_hub keeps downloads: the same rules as huggingface_hub.constants."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torch.hub downloads checkpoints ($TORCH_HOME, default ~/.cache/torch)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(os.path.expandvars(home)).expanduser() / "hub" / "checkpoints"
+
+
+def hf_repo_name(name: str) -> str:
+    """demucs.hf's mapping: htdemucs -> HTDemucs, htdemucs_ft -> HTDemucs-ft."""
+    if name == "htdemucs":
+        return "HTDemucs"
+    return "HTDemucs-" + name[len("htdemucs_"):] if name.startswith("htdemucs_") else "Demucs-" + name
+
+
+def _signatures(bag_yaml: Path) -> list[str]:
+    """The model signatures a bag yaml lists; [] when it cannot be read (then the bag counts
+    as missing, and the reason names the files to put there)."""
+    import yaml
+    try:
+        return [str(s) for s in yaml.safe_load(bag_yaml.read_text())["models"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+
+
+def _th_files(folder: Path, sigs: list[str]) -> tuple[Path, ...] | None:
+    found = []
+    for sig in sigs:
+        matches = sorted(p for p in (folder.glob(f"{sig}.th") if folder.is_dir() else ()) if p.is_file())
+        matches += sorted(p for p in (folder.glob(f"{sig}-*.th") if folder.is_dir() else ()) if p.is_file())
+        if not matches:
+            return None
+        found.append(matches[0])
+    return tuple(found)
+
+
+def locate(name: str, folder: Path) -> Weights | None:
+    """The first complete set of files for bag `name`: the models folder's demucs/ subfolder,
+    demucs's Hugging Face cache, torch hub's cache. None when none is complete."""
+    remote = _demucs_remote()
+    shipped = remote / f"{name}.yaml" if remote else None
+    # 1. our models folder, demucs's local repo layout
+    local = folder / "demucs"
+    bag = local / f"{name}.yaml"
+    bag = bag if bag.is_file() else shipped
+    if bag is not None and bag.is_file():
+        files = _th_files(local, _signatures(bag))
+        if files:
+            return Weights("models folder", bag, files)
+    # 2. the Hugging Face hub cache (where demucs 4.1 downloads to)
+    repo = hf_hub_cache() / f"models--{HF_NAMESPACE}--{hf_repo_name(name)}"
+    snapshots = []
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snapshots.append(repo / "snapshots" / ref.read_text().strip())
+    if (repo / "snapshots").is_dir():
+        snapshots += sorted((repo / "snapshots").iterdir())
+    for snap in snapshots:
+        bag = snap / f"{name}.yaml"
+        if bag.is_file():
+            files = tuple(snap / f"{sig}.safetensors" for sig in _signatures(bag))
+            if all(p.is_file() for p in files):
+                return Weights("Hugging Face cache", bag, files)
+    # 3. torch hub's cache (where demucs up to 4.0.1 downloaded to)
+    if shipped is not None and shipped.is_file():
+        files = _th_files(torch_hub_checkpoints(), _signatures(shipped))
+        if files:
+            return Weights("torch hub cache", shipped, files)
+    return None
+
+
+def missing_reason(name: str, folder: Path) -> str:
+    """Which files are missing for `name`, where to put them, and how to get them."""
+    remote = _demucs_remote()
+    shipped = remote / f"{name}.yaml" if remote else None
+    sigs = _signatures(shipped) if shipped is not None and shipped.is_file() else []
+    files = ", ".join(f"{s}-*.th" for s in sigs) or "its .th files"
+    return (f"demucs model {name} is missing: put {name}.yaml and {files} in {folder / 'demucs'}, "
+            f"or fetch it once where there is network into demucs's cache ({hf_hub_cache()}): "
+            f"python -c \"from demucs.pretrained import get_model; get_model('{name}')\"")
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import: set its constant for the load, so
+    that a cached model loads without asking the network (and without hanging when there is none)."""
+    from huggingface_hub import constants
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def load_bag(name: str, weights: Weights):
+    """The BagOfModels for `name`, read by demucs's own loader from `weights`, in eval mode."""
+    if weights.where == "Hugging Face cache":
+        from demucs.hf import get_hf_model
+        with _hub_offline():
+            bag = get_hf_model(name)
+    else:
+        from demucs.pretrained import get_model
+        from demucs.repo import BagOnlyRepo, LocalRepo
+        folder = weights.files[0].parent
+        if weights.bag_yaml.parent == folder:
+            bag = get_model(name, repo=folder)
+        else:  # .th files without their yaml: demucs's shipped yaml describes the bag
+            bag = BagOnlyRepo(weights.bag_yaml.parent, LocalRepo(folder)).get_model(name)
+    return bag.eval()
+
+
+# -- options --
+
+def _parse_options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UsageError(f"separate has no option {', '.join(unknown)}; its options: {', '.join(OPTIONS)}")
+    model = str(options.get("model", DEFAULT_MODEL)).strip()
+    if model not in MODELS:
+        raise UsageError(f"separate.model={model!r} is not one of {', '.join(MODELS)}")
+
+    def number(key, kind, default, ok, rule):
+        raw = options.get(key, default)
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto", "none")):
+            return None
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"separate.{key}={raw!r} is not a number ({rule})") from None
+        if not ok(value):
+            raise UsageError(f"separate.{key}={raw!r} is out of range ({rule})")
+        return value
+
+    shifts = number("shifts", int, 1, lambda v: 0 <= v <= 20, "shifts: a whole number from 0 to 20")
+    overlap = number("overlap", float, 0.25, lambda v: 0.0 <= v <= 0.9, "overlap: a fraction from 0 to 0.9")
+    segment = number("segment", float, None, lambda v: 1.0 <= v <= MAX_SEGMENT,
+                     f"segment: seconds from 1 to {MAX_SEGMENT}, as the transformer models refuse segments "
+                     "longer than they were trained on; 'auto' for the model's own")
+    return {"model": model, "shifts": 1 if shifts is None else shifts,
+            "overlap": 0.25 if overlap is None else overlap, "segment": segment}
+
+
+# -- the stage --
 
 class DemucsStage:
     name = "separate"
+    revision = 1
 
     def __init__(self, env=None):
-        self.env = env
+        self.models_dir = models_dir(getattr(env, "models_dir", None))
+        opts = _parse_options(env.options_for(self.name) if env is not None else {})
+        self.model_name = opts["model"]
+        self.shifts, self.overlap, self.segment = opts["shifts"], opts["overlap"], opts["segment"]
+        self.bag = None
+        self.device = None
+        self.weights: Weights | None = None
 
+    # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        return "not built yet"
+        if _version("torch") == "absent":
+            return 'torch is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
+        if _version("demucs") == "absent" or _demucs_remote() is None:
+            return 'demucs is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
+        if locate(self.model_name, self.models_dir) is None:
+            return missing_reason(self.model_name, self.models_dir)
+        return None
 
     def versions(self) -> dict:
-        return {"separate": 0}
+        weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
+        model = f"{self.model_name}:{weights.fingerprint()}" if weights else "missing"
+        return {"separate": self.revision, "model": model, "demucs": _version("demucs"), "torch": _version("torch")}
 
     def config(self) -> dict:
-        return {}
+        return {"model": self.model_name, "shifts": self.shifts, "overlap": self.overlap,
+                "segment": self.segment if self.segment is not None else "model",
+                "model_rate": MODEL_RATE, "resample": "soxr-vhq", "shift_seed": SHIFT_SEED}
 
-    def load(self, device=None) -> None:
-        raise RuntimeError("not built yet")
+    def memory_bytes(self) -> int:
+        """Weights (as float32) plus one segment's activations (about 1.5 GiB for htdemucs)."""
+        weights = self.weights or locate(self.model_name, self.models_dir)
+        size = sum(p.stat().st_size for p in weights.files) if weights else 340 << 20
+        # .th files hold half-precision weights, safetensors float32
+        return 2 * size + (3 << 29)
 
-    def process(self, audio, ctx):
-        raise RuntimeError("not built yet")
+    # -- heavy --
+    def load(self, device) -> None:
+        weights = locate(self.model_name, self.models_dir)
+        if weights is None:
+            raise RestoreError(missing_reason(self.model_name, self.models_dir))
+        try:
+            bag = load_bag(self.model_name, weights)
+        except Exception as exc:  # a damaged file, a checksum mismatch, a version demucs cannot read
+            raise RestoreError(f"demucs could not load {self.model_name} from the {weights.where} "
+                               f"({weights.files[0].parent}): {exc.__class__.__name__}: {exc}") from exc
+        if self.segment is not None and self.segment > bag.max_allowed_segment:
+            raise UsageError(f"separate.segment={self.segment:g} is longer than {self.model_name} was trained on "
+                             f"({float(bag.max_allowed_segment):g} s)")
+        if bag.samplerate != MODEL_RATE or bag.audio_channels != 2:
+            raise RestoreError(f"{self.model_name} expects {bag.samplerate} Hz, {bag.audio_channels} channels; "
+                               f"this stage feeds {MODEL_RATE} Hz stereo")
+        self.bag = bag.to(device.torch_device)
+        self.device, self.weights = device, weights
+
+    def unload(self) -> None:
+        self.bag = None
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.bag.sources)
+
+    def process(self, audio: Audio, ctx: StageContext) -> dict[str, Audio]:
+        """[C, T] at any rate (C = 1 or 2) -> {stem: [C, T] at the same rate}, stems in the
+        model's order (drums, bass, other, vocals[, guitar, piano])."""
+        if audio.channels > 2:
+            raise RestoreError(f"demucs separates mono or stereo songs; this one has {audio.channels} channels")
+        mix = audio.samples if audio.channels == 2 else np.repeat(audio.samples, 2, axis=0)
+        mix = _resample(mix, audio.rate, MODEL_RATE)
+        ref = mix.mean(axis=0)  # demucs's Separator: normalise by the mid channel's mean and std
+        mean, std = float(ref.mean()), float(ref.std()) + 1e-8
+        estimates = self._separate((mix - mean) / std, ctx)     # [S, 2, T44] float32
+        estimates *= std
+        # demucs's Separator adds the mean back to every stem, so their sum carries it S times;
+        # shared evenly, the stems add up to the mix (a DC offset belongs to no instrument).
+        estimates += mean / len(estimates)
+        del mix
+        stems = {}
+        for name, est in zip(self.sources, estimates):
+            y = _fit(_resample(est, MODEL_RATE, audio.rate), audio.frames)
+            if audio.channels == 1:
+                y = y.mean(axis=0, keepdims=True)
+            stems[name] = Audio(np.ascontiguousarray(y, dtype=np.float32), audio.rate)
+        del estimates
+        residual_db = mixture_residual_db(audio, list(stems.values()))
+        ctx.facts["stems"] = list(stems)
+        ctx.facts["stems_model"] = self.model_name
+        ctx.facts["stems_residual_db"] = None if residual_db is None else round(residual_db, 2)
+        shown = "silent input" if residual_db is None else f"{residual_db:.1f} dB"
+        ctx.log(f"separate: {self.model_name} ({self.weights.where}), {len(stems)} stems, shifts {self.shifts}, "
+                f"overlap {self.overlap:g}, segment {self.segment or 'model'}"
+                f"{'' if audio.rate == MODEL_RATE else f', resampled {audio.rate} -> {MODEL_RATE} -> {audio.rate} Hz'}"
+                f"{', mono duplicated to stereo and folded back' if audio.channels == 1 else ''}; "
+                f"sum of stems vs the decode: residual {shown}")
+        return stems
+
+    def _separate(self, mix: np.ndarray, ctx: StageContext) -> np.ndarray:
+        """demucs's apply_model on a normalised [2, T] mix at 44.1 kHz -> [S, 2, T]. The mix
+        and the stems stay in CPU memory; only segments go to the device. Out of device
+        memory: free it, say so, and do the song on the CPU."""
+        import torch
+        from demucs.apply import apply_model
+        from ..models import release_device_memory
+
+        frames = mix.shape[1]
+        seg_frames = int(MODEL_RATE * (self.segment or MAX_SEGMENT))
+        shifts = max(self.shifts, 1)
+        total = len(self.bag.models) * shifts
+
+        def callback(d: dict) -> None:  # called at the start and end of each segment
+            if d.get("state") == "end":
+                within = min(1.0, (d.get("segment_offset", 0) + seg_frames) / frames)
+                ctx.progress(min(1.0, (d.get("model_idx_in_bag", 0) * shifts + d.get("shift_idx", 0) + within) / total))
+
+        def run(device: str) -> np.ndarray:
+            state = random.getstate()  # apply_model draws its shifts from the global `random`
+            random.seed(SHIFT_SEED)
+            try:
+                with torch.inference_mode():
+                    out = apply_model(self.bag, torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[None],
+                                      shifts=self.shifts, split=True, overlap=self.overlap, segment=self.segment,
+                                      device=device, progress=False, callback=callback)
+            finally:
+                random.setstate(state)
+            return out[0].numpy()
+
+        try:
+            return run(self.device.torch_device)
+        except Exception as exc:
+            if self.device.kind == "cpu" or not _is_oom(exc):
+                raise
+            ctx.log(f"separate: out of memory on {self.device.torch_device}; this song runs on the CPU")
+            release_device_memory(self.device)
+            return run("cpu")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text
+
+
+def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """[C, T] float32 from rate_in to rate_out (soxr, very high quality); as is when equal."""
+    if rate_in == rate_out:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    import soxr
+    return np.ascontiguousarray(soxr.resample(np.ascontiguousarray(x.T), rate_in, rate_out, quality="VHQ").T,
+                                dtype=np.float32)
+
+
+def _fit(x: np.ndarray, frames: int) -> np.ndarray:
+    """Trim or zero-pad [C, T] to exactly `frames` (the resampler's length can differ by one)."""
+    if x.shape[1] >= frames:
+        return x[:, :frames]
+    return np.pad(x, ((0, 0), (0, frames - x.shape[1])))
+
+
+def mixture_residual_db(mix: Audio, stems: list[Audio]) -> float | None:
+    """10*log10(power of (sum of stems - mix) / power of mix), in dB; None for a silent mix.
+    -inf would mean the stems add up to the mix exactly; a trained model lands far below
+    -20 dB, and anything near 0 dB means the stems lost (or invented) the signal."""
+    total = np.zeros_like(mix.samples, dtype=np.float64)
+    for s in stems:
+        total += s.samples
+    power = float(np.sum(np.square(mix.samples, dtype=np.float64)))
+    if power == 0.0:
+        return None
+    residual = float(np.sum(np.square(total - mix.samples)))
+    return 10.0 * np.log10(max(residual, 1e-30) / power)
