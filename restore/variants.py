@@ -45,7 +45,7 @@ VARIANTS: dict[str, Variant] = {
                 steps=("denoise",)),
         Variant("10_denoise_audiosr", "DeepFilterNet3 denoise, then AudioSR (the original full chain)",
                 steps=("denoise", "bwe_audiosr"), keeps_loudness=False),
-        Variant("11_offline_restore", "CPU restore with nothing to download: highs, holes, pre-echo, stereo",
+        Variant("11_offline_restore", "CPU restore with nothing to download: highs above the cutoff and spectral holes",
                 steps=("offline_restore",), keeps_loudness=False),
     )
 }

@@ -1,0 +1,201 @@
+"""11_offline_restore: the numpy restore, on real clips (tests/data: a dark piano and bright
+cymbals, 4 s each) encoded with LAME 3.100 (lameenc) and decoded by the project's decoder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from restore.audio import Audio
+from restore.errors import UsageError
+from restore.examples import band
+from restore.metrics import align, apply_alignment, band_power, lsd_db
+from restore.stages import StageContext, StageEnv
+from restore.stages.decode import DecodeStage
+from restore.stages.offline_restore import OfflineRestoreStage
+
+from .conftest import cli_json, read_flac, write_mp3
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def clip(name: str) -> Audio:
+    data, rate = sf.read(str(DATA / f"{name}.flac"), dtype="float32", always_2d=True)
+    return Audio.from_frames_major(data, rate)
+
+
+def decode_of(audio: Audio, tmp: Path, kbps: int = 128) -> tuple[Audio, float | None]:
+    """(the decode of `audio` as a lameenc MP3, the decode's cutoff)."""
+    path = write_mp3(tmp / f"clip{kbps}.mp3", audio, bitrate=kbps)
+    decoded, facts = DecodeStage().read(path, StageContext())
+    return decoded, facts["cutoff_hz"]
+
+
+def restore(audio: Audio, cutoff="unset", **options) -> tuple[Audio, dict]:
+    stage = OfflineRestoreStage(StageEnv(options={"offline_restore": options}))
+    ctx = StageContext(options={} if cutoff == "unset" else {"cutoff_hz": cutoff})
+    return stage.process(audio, ctx), ctx.facts["offline_restore"]
+
+
+@pytest.fixture(scope="module")
+def bright(tmp_path_factory):
+    """(source, its 128 kbps decode, the decode restored, the stage's facts)."""
+    src = clip("bright_cymbals")
+    dec, cutoff = decode_of(src, tmp_path_factory.mktemp("bright"))
+    out, facts = restore(dec, cutoff)
+    return src, dec, out, facts
+
+
+@pytest.fixture(scope="module")
+def dark(tmp_path_factory):
+    src = clip("dark_piano")
+    dec, cutoff = decode_of(src, tmp_path_factory.mktemp("dark"))
+    out, facts = restore(dec, cutoff)
+    return src, dec, out, facts
+
+
+def aligned(test: Audio, src: Audio) -> Audio:
+    lag, gain = align(test, src)
+    return apply_alignment(test, lag, gain or 1.0, src.frames)
+
+
+def db(ratio: float) -> float:
+    return 10 * np.log10(ratio)
+
+
+@pytest.mark.parametrize("rate,channels,frames", [(44100, 2, 66151), (48000, 1, 72001), (32000, 2, 48003), (44100, 1, 1001)])
+def test_exact_length_rate_and_channels(tmp_path, rate, channels, frames):
+    song = band(frames / rate, rate=rate, channels=channels, seed=5)
+    song = Audio(np.ascontiguousarray(song.samples[:, :frames]), rate)
+    dec, cutoff = decode_of(song, tmp_path)
+    dec = Audio(np.ascontiguousarray(dec.samples[:, :frames - 2]), rate)    # an odd length of its own
+    out, _ = restore(dec, cutoff)
+    assert (out.rate, out.channels, out.frames) == (rate, channels, frames - 2)
+    assert out.samples.dtype == np.float32 and np.isfinite(out.samples).all()
+
+
+def test_bright_clip_gets_highs_near_the_source_level(bright):
+    src, dec, out, facts = bright
+    assert facts["extended"] and facts["cutoff_hz"] and 15500 < facts["cutoff_hz"] < 18000 and facts["from_hz"] == 16000
+    nyq = src.rate / 2
+    top = facts["cutoff_hz"] + 300
+    before, after, truth = (band_power(a, top, nyq) for a in (dec, out, src))
+    assert db(after / before) > 20                     # the MP3 had next to nothing up there
+    # About as loud as the source's, and on the dark side: the guess follows the music's slope
+    # under the cutoff plus an extra roll-off (measured -6.6 dB on this clip at 128 kbps).
+    assert -9 < db(after / truth) < 3
+
+
+def test_bright_clip_lsd_above_16k_beats_decode_and_noise_control(bright):
+    src, dec, out, _ = bright
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(dec.samples.shape).astype(np.float32) * np.float32(1e-4)   # -80 dBFS white
+    spec = np.fft.rfft(noise, axis=1)
+    spec[:, np.fft.rfftfreq(dec.frames, 1 / dec.rate) < 16000] = 0
+    control = Audio(dec.samples + np.fft.irfft(spec, dec.frames, axis=1).astype(np.float32), dec.rate)
+    lsd = {name: lsd_db(aligned(a, src), src, 16000.0) for name, a in (("dec", dec), ("ctl", control), ("ours", out))}
+    assert lsd["ours"] < lsd["dec"] - 3 and lsd["ours"] < lsd["ctl"] - 3, lsd
+    below = {name: lsd_db(aligned(a, src), src, None, 16000.0) for name, a in (("dec", dec), ("ours", out))}
+    assert below["ours"] <= below["dec"] + 0.01, below  # the kept band is no worse (holes filled)
+
+
+def test_dark_clip_stays_dark(dark):
+    src, dec, out, facts = dark
+    nyq = src.rate / 2
+    added = band_power(out, 16000, nyq) - band_power(dec, 16000, nyq)
+    truth = band_power(src, 16000, nyq)
+    whole = band_power(src, 40, nyq)
+    assert added <= truth * 2 + whole * 1e-9, (added, truth, whole)   # at most the source's own (+3 dB)
+    assert db(whole / max(added, 1e-30)) > 80                          # and nothing anyone would hear
+
+
+def test_loudness_below_the_cutoff_is_kept(bright, dark):
+    for _, dec, out, facts in (bright, dark):
+        top = facts["cutoff_hz"] or 16000.0
+        assert abs(db(band_power(out, 40, top) / band_power(dec, 40, top))) < 0.1
+
+
+def test_stereo_is_true_and_mono_in_two_channels_stays_so(bright):
+    _, dec, out, _ = bright
+    assert not np.array_equal(dec.samples[0], dec.samples[1])
+    side_in = np.abs(dec.samples[0] - dec.samples[1]).mean()
+    side_out = np.abs(out.samples[0] - out.samples[1]).mean()
+    assert side_out > 0.5 * side_in                    # left and right stay themselves
+    both = Audio(np.repeat(dec.samples[:1], 2, axis=0), dec.rate)
+    twin, _ = restore(both, None)
+    assert np.array_equal(twin.samples[0], twin.samples[1])   # the same noise phases in both channels
+
+
+def test_deterministic_and_chunked_like_whole(bright, tmp_path):
+    _, dec, out, facts = bright
+    again, _ = restore(dec, facts["cutoff_hz"])
+    assert np.array_equal(out.samples, again.samples)             # bit for bit, a fresh stage
+    long = Audio(np.tile(dec.samples, (1, 4)), dec.rate)          # 16 s: two 10 s chunks and a crossfade
+    first, _ = restore(long, facts["cutoff_hz"])
+    second, _ = restore(long, facts["cutoff_hz"])
+    assert np.array_equal(first.samples, second.samples)
+    assert first.frames == long.frames
+
+
+@pytest.mark.parametrize("chunk_s,overlap_s", [(1.0, 0.5), (2.5, 0.5), (3.0, 1.0)])
+def test_chunked_equals_whole(bright, monkeypatch, chunk_s, overlap_s):
+    import restore.stages.offline_restore as module
+    _, dec, out, facts = bright                        # 4 s: one chunk, i.e. the whole song at once
+    monkeypatch.setattr(module, "CHUNK_SECONDS", chunk_s)
+    monkeypatch.setattr(module, "OVERLAP_SECONDS", overlap_s)
+    chunked, _ = restore(dec, facts["cutoff_hz"])
+    added = np.sqrt(np.mean((out.samples - dec.samples) ** 2))
+    diff = chunked.samples - out.samples
+    # The same frames and the same noise: only the few frames at a block's edge differ, and the
+    # crossfade gives those little weight.
+    assert np.abs(diff).max() < 0.01 * added
+
+
+def test_measures_the_cutoff_itself_when_the_decode_found_none(bright):
+    _, dec, out, facts = bright
+    alone, own = restore(dec)                           # no cutoff_hz at all: measured here
+    assert own["cutoff_hz"] == facts["cutoff_hz"]
+    assert np.array_equal(alone.samples, out.samples)
+
+
+def test_options_validated_and_in_config(bright):
+    _, dec, out, facts = bright
+    stage = OfflineRestoreStage(StageEnv(options={"offline_restore": {"strength": "0.5", "holes": "off"}}))
+    assert stage.config()["strength"] == 0.5 and stage.config()["holes"] is False
+    assert stage.config() != OfflineRestoreStage(StageEnv()).config()
+    for bad in ({"strength": "loud"}, {"strength": "9"}, {"holes": "maybe"}, {"nosuch": "1"}):
+        with pytest.raises(UsageError):
+            OfflineRestoreStage(StageEnv(options={"offline_restore": bad}))
+    quiet, _ = restore(dec, facts["cutoff_hz"], strength="0.5")
+    nyq, top = dec.rate / 2, facts["cutoff_hz"] + 300
+    assert db(band_power(out, top, nyq) / band_power(quiet, top, nyq)) == pytest.approx(6.0, abs=1.0)
+    none, _ = restore(dec, facts["cutoff_hz"], strength="0", holes="off")
+    assert np.array_equal(none.samples, dec.samples)
+
+
+def test_silence_and_tiny_inputs(tmp_path):
+    for frames in (0, 10, 3000):
+        silent = Audio(np.zeros((2, frames), np.float32), 44100)
+        out, _ = restore(silent, None)
+        assert out.frames == frames and not out.samples.any()
+
+
+def test_variant_11_in_default_set_through_cli(tmp_path):
+    src = clip("bright_cymbals")
+    src = Audio(np.ascontiguousarray(src.samples[:, :2 * src.rate]), src.rate)   # 2 s: the default set has other variants too
+    mp3 = write_mp3(tmp_path / "in" / "Cymbals.mp3", src, bitrate=128)
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    env = {"MP3RESTORE_MODELS": str(empty), "HF_HUB_CACHE": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "th")}
+    code, summary = cli_json("run", str(mp3.parent), "--out", str(tmp_path / "out"), env=env, default_variants=True)
+    assert code == 0, summary
+    done = {r["variant"] for r in summary["results"] if r["status"] == "done"}
+    assert {"01_baseline", "11_offline_restore"} <= done, summary["results"]
+    assert not any(empty.iterdir())                     # nothing downloaded
+    base, rate_b = read_flac(tmp_path / "out" / "01_baseline" / "Cymbals.flac")
+    ours, rate_o = read_flac(tmp_path / "out" / "11_offline_restore" / "Cymbals.flac")
+    assert rate_o == rate_b == 44100 and ours.shape == base.shape
+    before, after = (band_power(Audio(x, 44100), 17500, 22050) for x in (base, ours))
+    assert db(after / before) > 20
