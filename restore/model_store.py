@@ -9,6 +9,7 @@ its own library's cache where that library has one (hifi-gan-bwe: ~/.local/hifi-
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import urllib.request
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import RestoreError
-from .writers import atomic_output
+from .writers import atomic_output, write_bytes_atomic
 
 ENV_MODELS = "MP3RESTORE_MODELS"
 
@@ -34,6 +35,9 @@ class ModelSpec:
     fmt: str = "torchscript"       # how `verify` checks it
     sha256: str | None = None      # known hash of the published file; None: recorded at fetch
     other_places: tuple[str, ...] = field(default_factory=tuple)  # library caches, "~" allowed
+    # A Hugging Face hub repo whose cached snapshots also hold the file (under its own name,
+    # the last part of `filename`): $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+    hf_repo: str | None = None
 
 
 CATALOGUE: dict[str, ModelSpec] = {
@@ -47,6 +51,16 @@ CATALOGUE: dict[str, ModelSpec] = {
             variants=("08_hifigan",),
             approx_bytes=4_300_000,
             other_places=("~/.local/hifi-gan-bwe",),
+        ),
+        ModelSpec(
+            name="audiosr-basic",
+            filename="audiosr_basic/pytorch_model.bin",
+            url="https://huggingface.co/haoheliu/audiosr_basic/resolve/main/pytorch_model.bin",
+            purpose="AudioSR latent diffusion super-resolution to 48 kHz (general audio and music)",
+            variants=("02_audiosr_direct", "03_audiosr_lp", "10_denoise_audiosr"),
+            approx_bytes=6_000_000_000,      # a guess: 1.09 B parameters plus their EMA copy, float32
+            fmt="torch",
+            hf_repo="haoheliu/audiosr_basic",
         ),
     )
 }
@@ -74,8 +88,22 @@ def models_dir(override: Path | str | None = None) -> Path:
     return default_models_dir()
 
 
+def hf_hub_cache() -> Path:
+    """Where huggingface_hub keeps downloads, by its own rules (without importing it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
 def candidates(spec: ModelSpec, folder: Path) -> list[Path]:
-    return [folder / spec.filename, *(Path(p).expanduser() / spec.filename for p in spec.other_places)]
+    found = [folder / spec.filename, *(Path(p).expanduser() / spec.filename for p in spec.other_places)]
+    if spec.hf_repo:
+        repo = hf_hub_cache() / ("models--" + spec.hf_repo.replace("/", "--")) / "snapshots"
+        name = Path(spec.filename).name
+        found += sorted(repo.glob(f"*/{name}")) if repo.is_dir() else [repo / "<revision>" / name]
+    return found
 
 
 def find_model(spec: ModelSpec, folder: Path) -> Path | None:
@@ -104,6 +132,36 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+_fingerprints: dict[tuple, str] = {}
+
+
+def model_fingerprint(path: Path) -> str:
+    """The first 16 hex digits of the file's sha256: what goes into a variant's versions, so
+    that other weights redo the songs. Hashed once per version of the file (path, size and
+    mtime), remembered in memory and in `fingerprints.json` in the user's cache, so that a
+    multi-gigabyte checkpoint is not read again to plan every run (best effort: a cache
+    that cannot be written only costs time)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _fingerprints:
+        return _fingerprints[key]
+    store = default_models_dir().parent / "fingerprints.json"
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    text_key = "|".join(map(str, key))
+    if not isinstance(known, dict) or not isinstance(known.get(text_key), str):
+        known = known if isinstance(known, dict) else {}
+        known[text_key] = sha256_of(path)[:16]
+        try:
+            write_bytes_atomic(store, json.dumps(known, indent=0).encode("utf-8"), "remembering a model's hash")
+        except Exception:
+            pass
+    _fingerprints[key] = known[text_key]
+    return known[text_key]
+
+
 def _recorded_hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -119,6 +177,15 @@ def verify(spec: ModelSpec, path: Path) -> str | None:
         expected = recorded.read_text().split()[0]
     if expected is not None and digest != expected:
         return f"hash mismatch (sha256 {digest[:12]}..., expected {expected[:12]}...): the file is damaged or another version"
+    if spec.fmt == "torch":  # torch.save: a zip archive with data.pkl, or a legacy pickle
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if not any(n.endswith("data.pkl") for n in z.namelist()):
+                    return "not a torch checkpoint (a zip archive without data.pkl)"
+        else:
+            with open(path, "rb") as fh:
+                if fh.read(1) != b"\x80":
+                    return "not a torch checkpoint (neither a zip archive nor a pickle)"
     if spec.fmt == "torchscript":
         if not zipfile.is_zipfile(path):
             return "not a TorchScript file (not a zip archive)"

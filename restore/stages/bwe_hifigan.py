@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import Audio
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from ..metrics import band_power
-from ..model_store import CATALOGUE, find_model, missing, models_dir, require_model, sha256_of
+from ..model_store import CATALOGUE, find_model, missing, models_dir, model_fingerprint, require_model
 from . import StageContext
 
 OUT_RATE = 48000
@@ -28,7 +28,6 @@ OVERLAP_SECONDS = 1.0         # covers the WaveNet's receptive field (13120 samp
 # measured 102 MiB on the full-size architecture (a 12-item x 12 s call took 14.4 GiB); rounded up.
 COST = ModelCost(fixed_bytes=64 << 20, bytes_per_item_second=110 << 20)
 MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching would only hide it
-_hashes: dict[tuple, str] = {}
 
 
 def _torch_version() -> str:
@@ -61,11 +60,7 @@ class HifiganBweStage:
         path = find_model(self.spec, self.models_dir)
         model = "missing"
         if path is not None:
-            st = path.stat()
-            key = (str(path), st.st_size, st.st_mtime_ns)
-            if key not in _hashes:
-                _hashes[key] = sha256_of(path)
-            model = f"{path.name}:{_hashes[key][:16]}"
+            model = f"{path.name}:{model_fingerprint(path)}"
         return {"bwe_hifigan": self.revision, "model": model, "torch": _torch_version()}
 
     def config(self) -> dict:

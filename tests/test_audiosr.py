@@ -1,0 +1,209 @@
+"""02_audiosr_direct / 03_audiosr_lp end to end with a small randomly initialised
+LatentDiffusion built by audiosr's own classes from a reduced version of its own config,
+saved as {"state_dict"} the way the published checkpoint is, loaded by the stage's real
+loading code. Needs `pip install --no-deps audiosr==0.0.7` (skipped without it)."""
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+if importlib.util.find_spec("audiosr") is None:   # not importorskip: its __init__ needs torchaudio, which we avoid
+    pytest.skip("audiosr is not installed (pip install --no-deps audiosr==0.0.7)", allow_module_level=True)
+pytest.importorskip("scipy")
+
+from restore.audio import Audio  # noqa: E402
+from restore.errors import UsageError  # noqa: E402
+from restore.examples import band  # noqa: E402
+from restore.metrics import band_power, integrated_lufs  # noqa: E402
+from restore.model_store import CATALOGUE, find_model  # noqa: E402
+from restore.models import choose_device  # noqa: E402
+from restore.reference_audiosr import save_random_audiosr  # noqa: E402
+from restore.stages import StageContext, StageEnv  # noqa: E402
+from restore.stages.bwe_audiosr import AudioSrStage, audiosr_cutoff_hz  # noqa: E402
+from restore.stages.lowpass import LowpassStage, lowpass  # noqa: E402
+
+from .conftest import cli_json, read_flac, write_mp3  # noqa: E402
+
+SPEC = CATALOGUE["audiosr-basic"]
+# Fast settings for the small model: 1.28 s chunks (0.64 s crossfades), 2 DDIM steps.
+FAST = ("--set", "bwe_audiosr.ddim_steps=2", "--set", "bwe_audiosr.chunk_seconds=1.28")
+FAST_OPTS = {"ddim_steps": "2", "chunk_seconds": "1.28"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    save_random_audiosr(folder / SPEC.filename, seed=1, small=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stage(models):
+    s = AudioSrStage(StageEnv(models_dir=models, options={"bwe_audiosr": dict(FAST_OPTS)}))
+    s.load(choose_device("cpu"))
+    return s
+
+
+@pytest.fixture(scope="module")
+def batch_run(models, tmp_path_factory):
+    """Two stereo songs through `mp3restore run` (01, 02, 03): the slow part, done once."""
+    tmp = tmp_path_factory.mktemp("run")
+    # 1.3 s: two 1.28 s chunks with a crossfade; 0.6 s: one chunk of its own length.
+    for i, seconds in enumerate((1.3, 0.6)):
+        write_mp3(tmp / "in" / f"{i} song.mp3", band(seconds, seed=i), bitrate=128)
+    code, summary = cli_json("run", str(tmp / "in"), "--out", str(tmp / "out"), "--variants", "01,02,03",
+                             "--models-dir", str(models), "--device", "cpu", *FAST, timeout=600)
+    return tmp, code, summary
+
+
+def test_batch_end_to_end(batch_run):
+    tmp, code, summary = batch_run
+    assert code == 0, summary
+    assert summary["counts"]["done"] == 6, summary["results"]
+    assert summary["model_loads"]["bwe_audiosr"] == 1             # one load for the whole batch, both variants
+    for i in range(2):
+        base, rate = read_flac(tmp / "out" / "01_baseline" / f"{i} song.flac")
+        for variant in ("02_audiosr_direct", "03_audiosr_lp"):
+            path = tmp / "out" / variant / f"{i} song.flac"
+            info = sf.info(str(path))
+            assert (info.samplerate, info.subtype, info.channels) == (48000, "PCM_24", 2)
+            assert info.frames == (base.shape[1] * 48000 * 2 + rate) // (2 * rate)   # exact length
+            out, _ = read_flac(path)
+            # True stereo: the song's channels differ, and so do the outputs'.
+            assert np.max(np.abs(out[0] - out[1])) > 0.05 * np.max(np.abs(out))
+            # Loudness kept: the band the MP3 kept has the baseline's power, and the whole song its loudness.
+            b, o = Audio(base, rate), Audio(out, 48000)
+            assert abs(10 * np.log10(band_power(o, 40, 12000) / band_power(b, 40, 12000))) < 0.5
+            assert abs(integrated_lufs(o) - integrated_lufs(b)) < 1.5
+
+
+def test_lowpass_variant_records_its_cutoff(batch_run):
+    tmp, _, summary = batch_run
+    marker = json.loads((tmp / "out" / "_done" / "03_audiosr_lp" / "0 song.mp3.json").read_text())
+    text = json.dumps(marker)
+    assert "lowpass_hz" in text and "detected MP3 cutoff" in text
+    log = (tmp / "out" / "_logs" / "0 song.log").read_text()
+    assert "lowpass:" in log and "detected MP3 cutoff" in log and "bwe_audiosr: input cut at" in log
+
+
+def test_seams_are_continuous(batch_run):
+    """1.3 s in 1.28 s chunks (hop 0.64 s): the crossfade from 0.64 s to 1.28 s must not click: the
+    largest sample step near a seam is no bigger than elsewhere."""
+    tmp, _, _ = batch_run
+    out, rate = read_flac(tmp / "out" / "02_audiosr_direct" / "0 song.flac")
+    step = np.abs(np.diff(out, axis=1)).max(axis=0)
+    near = np.zeros(step.shape, bool)
+    for seam in (0.64, 1.28):   # where the crossfade starts and ends
+        s = int(seam * rate)
+        near[max(0, s - 64):s + 64] = True
+    assert near.any() and step[near].max() <= 1.5 * step[~near].max()
+
+
+def test_same_seed_same_output_and_batching_does_not_matter(stage):
+    audio = band(0.6, seed=5)
+    ctx = lambda: StageContext(options={"cutoff_hz": 16000})  # noqa: E731
+    a = stage.process(audio, ctx()).samples
+    b = stage.process(audio, ctx()).samples
+    assert np.array_equal(a, b)
+    # An item's noise is its own (seeded by the seed and its samples), not the batch's: the
+    # left channel alone comes out as it does beside the right.
+    items = (audio.samples[:, :15360] * 2).astype(np.float32)
+    pair = stage.engine.generate(items, 2, 3.5, 42)
+    alone = stage.engine.generate(items[:1].copy(), 2, 3.5, 42)
+    assert np.allclose(pair[0], alone[0], atol=1e-5) and not np.allclose(pair[0], pair[1])
+    other = AudioSrStage(StageEnv(options={"bwe_audiosr": {**FAST_OPTS, "seed": "7"}}))
+    other.engine, other.device = stage.engine, stage.device
+    c = other.process(audio, ctx()).samples
+    assert not np.array_equal(a, c) and a.shape == c.shape
+
+
+def test_out_of_memory_splits_the_batch_and_output_is_unchanged(stage):
+    audio = band(0.6, seed=8)
+    clean = stage.process(audio, StageContext(options={"cutoff_hz": 16000})).samples
+    real = stage.engine.generate
+
+    def flaky(items, *args, **kwargs):
+        if len(items) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(items, *args, **kwargs)
+
+    lines = []
+    stage.engine.generate = flaky
+    try:
+        disturbed = stage.process(audio, StageContext(options={"cutoff_hz": 16000}, log=lines.append)).samples
+    finally:
+        del stage.engine.generate
+    assert np.max(np.abs(disturbed - clean)) < 1e-5      # float rounding of a batch of 1 vs 2
+    assert any("out of memory" in line for line in lines)
+
+
+def test_output_never_reaches_the_stand_ins(stage):
+    """The compatibility stand-ins (CLAP, torchaudio, transformers, librosa, torchvision)
+    raise when touched: a finished output proves they were not used, and the real libraries
+    are not left replaced in sys.modules."""
+    from restore.audiosr_compat import StandInUsed
+    assert stage.engine.model.clap is not None
+    with pytest.raises(StandInUsed):
+        stage.engine.model.clap(torch.zeros(1, 10))
+    with pytest.raises(StandInUsed):
+        stage.engine.model.clap.get_unconditional_condition(1)
+    for name in ("transformers", "torchaudio", "librosa", "torchvision", "huggingface_hub"):
+        module = sys.modules.get(name)
+        assert module is None or type(module).__name__ != "_StandInModule", name
+    out = stage.process(band(0.7, seed=2), StageContext(options={"cutoff_hz": 16000}))
+    assert out.rate == 48000 and np.isfinite(out.samples).all()
+
+
+def test_lowpass_stage_cuts_at_the_cutoff_or_the_fallback():
+    audio = band(1.0, seed=1)
+    for detected, want, source in ((15000, 15000, "detected MP3 cutoff"), (None, 16000, "fallback")):
+        ctx = StageContext(options={"cutoff_hz": detected})
+        out = LowpassStage().process(audio, ctx)
+        assert out.samples.shape == audio.samples.shape and out.rate == audio.rate
+        assert ctx.facts["lowpass_hz"] == want and source in ctx.facts["lowpass_source"]
+        above = band_power(out, want + 300, 22000) / band_power(audio, want + 300, 22000)
+        below = band_power(out, 100, want - 1500) / band_power(audio, 100, want - 1500)
+        assert above < 1e-3 and abs(10 * np.log10(below)) < 0.1
+
+
+def test_cutoff_detection_finds_an_mp3_like_cliff():
+    x = band(2.0, rate=48000, seed=3).samples
+    cut = lowpass(x, 15000, 48000)
+    assert 13500 < audiosr_cutoff_hz(cut) <= 15100
+
+
+def test_bad_options_are_usage_errors(models):
+    for bad in ({"ddim_steps": "zero"}, {"ddim_steps": "0"}, {"ddim_steps": "3"}, {"guidance_scale": "nan"}, {"chunk_seconds": "5"},
+                {"half": "maybe"}, {"steps": "50"}):
+        with pytest.raises(UsageError):
+            AudioSrStage(StageEnv(models_dir=models, options={"bwe_audiosr": bad}))
+    ok = AudioSrStage(StageEnv(models_dir=models, options={"bwe_audiosr": {"ddim_steps": "25", "guidance_scale": "2.5"}}))
+    assert ok.config()["ddim_steps"] == 25 and ok.config()["guidance_scale"] == 2.5
+
+
+def test_missing_weights_make_the_variants_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    write_mp3(tmp_path / "in" / "a.mp3", band(1.0), bitrate=128)
+    empty = tmp_path / "no-models"
+    code, summary = cli_json("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--variants", "01,02,03",
+                             "--models-dir", str(empty), env={"HF_HUB_CACHE": str(tmp_path / "no-hub")})
+    assert code == 0 and summary["counts"]["done"] == 1
+    unavailable = [r for r in summary["results"] if r["status"] == "unavailable"]
+    assert len(unavailable) == 2
+    reason = unavailable[0]["reason"]
+    assert "pytorch_model.bin" in reason and str(empty) in reason and "models fetch audiosr-basic" in reason
+
+
+def test_found_in_the_hugging_face_cache(tmp_path, monkeypatch, models):
+    snap = tmp_path / "hub" / "models--haoheliu--audiosr_basic" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "pytorch_model.bin").write_bytes((models / SPEC.filename).read_bytes())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert find_model(SPEC, tmp_path / "empty") == snap / "pytorch_model.bin"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert find_model(SPEC, tmp_path / "empty") == snap / "pytorch_model.bin"
