@@ -30,6 +30,7 @@ without them (tests/test_audiosr.py also proves that the CLAP stand-in is never 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -141,6 +142,10 @@ def load_audiosr() -> dict:
                 pkg = types.ModuleType(name)
                 pkg.__path__ = [str(folder)]
                 pkg.__file__ = str(folder / "__init__.py")
+                # A spec, so that importlib.util.find_spec("audiosr") still answers afterwards
+                # (the stage's cheap "is it installed" check runs again on every plan).
+                pkg.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+                pkg.__spec__.submodule_search_locations = [str(folder)]
                 sys.modules[name] = pkg
         for name in _AUDIOSR_UNUSED:
             put(name, _StandInModule(name))

@@ -207,3 +207,16 @@ def test_found_in_the_hugging_face_cache(tmp_path, monkeypatch, models):
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     assert find_model(SPEC, tmp_path / "empty") == snap / "pytorch_model.bin"
+
+
+def test_the_installed_check_still_answers_after_audiosr_is_loaded(tmp_path):
+    """The compatibility module loads audiosr without its package __init__; the plan's cheap
+    'is it installed' check (importlib.util.find_spec) runs again afterwards, in the same
+    process (the menu, a second run) and must not fail."""
+    import importlib.util
+
+    from restore.audiosr_compat import load_audiosr
+    load_audiosr()
+    assert importlib.util.find_spec("audiosr") is not None
+    why = AudioSrStage(StageEnv(models_dir=tmp_path)).unavailable()  # an empty models folder
+    assert "audiosr-basic is missing" in why and "not installed" not in why
