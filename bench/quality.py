@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from restore import metrics  # noqa: E402
 from restore.audio import Audio  # noqa: E402
+from restore.model_store import sha256_of  # noqa: E402
 
 HARNESS_VERSION = 1          # bump when a score's definition changes: old cached scores are dropped
 NOISE_DBFS = -80.0           # the noise control's level: RMS of the added noise, per channel
@@ -83,11 +84,7 @@ def read_audio(path: Path) -> Audio:
 
 
 def file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_of(path)
 
 
 def audio_sha(audio: Audio) -> str:
@@ -257,13 +254,18 @@ def run_variants(mp3s: list[Path], runs_dir: Path, variants_spec: str, stage_opt
     from restore.pipeline import run
     from restore.variants import resolve_variants
 
-    variants = resolve_variants(",".join(["01_baseline", *[v for v in variants_spec.split(",") if v.strip()]]))
-    summary = run(RunConfig(inputs=[str(p) for p in mp3s], out_dir=runs_dir, variants=variants, report=False,
-                            stage_options=stage_options))
-    out = {}
-    for r in summary.results:
-        out[(Path(r.song).name, r.variant)] = (r.status, Path(r.output) if r.output else None, r.reason)
-    return out
+    inputs = [str(p) for p in mp3s]
+    # The decode is cached (its markers say when it is still valid). The variants under test
+    # are always made again: a stage's code can change without its revision number, and a
+    # marker would then hand back the output of an older version of it to be scored.
+    results = run(RunConfig(inputs=inputs, out_dir=runs_dir, variants=resolve_variants("01_baseline"),
+                            report=False)).results
+    tested = [v for v in variants_spec.split(",") if v.strip()]
+    if tested:
+        results += run(RunConfig(inputs=inputs, out_dir=runs_dir, variants=resolve_variants(",".join(tested)),
+                                 report=False, redo=True, stage_options=stage_options)).results
+    return {(Path(r.song).name, r.variant): (r.status, Path(r.output) if r.output else None, r.reason)
+            for r in results}
 
 
 # ---- Tables ---------------------------------------------------------------------------------------

@@ -162,6 +162,12 @@ def model_fingerprint(path: Path) -> str:
     return known[text_key]
 
 
+def model_version(spec: ModelSpec, folder: Path) -> str:
+    """What a stage puts in its versions for its weights: "<name>:<fingerprint>", or "missing"."""
+    path = find_model(spec, folder)
+    return "missing" if path is None else f"{spec.name}:{model_fingerprint(path)}"
+
+
 def _recorded_hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 

@@ -53,7 +53,7 @@ def test_variant_end_to_end(tmp_path, models, three_songs):
         assert (info.samplerate, info.subtype, info.channels) == (48000, "PCM_24", 2)
         assert info.frames == (base.shape[1] * 48000 * 2 + 44100) // (2 * 44100)   # exact length
     marker = json.loads((tmp_path / "out" / "_done" / "08_hifigan" / "0 song.mp3.json").read_text())
-    assert marker["versions"]["bwe_hifigan.model"].startswith(SPEC.filename)
+    assert marker["versions"]["bwe_hifigan.model"].startswith(SPEC.name + ":")
     # Rerun: nothing loads, everything skipped.
     again = run(cfg)
     assert again.counts()["skipped"] == 6 and again.model_loads == {}

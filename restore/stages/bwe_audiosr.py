@@ -36,7 +36,7 @@ import numpy as np
 from ..audio import Audio, frames_at_rate
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 from ..errors import UsageError
-from ..model_store import CATALOGUE, find_model, missing, models_dir, model_fingerprint, require_model
+from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from . import StageContext
 from .bwe_hifigan import _is_oom, _level_match_gain
 from .lowpass import FILTER_TYPES, ORDER, lowpass
@@ -306,10 +306,7 @@ class AudioSrStage:
         return None
 
     def versions(self) -> dict:
-        path = find_model(self.spec, self.models_dir)
-        model = "missing"
-        if path is not None:
-            model = f"{self.spec.name}:{model_fingerprint(path)}"
+        model = model_version(self.spec, self.models_dir)
         return {"bwe_audiosr": self.revision, "model": model, "torch": _version("torch"),
                 "audiosr": _version("audiosr"), "scipy": _version("scipy")}
 

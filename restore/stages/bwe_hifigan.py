@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import Audio
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from ..metrics import band_power
-from ..model_store import CATALOGUE, find_model, missing, models_dir, model_fingerprint, require_model
+from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from . import StageContext
 
 OUT_RATE = 48000
@@ -57,10 +57,7 @@ class HifiganBweStage:
         return None
 
     def versions(self) -> dict:
-        path = find_model(self.spec, self.models_dir)
-        model = "missing"
-        if path is not None:
-            model = f"{path.name}:{model_fingerprint(path)}"
+        model = model_version(self.spec, self.models_dir)
         return {"bwe_hifigan": self.revision, "model": model, "torch": _torch_version()}
 
     def config(self) -> dict:
