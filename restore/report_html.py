@@ -319,7 +319,7 @@ def _how_made(record: dict) -> str:
 
 def _plain(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"  # 16690 Hz, not 1.669e+04
     if isinstance(value, (list, tuple)):
         return ", ".join(_plain(x) for x in value)
     if isinstance(value, dict):
