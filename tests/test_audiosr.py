@@ -50,12 +50,12 @@ def stage(models):
 
 @pytest.fixture(scope="module")
 def batch_run(models, tmp_path_factory):
-    """Two stereo songs through `mp3restore run` (01, 02, 03): the slow part, done once."""
+    """Two stereo songs through `mp3restore run` (01, 02, 03, 09, 10): the slow part, done once."""
     tmp = tmp_path_factory.mktemp("run")
     # 1.3 s: two 1.28 s chunks with a crossfade; 0.6 s: one chunk of its own length.
     for i, seconds in enumerate((1.3, 0.6)):
         write_mp3(tmp / "in" / f"{i} song.mp3", band(seconds, seed=i), bitrate=128)
-    code, summary = cli_json("run", str(tmp / "in"), "--out", str(tmp / "out"), "--variants", "01,02,03",
+    code, summary = cli_json("run", str(tmp / "in"), "--out", str(tmp / "out"), "--variants", "01,02,03,09,10",
                              "--models-dir", str(models), "--device", "cpu", *FAST, timeout=600)
     return tmp, code, summary
 
@@ -63,11 +63,11 @@ def batch_run(models, tmp_path_factory):
 def test_batch_end_to_end(batch_run):
     tmp, code, summary = batch_run
     assert code == 0, summary
-    assert summary["counts"]["done"] == 6, summary["results"]
-    assert summary["model_loads"]["bwe_audiosr"] == 1             # one load for the whole batch, both variants
+    assert summary["counts"]["done"] == 10, summary["results"]
+    assert summary["model_loads"]["bwe_audiosr"] == 1             # one load for the whole batch, three variants
     for i in range(2):
         base, rate = read_flac(tmp / "out" / "01_baseline" / f"{i} song.flac")
-        for variant in ("02_audiosr_direct", "03_audiosr_lp"):
+        for variant in ("02_audiosr_direct", "03_audiosr_lp", "10_denoise_audiosr"):
             path = tmp / "out" / variant / f"{i} song.flac"
             info = sf.info(str(path))
             assert (info.samplerate, info.subtype, info.channels) == (48000, "PCM_24", 2)
@@ -75,10 +75,27 @@ def test_batch_end_to_end(batch_run):
             out, _ = read_flac(path)
             # True stereo: the song's channels differ, and so do the outputs'.
             assert np.max(np.abs(out[0] - out[1])) > 0.05 * np.max(np.abs(out))
+            if variant == "10_denoise_audiosr":
+                continue  # its level is the denoised song's (the denoise takes up to 6 dB), not the decode's
             # Loudness kept: the band the MP3 kept has the baseline's power, and the whole song its loudness.
             b, o = Audio(base, rate), Audio(out, 48000)
             assert abs(10 * np.log10(band_power(o, 40, 12000) / band_power(b, 40, 12000))) < 0.5
             assert abs(integrated_lufs(o) - integrated_lufs(b)) < 1.5
+
+
+def test_the_full_chain_starts_from_the_denoise_09_made(batch_run):
+    """10_denoise_audiosr = denoise, then AudioSR: the denoise is run once per song (for 09)
+    and reused, and the marker of 10 records what both steps did."""
+    tmp, _, _ = batch_run
+    log = (tmp / "out" / "_logs" / "0 song.log").read_text()
+    assert "10_denoise_audiosr: reusing denoise from an earlier variant of this song" in log
+    assert log.count("denoise: DeepFilterNet3") == 1
+    facts = json.loads((tmp / "out" / "_done" / "10_denoise_audiosr" / "0 song.mp3.json").read_text())["stage_facts"]
+    assert facts["denoise_atten_db"] == 6.0 and any(k.startswith("audiosr") or k.startswith("bwe_audiosr") for k in facts)
+    # AudioSR ran on the denoised song, not on the decode: 10 is not 02.
+    a, _ = read_flac(tmp / "out" / "02_audiosr_direct" / "0 song.flac")
+    b, _ = read_flac(tmp / "out" / "10_denoise_audiosr" / "0 song.flac")
+    assert np.max(np.abs(a - b)) > 1e-3
 
 
 def test_lowpass_variant_records_its_cutoff(batch_run):
