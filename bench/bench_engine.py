@@ -30,8 +30,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import add_common_args, cmd_text, machine_line, run_parts, say, work_folder  # noqa: E402
 
+from restore.variants import resolve_variants  # noqa: E402
+
 CLI = [sys.executable, str(ROOT / "mp3restore.py")]
 MiB = 1 << 20
+BASELINE = resolve_variants("01_baseline")  # the engine's figures are the decode's: the default set now adds 09 and 11
 
 
 
@@ -106,7 +109,7 @@ def bench_speed(work: Path, n_songs: int, seconds: float, repeats: int) -> None:
     cli_walls, lib_walls, audio_s, out_bytes = [], [], 0.0, 0
     for r in range(repeats):
         out = work / f"speed_out_cli{r}"
-        args = CLI + ["run", str(src), "--out", str(out), "-q"]
+        args = CLI + ["run", str(src), "--out", str(out), "-q", "--variants", "01_baseline"]
         wall, _ = run_cli(args)
         cli_walls.append(wall)
         if r == 0:
@@ -117,7 +120,7 @@ def bench_speed(work: Path, n_songs: int, seconds: float, repeats: int) -> None:
     for r in range(repeats):
         out = work / f"speed_out_lib{r}"
         t0 = time.perf_counter()
-        summary = run(RunConfig(inputs=[str(src)], out_dir=out))
+        summary = run(RunConfig(inputs=[str(src)], out_dir=out, variants=BASELINE))
         lib_walls.append(time.perf_counter() - t0)
         if r == 0:
             say(S, f"library: restore.pipeline.run(RunConfig(inputs=[IN], out_dir=OUT))   counts {summary.counts()}")
@@ -277,7 +280,7 @@ def bench_rss(work: Path, minutes_list: list[int]) -> None:
             for _ in range(minutes):
                 fh.write(one_minute)
         out = work / f"rss_out_{minutes}"
-        args = CLI + ["run", str(src), "--out", str(out), "-q"]
+        args = CLI + ["run", str(src), "--out", str(out), "-q", "--variants", "01_baseline"]
         res = rss_of(args)
         flacs = list((out / "01_baseline").rglob("*.flac"))
         if not res or not flacs:
@@ -334,7 +337,7 @@ def _rss_attribution(mp3: Path, work: Path) -> None:
         return res
 
     try:
-        step("restore.pipeline.run (what the CLI does)", lambda: run(RunConfig(inputs=[str(mp3)], out_dir=work / "attribution")))
+        step("restore.pipeline.run (what the CLI does)", lambda: run(RunConfig(inputs=[str(mp3)], out_dir=work / "attribution", variants=BASELINE)))
         audio, _ = step("decode stage read() (whole song in memory)", lambda: get_stage("decode").read(mp3, StageContext()))
         step("metrics.effective_cutoff_hz(audio)", lambda: metrics.effective_cutoff_hz(audio))
         if hasattr(metrics, "peak_dbfs"):
@@ -372,7 +375,7 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
     say(S, f"  made in {time.perf_counter() - t0:.1f} s")
 
     out = work / "resume_out"
-    base = CLI + ["run", str(src), "--out", str(out)]
+    base = CLI + ["run", str(src), "--out", str(out), "--variants", "01_baseline"]
     wall, _ = run_cli(base + ["-q"])
     inputs = sorted(src.rglob("*.mp3"))
     outputs = sorted((out / "01_baseline").rglob("*.flac"))
@@ -413,7 +416,7 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
         walls = []
         for _ in range(max(repeats, 5)):
             t0 = time.perf_counter()
-            plan = plan_run(RunConfig(inputs=[str(src)], out_dir=out, verify=verify))
+            plan = plan_run(RunConfig(inputs=[str(src)], out_dir=out, verify=verify, variants=BASELINE))
             walls.append(time.perf_counter() - t0)
         m = median(walls)
         say(S, f"in-process restore.pipeline.plan_run (scan + markers), verify={verify:5s}: {m * 1000:.1f} ms median of "
