@@ -16,6 +16,7 @@ The decode stage is the source: `read(path, ctx) -> (Audio, facts)` instead of p
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -68,6 +69,15 @@ class StageContext:
     # What a stage measured and wants in the marker and the report (e.g. the lowpass it
     # used, a stem sum residual): the pipeline merges it into the job's facts.
     facts: dict[str, Any] = field(default_factory=dict)
+
+
+def package_version(name: str) -> str:
+    """An installed package's version, or "absent": cheap (reads metadata, imports nothing),
+    for a stage's versions() and unavailable()."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def get_stage(name: str, env: StageEnv | None = None) -> Stage:

@@ -27,7 +27,6 @@ What AudioSR 0.0.7 does to a file, and what we do instead:
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import math
 
@@ -37,7 +36,7 @@ from ..audio import Audio, frames_at_rate
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 from ..errors import UsageError
 from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from . import StageContext
+from . import StageContext, package_version
 from .bwe_hifigan import _is_oom, _level_match_gain
 from .lowpass import FILTER_TYPES, ORDER, lowpass
 
@@ -55,13 +54,6 @@ TARGET_PEAK = 0.5              # AudioSR's normalize_wav
 # measured on a GPU here); the out-of-memory policy covers it being too low.
 COST = ModelCost(fixed_bytes=3_200 << 20, bytes_per_item_second=400 << 20)
 MAX_MATCH_DB = 12.0
-
-
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _parse(options: dict) -> dict:
@@ -294,7 +286,7 @@ class AudioSrStage:
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        if _version("torch") == "absent":
+        if package_version("torch") == "absent":
             return 'torch is not installed (pip install -e ".[neural]", see README)'
         if importlib.util.find_spec("audiosr") is None:
             return "audiosr is not installed (pip install --no-deps audiosr==0.0.7, see README)"
@@ -307,8 +299,8 @@ class AudioSrStage:
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
-        return {"bwe_audiosr": self.revision, "model": model, "torch": _version("torch"),
-                "audiosr": _version("audiosr"), "scipy": _version("scipy")}
+        return {"bwe_audiosr": self.revision, "model": model, "torch": package_version("torch"),
+                "audiosr": package_version("audiosr"), "scipy": package_version("scipy")}
 
     def config(self) -> dict:
         o = self.options

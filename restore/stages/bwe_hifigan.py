@@ -11,7 +11,6 @@ without changing loudness.
 """
 from __future__ import annotations
 
-import importlib.metadata
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from ..audio import Audio
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from ..metrics import band_power
 from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from . import StageContext
+from . import StageContext, package_version
 
 OUT_RATE = 48000
 CHUNK_SECONDS = 12.0
@@ -28,13 +27,6 @@ OVERLAP_SECONDS = 1.0         # covers the WaveNet's receptive field (13120 samp
 # measured 102 MiB on the full-size architecture (a 12-item x 12 s call took 14.4 GiB); rounded up.
 COST = ModelCost(fixed_bytes=64 << 20, bytes_per_item_second=110 << 20)
 MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching would only hide it
-
-
-def _torch_version() -> str:
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 class HifiganBweStage:
@@ -50,7 +42,7 @@ class HifiganBweStage:
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        if _torch_version() == "absent":
+        if package_version("torch") == "absent":
             return 'torch is not installed (pip install -e ".[neural]", see README)'
         if find_model(self.spec, self.models_dir) is None:
             return missing(self.spec, self.models_dir).reason()
@@ -58,7 +50,7 @@ class HifiganBweStage:
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
-        return {"bwe_hifigan": self.revision, "model": model, "torch": _torch_version()}
+        return {"bwe_hifigan": self.revision, "model": model, "torch": package_version("torch")}
 
     def config(self) -> dict:
         return {"out_rate": OUT_RATE, "chunk_s": CHUNK_SECONDS, "overlap_s": OVERLAP_SECONDS, "level": "match-below-cutoff"}

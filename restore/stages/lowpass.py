@@ -18,7 +18,7 @@ import importlib.util
 import numpy as np
 
 from ..audio import Audio
-from . import StageContext
+from . import StageContext, package_version
 
 FALLBACK_HZ = 16000
 ORDER = 8                      # AudioSR's own (utils.lowpass_filtering_prepare_inference)
@@ -71,12 +71,7 @@ class LowpassStage:
         return None
 
     def versions(self) -> dict:
-        import importlib.metadata
-        try:
-            scipy = importlib.metadata.version("scipy")
-        except importlib.metadata.PackageNotFoundError:
-            scipy = "absent"
-        return {"lowpass": self.revision, "scipy": scipy}
+        return {"lowpass": self.revision, "scipy": package_version("scipy")}
 
     def config(self) -> dict:
         # The cutoff itself is a fact of the song (the decode's), recorded in the marker's facts.

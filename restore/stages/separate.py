@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import random
@@ -43,7 +42,7 @@ import numpy as np
 from ..audio import Audio
 from ..errors import RestoreError, UsageError
 from ..model_store import models_dir
-from . import StageContext
+from . import StageContext, package_version
 
 MODELS = {
     "htdemucs_ft": "fine-tuned bag of 4 models (one per stem): the best, 4x slower",
@@ -56,13 +55,6 @@ MAX_SEGMENT = 7.8          # the transformer models refuse longer segments than 
 HF_NAMESPACE = "adefossez"
 SHIFT_SEED = 0             # the random shifts are drawn from this seed: reruns give the same bytes
 OPTIONS = ("model", "shifts", "overlap", "segment")
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 # -- where the weights are (cheap: file names and a small yaml, no torch) --
@@ -259,9 +251,9 @@ class DemucsStage:
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        if _version("torch") == "absent":
+        if package_version("torch") == "absent":
             return 'torch is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
-        if _version("demucs") == "absent" or _demucs_remote() is None:
+        if package_version("demucs") == "absent" or _demucs_remote() is None:
             return 'demucs is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
         if locate(self.model_name, self.models_dir) is None:
             return missing_reason(self.model_name, self.models_dir)
@@ -270,7 +262,7 @@ class DemucsStage:
     def versions(self) -> dict:
         weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
         model = f"{self.model_name}:{weights.fingerprint()}" if weights else "missing"
-        return {"separate": self.revision, "model": model, "demucs": _version("demucs"), "torch": _version("torch")}
+        return {"separate": self.revision, "model": model, "demucs": package_version("demucs"), "torch": package_version("torch")}
 
     def config(self) -> dict:
         return {"model": self.model_name, "shifts": self.shifts, "overlap": self.overlap,
