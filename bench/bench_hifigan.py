@@ -185,6 +185,7 @@ def bench_overhead(models: Path, seconds: float) -> None:
     from restore.chunking import overlap_add
     from restore.examples import band
     from restore.stages import StageContext
+    from restore.metrics import level_match_gain
     from restore.stages import bwe_hifigan as bwe
 
     stage, device, load_s, torch = load_stage(models)
@@ -226,7 +227,7 @@ def bench_overhead(models: Path, seconds: float) -> None:
 
     chunker = best(lambda: overlap_add(audio.samples, zeros_model, rate_in=audio.rate, rate_out=bwe.OUT_RATE,
                                        chunk_seconds=chunk_s, overlap_seconds=bwe.OVERLAP_SECONDS, batch_items=items))
-    level = best(lambda: bwe._level_match_gain(audio, out, 16000.0))
+    level = best(lambda: level_match_gain(audio, out, 16000.0))
     gain = best(lambda: (out.samples * np.float32(1.0)).astype(np.float32))
     x = np.zeros((items, int(round(chunk_s * audio.rate))), np.float32)
     y = torch.zeros(items, 1, int(round(chunk_s * bwe.OUT_RATE)))

@@ -104,6 +104,16 @@ def band_power(audio: Audio, lo_hz: float, hi_hz: float) -> float:
     return acc.band_power(audio.rate, lo_hz, hi_hz)
 
 
+def level_match_gain(before: Audio, after: Audio, top_hz: float, bottom_hz: float = 40.0) -> float:
+    """One gain for all channels that gives `after` the power `before` has between
+    bottom_hz and top_hz (the band an MP3 kept): how a bandwidth extension keeps loudness.
+    1.0 when either is silent there. The rates may differ."""
+    p_before, p_after = band_power(before, bottom_hz, top_hz), band_power(after, bottom_hz, top_hz)
+    if p_before <= 0 or p_after <= 0:
+        return 1.0
+    return float(np.sqrt(p_before / p_after))
+
+
 def effective_cutoff_hz(audio: Audio) -> float | None:
     """The frequency above which the spectrum falls away (see cutoff_from_spectrum)."""
     return cutoff_from_spectrum(average_spectrum_db(audio), audio.rate)

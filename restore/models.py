@@ -84,6 +84,14 @@ def free_bytes(device: DeviceInfo) -> int:
     return int(psutil.virtual_memory().available)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator's ("can't allocate memory"): what
+    model stages answer with smaller chunks, then the CPU."""
+    import torch
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 def release_device_memory(device: DeviceInfo) -> None:
     """Give cached allocator memory back (after a model is dropped, or after an OOM)."""
     gc.collect()

@@ -189,7 +189,7 @@ def test_cpu_runs_one_channel_pair_per_call(models):
 
 
 def test_cpu_allocation_failure_counts_as_out_of_memory():
-    from restore.stages.bwe_hifigan import _is_oom
+    from restore.models import is_out_of_memory as _is_oom
     assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 15 GB"))
     assert _is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not _is_oom(RuntimeError("shape mismatch"))

@@ -33,11 +33,11 @@ import math
 import numpy as np
 
 from ..audio import Audio, frames_at_rate
+from ..metrics import level_match_gain
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 from ..errors import UsageError
 from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from . import StageContext, package_version
-from .bwe_hifigan import _is_oom, _level_match_gain
 from .lowpass import FILTER_TYPES, ORDER, lowpass
 
 OUT_RATE = 48000
@@ -334,7 +334,7 @@ class AudioSrStage:
         """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
         import soxr
 
-        from ..models import free_bytes, release_device_memory
+        from ..models import free_bytes, is_out_of_memory, release_device_memory
         o = self.options
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
         x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
@@ -365,7 +365,7 @@ class AudioSrStage:
             done["calls"] += 1
             return y / np.float32(gain)
 
-        oom = OomPolicy(is_oom=_is_oom, free=lambda: release_device_memory(self.device),
+        oom = OomPolicy(is_oom=is_out_of_memory, free=lambda: release_device_memory(self.device),
                         fallback=(lambda b: self._cpu_fallback(b * np.float32(gain)) / np.float32(gain))
                         if self.device.kind != "cpu" else None)
         stats: dict = {}
@@ -375,7 +375,7 @@ class AudioSrStage:
         y = keep_band_below(x48, y, cutoff)
         out = Audio(y, OUT_RATE)
         top = min(cutoff, 16000.0)
-        match = _level_match_gain(Audio(x48, OUT_RATE), out, top)
+        match = level_match_gain(Audio(x48, OUT_RATE), out, top)
         change_db = 20 * np.log10(match)
         ctx.facts["audiosr_chunks"] = stats.get("chunks", 0)
         if abs(change_db) > MAX_MATCH_DB:

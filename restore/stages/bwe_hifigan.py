@@ -16,7 +16,7 @@ import numpy as np
 
 from ..audio import Audio
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
-from ..metrics import band_power
+from ..metrics import level_match_gain
 from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from . import StageContext, package_version
 
@@ -81,7 +81,7 @@ class HifiganBweStage:
                     return model(x, audio.rate)[:, 0, :].float().cpu().numpy()
             return call
 
-        from ..models import free_bytes, release_device_memory
+        from ..models import free_bytes, is_out_of_memory, release_device_memory
         # On the CPU the model is compute-bound (1 item: 2.51 s per item-second, 4 items: 2.43), so
         # bigger batches only cost memory and make progress jumpier: one channel pair at a time.
         max_items = audio.channels if self.device.kind == "cpu" else 16
@@ -89,7 +89,7 @@ class HifiganBweStage:
         if chunk_s < CHUNK_SECONDS:
             ctx.log(f"bwe_hifigan: {chunk_s:.1f} s chunks to fit the free memory")
         oom = OomPolicy(
-            is_oom=_is_oom,
+            is_oom=is_out_of_memory,
             free=lambda: release_device_memory(self.device),
             fallback=run(self.cpu_model, "cpu") if self.cpu_model is not None else None,
         )
@@ -100,7 +100,7 @@ class HifiganBweStage:
         out = Audio(y, OUT_RATE)
         cutoff = ctx.options.get("cutoff_hz") or 16000.0
         top = min(cutoff, 16000.0)
-        gain = _level_match_gain(audio, out, top)
+        gain = level_match_gain(audio, out, top)
         change_db = 20 * np.log10(gain)
         if abs(change_db) > MAX_MATCH_DB:  # a model this far off is broken; do not make it worse
             ctx.log(f"warning: bwe_hifigan: the model changed the level below {top:.0f} Hz by {-change_db:+.1f} dB; "
@@ -108,19 +108,3 @@ class HifiganBweStage:
             return out
         ctx.log(f"bwe_hifigan: {stats.get('calls', 0)} model calls, level matched below {top:.0f} Hz with {change_db:+.2f} dB")
         return Audio((y * np.float32(gain)).astype(np.float32), OUT_RATE)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """CUDA's out-of-memory error, or the CPU allocator's ("can't allocate memory")."""
-    import torch
-    text = str(exc).lower()
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def _level_match_gain(before: Audio, after: Audio, top_hz: float) -> float:
-    """One gain for all channels that gives `after` the power `before` has between 40 Hz
-    and `top_hz` (the band the MP3 kept)."""
-    p_before, p_after = band_power(before, 40.0, top_hz), band_power(after, 40.0, top_hz)
-    if p_before <= 0 or p_after <= 0:
-        return 1.0
-    return float(np.sqrt(p_before / p_after))

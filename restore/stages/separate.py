@@ -342,7 +342,7 @@ class DemucsStage:
         memory: free it, say so, and do the song on the CPU."""
         import torch
         from demucs.apply import apply_model
-        from ..models import release_device_memory
+        from ..models import is_out_of_memory, release_device_memory
 
         frames = mix.shape[1]
         seg_frames = int(MODEL_RATE * (self.segment or MAX_SEGMENT))
@@ -369,17 +369,11 @@ class DemucsStage:
         try:
             return run(self.device.torch_device)
         except Exception as exc:
-            if self.device.kind == "cpu" or not _is_oom(exc):
+            if self.device.kind == "cpu" or not is_out_of_memory(exc):
                 raise
             ctx.log(f"separate: out of memory on {self.device.torch_device}; this song runs on the CPU")
             release_device_memory(self.device)
             return run("cpu")
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-    text = str(exc).lower()
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text
 
 
 def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
