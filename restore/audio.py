@@ -63,3 +63,11 @@ class Audio:
     def duration(self) -> float:
         """Length in seconds."""
         return self.frames / self.rate
+
+
+def fit_frames(samples: np.ndarray, frames: int) -> np.ndarray:
+    """`samples` [..., T] trimmed or zero-padded at the end to exactly `frames` along the last
+    axis: a resampler's output can be a frame longer or shorter than the exact length."""
+    if samples.shape[-1] >= frames:
+        return samples[..., :frames]
+    return np.pad(samples, [(0, 0)] * (samples.ndim - 1) + [(0, frames - samples.shape[-1])])

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from ..audio import Audio, frames_at_rate
+from ..audio import Audio, fit_frames, frames_at_rate
 from ..metrics import level_match_gain
 from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 from ..errors import UsageError
@@ -338,7 +338,7 @@ class AudioSrStage:
         o = self.options
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
         x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
-        x48 = np.ascontiguousarray(_fit(x48, frames_out), dtype=np.float32)
+        x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)
         cutoff = audiosr_cutoff_hz(x48)
         ftype = str(np.random.RandomState(o["seed"]).choice(FILTER_TYPES))  # the type audiosr draws for this seed
         low = lowpass(x48, cutoff, OUT_RATE, ftype=ftype, order=ORDER) if cutoff < OUT_RATE / 2 else x48
@@ -385,9 +385,3 @@ class AudioSrStage:
         ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls, "
                 f"level matched below {top:.0f} Hz with {change_db:+.2f} dB")
         return Audio((y * np.float32(match)).astype(np.float32), OUT_RATE)
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return np.pad(x, ((0, 0), (0, n - x.shape[-1])))

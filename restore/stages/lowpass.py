@@ -17,7 +17,7 @@ import importlib.util
 
 import numpy as np
 
-from ..audio import Audio
+from ..audio import Audio, fit_frames
 from . import StageContext, package_version
 
 FALLBACK_HZ = 16000
@@ -47,15 +47,9 @@ def lowpass(x: np.ndarray, cutoff_hz: float, rate: int, ftype: str = "butter", o
     # The hard cut: down to 2 x cutoff and back up (AudioSR's stft_hard_lowpass).
     down = int(hi * rate)
     y = resample_poly(resample_poly(y, down, rate, axis=-1), rate, down, axis=-1)
-    y = _fit(y, n)
+    y = fit_frames(y, n)
     y = sosfiltfilt(sos, y, axis=-1)
-    return _fit(y, n).astype(np.float32)
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    if y.shape[-1] >= n:
-        return y[..., :n]
-    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
+    return fit_frames(y, n).astype(np.float32)
 
 
 class LowpassStage:

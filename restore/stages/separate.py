@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import Audio
+from ..audio import Audio, fit_frames
 from ..errors import RestoreError, UsageError
 from ..model_store import models_dir
 from . import StageContext, package_version
@@ -319,7 +319,7 @@ class DemucsStage:
         del mix
         stems = {}
         for name, est in zip(self.sources, estimates):
-            y = _fit(_resample(est, MODEL_RATE, audio.rate), audio.frames)
+            y = fit_frames(_resample(est, MODEL_RATE, audio.rate), audio.frames)
             if audio.channels == 1:
                 y = y.mean(axis=0, keepdims=True)
             stems[name] = Audio(np.ascontiguousarray(y, dtype=np.float32), audio.rate)
@@ -383,13 +383,6 @@ def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     import soxr
     return np.ascontiguousarray(soxr.resample(np.ascontiguousarray(x.T), rate_in, rate_out, quality="VHQ").T,
                                 dtype=np.float32)
-
-
-def _fit(x: np.ndarray, frames: int) -> np.ndarray:
-    """Trim or zero-pad [C, T] to exactly `frames` (the resampler's length can differ by one)."""
-    if x.shape[1] >= frames:
-        return x[:, :frames]
-    return np.pad(x, ((0, 0), (0, frames - x.shape[1])))
 
 
 def mixture_residual_db(mix: Audio, stems: list[Audio]) -> float | None:
