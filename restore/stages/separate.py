@@ -389,11 +389,13 @@ def mixture_residual_db(mix: Audio, stems: list[Audio]) -> float | None:
     """10*log10(power of (sum of stems - mix) / power of mix), in dB; None for a silent mix.
     -inf would mean the stems add up to the mix exactly; a trained model lands far below
     -20 dB, and anything near 0 dB means the stems lost (or invented) the signal."""
-    total = np.zeros_like(mix.samples, dtype=np.float64)
-    for s in stems:
-        total += s.samples
-    power = float(np.sum(np.square(mix.samples, dtype=np.float64)))
+    power = residual = 0.0
+    block = 1 << 18  # frames at a time, in float64: a whole song at once would be several copies of it
+    for i in range(0, mix.frames, block):
+        m = mix.samples[:, i:i + block].astype(np.float64)
+        total = sum(s.samples[:, i:i + block].astype(np.float64) for s in stems)
+        power += float(np.sum(np.square(m)))
+        residual += float(np.sum(np.square(total - m)))
     if power == 0.0:
         return None
-    residual = float(np.sum(np.square(total - mix.samples)))
     return 10.0 * np.log10(max(residual, 1e-30) / power)
