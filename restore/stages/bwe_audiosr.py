@@ -290,7 +290,7 @@ class AudioSrStage:
             return 'torch is not installed (pip install -e ".[neural]", see README)'
         if importlib.util.find_spec("audiosr") is None:
             return "audiosr is not installed (pip install --no-deps audiosr==0.0.7, see README)"
-        lacking = [m for m in ("einops", "tqdm", "scipy", "PIL") if importlib.util.find_spec(m) is None]
+        lacking = [m for m in ("einops", "tqdm", "scipy", "PIL", "requests") if importlib.util.find_spec(m) is None]
         if lacking:
             return f"AudioSR needs {', '.join(lacking)} (pip install -e \".[audiosr]\", see README)"
         if find_model(self.spec, self.models_dir) is None:
