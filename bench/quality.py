@@ -324,12 +324,16 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 # ---- Main -----------------------------------------------------------------------------------------
 
+DEFAULT_DEVSET = ROOT / "build" / "devset"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="11", help="variants to score besides the controls, e.g. 11,08 ('' for none)")
     ap.add_argument("--bitrates", default="128,192", help="CBR bitrates in kbps")
     ap.add_argument("--clips", default="", help="clip names in the dev set (or paths to lossless files); default all")
-    ap.add_argument("--devset", type=Path, default=ROOT / "build" / "devset")
+    ap.add_argument("--devset", type=Path, default=DEFAULT_DEVSET,
+                    help="the lossless clips (default: build/devset, built first if it is not there)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "quality")
     ap.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest measure)")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
@@ -338,6 +342,13 @@ def main(argv=None) -> int:
     t0 = time.time()
     from bench.common import machine_line
 
+    if args.devset == DEFAULT_DEVSET and not (args.devset / "READY").exists() and not args.clips:
+        # One command: build the dev set first (it checks its packages and installs nothing).
+        import runpy
+        make_devset = runpy.run_path(str(ROOT / "scripts" / "make_devset.py"))["main"]
+        code = make_devset(["--out", str(args.devset)])
+        if code:
+            return code
     clips = find_clips(args.devset, [c for c in args.clips.split(",") if c.strip()])
     bitrates = [int(b) for b in args.bitrates.split(",") if b.strip()]
     stage_options: dict[str, dict[str, object]] = {}
