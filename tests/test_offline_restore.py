@@ -39,21 +39,22 @@ def restore(audio: Audio, cutoff="unset", **options) -> tuple[Audio, dict]:
     return stage.process(audio, ctx), ctx.facts["offline_restore"]
 
 
-@pytest.fixture(scope="module")
-def bright(tmp_path_factory):
+def restored_clip(name: str, tmp: Path):
     """(source, its 128 kbps decode, the decode restored, the stage's facts)."""
-    src = clip("bright_cymbals")
-    dec, cutoff = decode_of(src, tmp_path_factory.mktemp("bright"))
+    src = clip(name)
+    dec, cutoff = decode_of(src, tmp)
     out, facts = restore(dec, cutoff)
     return src, dec, out, facts
+
+
+@pytest.fixture(scope="module")
+def bright(tmp_path_factory):
+    return restored_clip("bright_cymbals", tmp_path_factory.mktemp("bright"))
 
 
 @pytest.fixture(scope="module")
 def dark(tmp_path_factory):
-    src = clip("dark_piano")
-    dec, cutoff = decode_of(src, tmp_path_factory.mktemp("dark"))
-    out, facts = restore(dec, cutoff)
-    return src, dec, out, facts
+    return restored_clip("dark_piano", tmp_path_factory.mktemp("dark"))
 
 
 def aligned(test: Audio, src: Audio) -> Audio:

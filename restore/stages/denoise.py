@@ -27,6 +27,7 @@ import numpy as np
 from .. import deepfilter_capi as capi
 from ..audio import Audio
 from ..errors import UsageError
+from ..metrics import energy
 from . import StageContext
 
 DEFAULT_ATTEN_DB = 6.0        # gentle: on music the model takes up to this much from harmonics, no more
@@ -229,17 +230,7 @@ class DeepFilterStage:
 
 def _level_change_db(before: Audio, after: Audio) -> float:
     """Output power over input power, all channels, dB (0 for silence)."""
-    p_in, p_out = _mean_square(before.samples), _mean_square(after.samples)
+    p_in, p_out = energy(before), energy(after)  # in float64 blocks: no song-size temporaries
     if p_in <= 0 or p_out <= 0:
         return 0.0
     return 10 * np.log10(p_out / p_in)
-
-
-def _mean_square(samples: np.ndarray, block: int = 1 << 20) -> float:
-    """Mean of the squares in float64, a block at a time: a whole hour squared in float64
-    at once would be 2.5 GB of temporary memory."""
-    flat = samples.reshape(-1)
-    if not flat.size:
-        return 0.0
-    total = sum(float(np.square(flat[i:i + block], dtype=np.float64).sum()) for i in range(0, flat.size, block))
-    return total / flat.size
