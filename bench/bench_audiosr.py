@@ -43,7 +43,7 @@ def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True) 
     step as the median time between step ends (the first step's set-up excluded)."""
     import torch
 
-    from restore.audiosr_compat import load_audiosr
+    from restore.stages.audiosr.compat import load_audiosr
     lib = load_audiosr()
     m = engine.model
     n = int(round(seconds * 48000))
@@ -89,8 +89,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from restore.reference_audiosr import save_random_audiosr
-    from restore.stages.bwe_audiosr import load_engine
+    from tests.support.random_audiosr import save_random_audiosr
+    from restore.stages.audiosr.stage import load_engine
     print(machine_line())
     say("torch", f"{torch.__version__}, {torch.get_num_threads()} threads")
     with work_folder("bench-audiosr-", args.work, args.keep) as work:

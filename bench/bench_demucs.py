@@ -6,7 +6,7 @@ the time and peak memory of a long song.
     python bench/bench_demucs.py --only overhead     # or long; --only may be repeated
     python bench/bench_demucs.py --only long --minutes 10
 
-The model is the FULL-SIZE published htdemucs architecture (restore.reference_demucs.FULL:
+The model is the FULL-SIZE published htdemucs architecture (tests.support.random_demucs.FULL:
 41.98 M parameters, 7.8 s segments) with random weights, saved as demucs's local repo
 folder (htdemucs.yaml + <sig>-<hash>.th) and read by demucs's own loader. Compute cost does
 not depend on the weight values, so timings and memory are those of the published model;
@@ -24,7 +24,7 @@ Benchmarks print figures; they never assert.
   long      a --minutes (10) stereo 44.1 kHz song through DemucsStage.process: wall time,
             real-time factor, peak RSS (VmHWM), with the full-size htdemucs (htdemucs_ft,
             a bag of 4 such models, takes 4x as long). Then the same song through the 4-model htdemucs_ft bag of TINY
-            models (restore.reference_demucs.TINY: compute is cheap, but the song-length
+            models (tests.support.random_demucs.TINY: compute is cheap, but the song-length
             buffers, which decide the peak on a long song, are the same as the real bag's).
 
 Each measurement runs in a fresh child process (this one never imports torch), and peak
@@ -61,7 +61,7 @@ def vm_hwm_mib() -> float:
 def _song(seconds: float):
     import numpy as np
     from restore.audio import Audio
-    from restore.examples import band
+    from tests.support.examples import band
     # built in 60 s pieces, so that making it does not set the peak (band works in float64)
     parts = [band(min(60.0, seconds - s), seed=int(s) % 7).samples for s in np.arange(0, seconds, 60.0)]
     return Audio(np.ascontiguousarray(np.concatenate(parts, axis=1)), 44100)
@@ -74,7 +74,7 @@ def child_overhead(models: Path, reps: int) -> dict:
     import torch
     from demucs.api import Separator
 
-    from restore.models import choose_device
+    from restore.models.devices import choose_device
     from restore.stages import StageContext, StageEnv
     from restore.stages.separate import DemucsStage, SHIFT_SEED
 
@@ -130,7 +130,7 @@ def child_long(models: Path, minutes: float, model: str, threads: int) -> dict:
     import torch
     if threads:
         torch.set_num_threads(threads)
-    from restore.models import choose_device
+    from restore.models.devices import choose_device
     from restore.stages import StageContext, StageEnv
     from restore.stages.separate import DemucsStage
 
@@ -158,7 +158,7 @@ def run_child(*args: str) -> dict:
 
 def make_models(work: Path) -> tuple[Path, Path]:
     """Full-size htdemucs and a tiny htdemucs_ft bag, each as a local repo folder."""
-    code = ("import sys; from pathlib import Path; from restore.reference_demucs import save_repo, FULL; "
+    code = ("import sys; from pathlib import Path; from tests.support.random_demucs import save_repo, FULL; "
             "w = Path(sys.argv[1]); save_repo(w / 'full' / 'demucs', 'htdemucs', **FULL); "
             "save_repo(w / 'tiny' / 'demucs', 'htdemucs_ft')")
     subprocess.run([sys.executable, "-c", code, str(work)], check=True, cwd=ROOT)

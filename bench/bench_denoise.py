@@ -42,8 +42,8 @@ PARTS = ("setup", "model", "resample", "song")   # setup first: its memory figur
 def test_signal(seconds: float, rate: int) -> np.ndarray:
     """float32 [n] mono: speech in noise (espeak-ng) or the band's left channel."""
     from restore.audio import Audio
-    from restore.examples import band
-    from restore.metrics import resample
+    from tests.support.examples import band
+    from restore.analysis.blocks import resample
     espeak = shutil.which("espeak-ng")
     if espeak:
         with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +60,7 @@ def test_signal(seconds: float, rate: int) -> np.ndarray:
 
 
 def part_model(seconds: float) -> None:
-    from restore import deepfilter_capi as capi
+    from restore.stages.denoise import capi as capi
     x, what = test_signal(seconds, 48000)
     x = x[:len(x) // 480 * 480]
     with capi.DfState(100.0) as state:
@@ -84,8 +84,8 @@ def part_resample(seconds: float) -> None:
 
 
 def part_song(seconds: float) -> None:
-    from restore.examples import band
-    from restore.stages.denoise import DEFAULT_ATTEN_DB, denoise
+    from tests.support.examples import band
+    from restore.stages.denoise.stage import DEFAULT_ATTEN_DB, denoise
     audio = band(seconds, rate=44100, seed=2)
     for threads in (1, 2):
         say("song", f"threads={threads}: {load()}")
@@ -98,7 +98,7 @@ def part_song(seconds: float) -> None:
 
 def part_setup() -> None:
     import psutil
-    from restore import deepfilter_capi as capi
+    from restore.stages.denoise import capi as capi
     proc = psutil.Process()
     rss = [proc.memory_info().rss]
     times, states = [], []
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="signal length for model and resample (default 60)")
     parser.add_argument("--song-seconds", type=float, default=180.0, help="song length for the song part (default 180)")
     args = parser.parse_args()
-    from restore import deepfilter_capi as capi
+    from restore.stages.denoise import capi as capi
     reason = capi.why_unavailable()
     if reason:
         sys.exit(f"cannot benchmark: {reason}")

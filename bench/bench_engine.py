@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import add_common_args, cmd_text, machine_line, run_parts, say, work_folder  # noqa: E402
 
-from restore.variants import resolve_variants  # noqa: E402
+from restore.engine.variants import resolve_variants  # noqa: E402
 
 CLI = [sys.executable, str(ROOT / "mp3restore.py")]
 MiB = 1 << 20
@@ -52,7 +52,8 @@ def fmt_all(xs: list[float]) -> str:
 # ---------------------------------------------------------------- input generation
 
 def _song_bytes(job: tuple[float, int]) -> bytes:
-    from restore.examples import band, encode_mp3
+    from tests.support.examples import band
+    from restore.io.lame import encode_mp3
     seconds, seed = job
     return encode_mp3(band(seconds, seed=seed), bitrate=192)
 
@@ -91,9 +92,9 @@ def decoded_seconds(out: Path) -> float:
 def bench_speed(work: Path, n_songs: int, seconds: float, repeats: int) -> None:
     S = "speed"
     import numpy as np  # noqa: F401  (loaded before timing the library call)
-    from restore.config import RunConfig
-    from restore.pipeline import run
-    from restore.examples import tag_mp3
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from tests.support.examples import tag_mp3
 
     src = work / "speed_in"
     say(S, f"generating {n_songs} songs x {seconds:.0f} s (stereo 44.1 kHz, 192 kbps CBR), untimed ...")
@@ -123,7 +124,7 @@ def bench_speed(work: Path, n_songs: int, seconds: float, repeats: int) -> None:
         summary = run(RunConfig(inputs=[str(src)], out_dir=out, variants=BASELINE))
         lib_walls.append(time.perf_counter() - t0)
         if r == 0:
-            say(S, f"library: restore.pipeline.run(RunConfig(inputs=[IN], out_dir=OUT))   counts {summary.counts()}")
+            say(S, f"library: restore.engine.run.run(RunConfig(inputs=[IN], out_dir=OUT))   counts {summary.counts()}")
         shutil.rmtree(out)
 
     say(S, f"audio: {n_songs} songs, {audio_s:.1f} s decoded in total ({audio_s / 60:.1f} min); "
@@ -141,7 +142,8 @@ def _speed_breakdown(work: Path, src: Path) -> None:
     """Where one song's time goes, in-process. Uses restore's internals where they exist
     (they change as the engine does): a piece that is missing is reported as n/a."""
     S = "speed"
-    from restore import metrics
+    from restore.analysis.levels import PeakMeter
+    from restore.analysis.spectrum import effective_cutoff_hz
     from restore.stages import StageContext, get_stage
 
     song = sorted(src.rglob("*.mp3"))[0]
@@ -163,11 +165,11 @@ def _speed_breakdown(work: Path, src: Path) -> None:
             return None
 
     def fingerprint():
-        from restore.markers import file_record
+        from restore.engine.markers import file_record
         return file_record(song)
 
     def walk():
-        from restore.mp3info import inspect
+        from restore.io.mp3info import inspect
         return inspect(song)
 
     def stream_only():  # the decode as the streaming pipeline runs it: blocks, no whole-song buffer
@@ -178,22 +180,20 @@ def _speed_breakdown(work: Path, src: Path) -> None:
 
     def peak_and_over():
         audio = state["audio"]
-        if hasattr(metrics, "peak_dbfs"):
-            return metrics.peak_dbfs(audio), metrics.samples_over_full_scale(audio)
-        meter = metrics.PeakMeter()
+        meter = PeakMeter()
         meter.feed(audio.samples)
         return meter.peak_dbfs, meter.over
 
     def tags():
-        from restore.tags import read_id3
+        from restore.io.tags import read_id3
         return read_id3(song)
 
     def write():
-        from restore.writers import write_flac
+        from restore.io.writers import write_flac
         return write_flac(state["audio"], work / "speed_breakdown" / "song.flac", state.get("tags"), 24)
 
     def hash_flac():
-        from restore.writers import file_hash
+        from restore.io.writers import file_hash
         return file_hash(work / "speed_breakdown" / "song.flac")
 
     timed("input fingerprint (stat + blake2b of the MP3)", fingerprint)
@@ -204,7 +204,7 @@ def _speed_breakdown(work: Path, src: Path) -> None:
     state["audio"] = audio = res[0]
     if hasattr(decoder, "stream"):
         timed("decode stage stream(): blocks only (+ facts)", stream_only)
-    timed("  metrics: effective_cutoff_hz (whole song)", lambda: metrics.effective_cutoff_hz(audio))
+    timed("  metrics: effective_cutoff_hz (whole song)", lambda: effective_cutoff_hz(audio))
     timed("  metrics: sample peak + count over full scale", peak_and_over)
     state["tags"] = timed("read_id3", tags)
     written = timed("write_flac (encode + tags + hash + fsync)", write)
@@ -320,9 +320,9 @@ def _rss_attribution(mp3: Path, work: Path) -> None:
     memory held at once during the step on top of what was held before it."""
     S = "rss"
     import tracemalloc
-    from restore import metrics
-    from restore.config import RunConfig
-    from restore.pipeline import run
+    from restore.analysis.spectrum import effective_cutoff_hz
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
     from restore.stages import StageContext, get_stage
 
     rows = []
@@ -337,12 +337,9 @@ def _rss_attribution(mp3: Path, work: Path) -> None:
         return res
 
     try:
-        step("restore.pipeline.run (what the CLI does)", lambda: run(RunConfig(inputs=[str(mp3)], out_dir=work / "attribution", variants=BASELINE)))
+        step("restore.engine.run.run (what the CLI does)", lambda: run(RunConfig(inputs=[str(mp3)], out_dir=work / "attribution", variants=BASELINE)))
         audio, _ = step("decode stage read() (whole song in memory)", lambda: get_stage("decode").read(mp3, StageContext()))
-        step("metrics.effective_cutoff_hz(audio)", lambda: metrics.effective_cutoff_hz(audio))
-        if hasattr(metrics, "peak_dbfs"):
-            step("metrics.peak_dbfs(audio)", lambda: metrics.peak_dbfs(audio))
-            step("metrics.samples_over_full_scale(audio)", lambda: metrics.samples_over_full_scale(audio))
+        step("effective_cutoff_hz(audio)", lambda: effective_cutoff_hz(audio))
     finally:
         tracemalloc.stop()
     song = audio.samples.nbytes / MiB
@@ -357,8 +354,8 @@ def _rss_attribution(mp3: Path, work: Path) -> None:
 
 def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeats: int) -> None:
     S = "resume"
-    from restore.examples import png_cover, tag_mp3
-    from restore.writers import file_hash
+    from tests.support.examples import png_cover, tag_mp3
+    from restore.io.writers import file_hash
 
     src = work / "resume_in"
     say(S, f"generating {n_songs} songs of {seconds:.0f} s ({distinct} distinct recordings, each file tagged "
@@ -410,8 +407,8 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
     per_gb = (full - quick) / (hashed / 1e9)
     say(S, f"quick check: {(quick - median(startup)) * 1000:.0f} ms above the CLI start-up floor for {n_songs} songs "
            f"(start-up dominates; the in-process figure below is the precise one)")
-    from restore.config import RunConfig
-    from restore.pipeline import plan_run
+    from restore.engine.config import RunConfig
+    from restore.engine.run import plan_run
     for verify in ("quick", "full"):
         walls = []
         for _ in range(max(repeats, 5)):
@@ -419,7 +416,7 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
             plan = plan_run(RunConfig(inputs=[str(src)], out_dir=out, verify=verify, variants=BASELINE))
             walls.append(time.perf_counter() - t0)
         m = median(walls)
-        say(S, f"in-process restore.pipeline.plan_run (scan + markers), verify={verify:5s}: {m * 1000:.1f} ms median of "
+        say(S, f"in-process restore.engine.run.plan_run (scan + markers), verify={verify:5s}: {m * 1000:.1f} ms median of "
                f"{len(walls)} -> {m / n_songs * 1000:.3f} ms per song ({len(plan.done_jobs)} of {len(plan.jobs)} steps done)")
     if full > quick:
         say(S, f"full check: {full - quick:.3f} s more than quick -> {per_gb:.2f} s per GB of inputs+outputs "
@@ -431,7 +428,7 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
     for p in inputs + outputs:
         file_hash(p)
     h = time.perf_counter() - t0
-    say(S, f"cross-check: blake2b (restore.writers.file_hash) alone over the same files in-process: {h:.3f} s "
+    say(S, f"cross-check: blake2b (restore.io.writers.file_hash) alone over the same files in-process: {h:.3f} s "
            f"-> {h / (hashed / 1e9):.2f} s per GB ({hashed / 1e9 / h * 1000:.0f} MB/s), warm page cache, one core")
     say(S, f"  so re-verifying 100 GB of inputs+outputs with --verify full takes about {max(per_gb, h / (hashed / 1e9)) * 100 / 60:.1f} min "
            f"when the disk reads faster than that; otherwise the disk's read speed decides")

@@ -5,7 +5,7 @@
     python bench/bench_hifigan.py --only loads      # or overhead, or rtf; --only may be repeated
     python bench/bench_hifigan.py --work /big/disk --keep
 
-The model is the FULL-SIZE HiFi-GAN+ architecture (restore.reference_models.HifiGanPlus,
+The model is the FULL-SIZE HiFi-GAN+ architecture (tests.support.random_hifigan.HifiGanPlus,
 default arguments, about 1.06 M parameters) with random weights, scripted and saved as
 TorchScript the way the published checkpoints are (save_random_hifigan). Compute cost does
 not depend on the weight values, so the timings are those of the published model; the sound
@@ -64,8 +64,8 @@ def make_model(folder: Path) -> Path:
     """The full-size random-weight HiFi-GAN+ under the name the stage looks for; returns
     the models folder."""
     import torch
-    from restore.model_store import CATALOGUE
-    from restore.reference_models import save_random_hifigan
+    from restore.models.store import CATALOGUE
+    from tests.support.random_hifigan import save_random_hifigan
     path = save_random_hifigan(folder / CATALOGUE["hifigan-bwe"].filename)
     params = sum(p.numel() for p in torch.jit.load(str(path)).parameters())
     say("model", f"HiFi-GAN+ (save_random_hifigan, default = full-size architecture), random weights, "
@@ -100,7 +100,7 @@ class TimedModel:
 def load_stage(models: Path):
     """HifiganBweStage loaded on the CPU, its model wrapped in a TimedModel."""
     import torch
-    from restore.models import choose_device
+    from restore.models.devices import choose_device
     from restore.stages import StageEnv
     from restore.stages.bwe_hifigan import HifiganBweStage
     device = choose_device("cpu")
@@ -116,7 +116,7 @@ def warm_up(stage, section: str, seconds: float = 4.0, calls: int = 2) -> float:
     """Run process() on a short clip `calls` times: TorchScript profiles and optimises the
     graph during its first calls, which must not count. Returns the model's seconds per
     item-second (one channel, one second of input) in the last call."""
-    from restore.examples import band
+    from tests.support.examples import band
     from restore.stages import StageContext
     clip = band(seconds, seed=99)
     per_item_s = 0.0
@@ -137,7 +137,8 @@ def warm_up(stage, section: str, seconds: float = 4.0, calls: int = 2) -> float:
 
 def bench_loads(work: Path, models: Path, n_songs: int, seconds: float) -> None:
     S = "loads"
-    from restore.examples import band, encode_mp3, tag_mp3
+    from tests.support.examples import band, tag_mp3
+    from restore.io.lame import encode_mp3
     src = work / "loads_in"
     say(S, f"generating {n_songs} songs x {seconds:.0f} s (stereo 44.1 kHz, 192 kbps CBR), untimed ...")
     for i in range(n_songs):
@@ -182,10 +183,10 @@ def bench_loads(work: Path, models: Path, n_songs: int, seconds: float) -> None:
 def bench_overhead(models: Path, seconds: float) -> None:
     S = "overhead"
     import numpy as np
-    from restore.chunking import overlap_add
-    from restore.examples import band
+    from restore.models.chunking import overlap_add
+    from tests.support.examples import band
     from restore.stages import StageContext
-    from restore.metrics import level_match_gain
+    from restore.analysis.spectrum import level_match_gain
     from restore.stages import bwe_hifigan as bwe
 
     stage, device, load_s, torch = load_stage(models)
@@ -209,8 +210,8 @@ def bench_overhead(models: Path, seconds: float) -> None:
         say(S, f"  stage log: {line}")
 
     # Where the overhead goes: each piece timed alone on the same song (best of 3).
-    from restore.chunking import choose_chunking
-    from restore.models import free_bytes
+    from restore.models.chunking import choose_chunking
+    from restore.models.devices import free_bytes
     chunk_s, items = choose_chunking(free_bytes(device), bwe.COST, audio.channels, bwe.CHUNK_SECONDS)
 
     def zeros_model(batch: np.ndarray) -> np.ndarray:   # the chunker's own cost: the model does nothing
@@ -252,9 +253,9 @@ def rtf_child(models: Path, seconds: float, max_minutes: float) -> dict:
     S = "rtf"
     inherited = rss_mib()   # before any import: what Linux carried over from the launching process
     sampler = PeakSampler()
-    from restore.chunking import choose_chunking, plan_chunks
-    from restore.examples import band
-    from restore.models import free_bytes
+    from restore.models.chunking import choose_chunking, plan_chunks
+    from tests.support.examples import band
+    from restore.models.devices import free_bytes
     from restore.stages import StageContext
     from restore.stages import bwe_hifigan as bwe
 

@@ -44,7 +44,8 @@ def clip_mp3(kbps: int = 128) -> tuple[bytes, float, str]:
     import soundfile as sf
 
     from restore.audio import Audio
-    from restore.examples import band, encode_mp3
+    from tests.support.examples import band
+    from restore.io.lame import encode_mp3
 
     source = ROOT / "build" / "devset" / "full_mix.flac"
     if source.exists():

@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from restore.examples import band  # noqa: E402
-from restore.model_store import CATALOGUE  # noqa: E402
-from restore.models import choose_device  # noqa: E402
-from restore.reference_models import save_random_hifigan  # noqa: E402
+from tests.support.examples import band  # noqa: E402
+from restore.models.store import CATALOGUE  # noqa: E402
+from restore.models.devices import choose_device  # noqa: E402
+from tests.support.random_hifigan import save_random_hifigan  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
 from restore.stages.bwe_hifigan import HifiganBweStage  # noqa: E402
 

@@ -6,12 +6,12 @@
 For every clip of the dev set (scripts/make_devset.py) and bitrate:
 1. encode the lossless source with LAME 3.100 (lameenc, CBR, no gapless tag);
 2. run 01_baseline and the chosen variants over the MP3s through the library
-   (restore.pipeline.run, the code behind `mp3restore run`, report=False);
+   (restore.engine.run.run, the code behind `mp3restore run`, report=False);
 3. build the noise control: the decode plus white noise at -80 dBFS RMS, band-limited to
-   above the cutoff the decode measures (restore.metrics.effective_cutoff_hz, as the
+   above the cutoff the decode measures (restore.analysis.spectrum.effective_cutoff_hz, as the
    decode stage does; LAME's nominal lowpass for the bitrate when it finds none), seeded:
    a "restoration" that restores nothing;
-4. score every output against the source (restore.metrics.reference_metrics: resampled to
+4. score every output against the source (restore.analysis.compare.reference_metrics: resampled to
    the source's rate, aligned, gain removed): LSD full / below 16 kHz / above 16 kHz / above
    the cutoff, SI-SDR, ViSQOL, per-band energy error, loudness difference;
 5. give each variant a verdict against both controls (see VERDICT_RULES).
@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from restore import metrics  # noqa: E402
+from restore.analysis import blocks, compare, spectrum  # noqa: E402
 from restore.audio import Audio  # noqa: E402
-from restore.model_store import sha256_of  # noqa: E402
+from restore.models.store import sha256_of  # noqa: E402
 
 HARNESS_VERSION = 1          # bump when a score's definition changes: old cached scores are dropped
 NOISE_DBFS = -80.0           # the noise control's level: RMS of the added noise, per channel
@@ -99,7 +99,7 @@ def control_edge(decode: Audio, kbps: int | None) -> tuple[float, str]:
     """(Hz, how it was found): the cutoff the decode measures (restore.metrics.
     effective_cutoff_hz, as the decode stage does); when it finds none, LAME's nominal
     lowpass for the bitrate; failing that, 16 kHz."""
-    cutoff = metrics.effective_cutoff_hz(decode)
+    cutoff = spectrum.effective_cutoff_hz(decode)
     if cutoff:
         return float(cutoff), "measured"
     if kbps in LAME_LOWPASS_HZ:
@@ -143,16 +143,16 @@ def score(test: Audio, reference: Audio, cutoff_hz: float | None, with_visqol: b
     """Every measure of `test` against the lossless `reference` (see the module docstring):
     reference_metrics' figures, plus lsd_above_cutoff (dB, from cutoff_hz, the decode's cutoff
     (control_edge), to Nyquist: the band a restoration has to fill) and ViSQOL on the loudest VISQOL_SECONDS."""
-    out = metrics.reference_metrics(test, reference, with_visqol=False)
-    test_r = metrics.resample(test, reference.rate)
-    lag, gain = metrics.align(test_r, reference)
-    aligned = metrics.apply_alignment(test_r, lag, gain or 1.0, reference.frames)
-    out["lsd_above_cutoff"] = (round(metrics.lsd_db(aligned, reference, lo_hz=cutoff_hz), 4)
+    out = compare.reference_metrics(test, reference, with_visqol=False)
+    test_r = blocks.resample(test, reference.rate)
+    lag, gain = compare.align(test_r, reference)
+    aligned = compare.apply_alignment(test_r, lag, gain or 1.0, reference.frames)
+    out["lsd_above_cutoff"] = (round(compare.lsd_db(aligned, reference, lo_hz=cutoff_hz), 4)
                                if cutoff_hz else None)
     out["abs_loudness_diff_lu"] = (abs(out["loudness_diff_lu"]) if out.get("loudness_diff_lu") is not None else None)
     if with_visqol:
         a, b = loudest_window(reference, VISQOL_SECONDS)
-        v = metrics.visqol(Audio(aligned.samples[:, a:b].copy(), reference.rate),
+        v = compare.visqol(Audio(aligned.samples[:, a:b].copy(), reference.rate),
                            Audio(reference.samples[:, a:b].copy(), reference.rate))
         out["visqol"] = None if v is None else round(v, 4)
     return out
@@ -168,8 +168,9 @@ class ScoreCache:
         except (OSError, ValueError):
             self.data = {}
 
-    # A change to the measures' code (restore/metrics.py, this file) makes old scores stale.
-    CODE = hashlib.sha256(Path(metrics.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:12]
+    # A change to the measures' code (restore/analysis/, this file) makes old scores stale.
+    CODE = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (blocks, compare, spectrum))
+                          + Path(__file__).read_bytes()).hexdigest()[:12]
 
     def key(self, test_sha: str, ref_sha: str, cutoff: float | None, with_visqol: bool) -> str:
         return f"v{HARNESS_VERSION}:{self.CODE}:{test_sha[:24]}:{ref_sha[:24]}:{cutoff}:{int(with_visqol)}"
@@ -229,7 +230,7 @@ def encode(clip: Clip, kbps: int, mp3_dir: Path) -> Path:
     """OUT/mp3/<clip>_<kbps>k.mp3, re-encoded only when the source or LAME changed."""
     import lameenc
 
-    from restore.examples import encode_mp3
+    from restore.io.lame import encode_mp3
 
     mp3 = mp3_dir / f"{clip.name}_{kbps}k.mp3"
     stamp = mp3.with_suffix(".json")
@@ -250,9 +251,9 @@ def encode(clip: Clip, kbps: int, mp3_dir: Path) -> Path:
 def run_variants(mp3s: list[Path], runs_dir: Path, variants_spec: str, stage_options: dict) -> dict:
     """Run 01_baseline and the chosen variants over the MP3s through the library; returns
     {(mp3 name, variant): (status, output path or None, reason)}."""
-    from restore.config import RunConfig
-    from restore.pipeline import run
-    from restore.variants import resolve_variants
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
 
     inputs = [str(p) for p in mp3s]
     # The decode is cached (its markers say when it is still valid). The variants under test
@@ -356,12 +357,12 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         stage, _, opt = key.partition(".")
         stage_options.setdefault(stage, {})[opt] = value
-    with_visqol = not args.no_visqol and metrics._visqol_api() is not None
+    with_visqol = not args.no_visqol and compare._visqol_api() is not None
     args.out.mkdir(parents=True, exist_ok=True)
     cache = ScoreCache(args.out / "scores-cache.json")
 
     mp3s = {(c.name, k): encode(c, k, args.out / "mp3") for c in clips for k in bitrates}
-    print(f"encoded {len(mp3s)} MP3s; running 01_baseline + [{args.variants}] through restore.pipeline.run ...",
+    print(f"encoded {len(mp3s)} MP3s; running 01_baseline + [{args.variants}] through restore.engine.run.run ...",
           flush=True)
     runs = run_variants(list(mp3s.values()), args.out / "runs", args.variants, stage_options)
     variant_names = sorted({v for (_, v) in runs if v and v != "01_baseline"})

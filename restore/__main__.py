@@ -1,6 +1,6 @@
 """`python -m restore ...`"""
 import sys
 
-from restore.cli import main
+from restore.ui.cli import main
 
 sys.exit(main())

@@ -71,3 +71,23 @@ def fit_frames(samples: np.ndarray, frames: int) -> np.ndarray:
     if samples.shape[-1] >= frames:
         return samples[..., :frames]
     return np.pad(samples, [(0, 0)] * (samples.ndim - 1) + [(0, frames - samples.shape[-1])])
+
+
+class BlockBuffer:
+    """Gathers [channels, n] blocks into one array, preallocated from a length estimate and
+    grown if the estimate was short: memory is one copy of the song plus a block."""
+
+    def __init__(self, channels: int, estimate: int):
+        self.data = np.empty((channels, max(estimate, 1)), dtype=np.float32)
+        self.frames = 0
+
+    def append(self, block: np.ndarray) -> None:
+        n = block.shape[1]
+        if self.frames + n > self.data.shape[1]:
+            grow = np.empty((self.data.shape[0], (self.frames + n) // 4 + n), np.float32)
+            self.data = np.concatenate([self.data, grow], axis=1)
+        self.data[:, self.frames:self.frames + n] = block
+        self.frames += n
+
+    def audio(self, rate: int) -> Audio:
+        return Audio(self.data[:, :self.frames], rate)

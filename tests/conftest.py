@@ -15,10 +15,11 @@ import pytest
 import soundfile as sf
 
 from restore.audio import Audio
-from restore.config import RunConfig
-from restore.examples import band, encode_mp3, png_cover, tag_mp3
-from restore.pipeline import run
-from restore.variants import resolve_variants
+from restore.engine.config import RunConfig
+from tests.support.examples import band, png_cover, tag_mp3
+from restore.io.lame import encode_mp3
+from restore.engine.run import run
+from restore.engine.variants import resolve_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 LAME = shutil.which("lame")

@@ -17,13 +17,14 @@ pytest.importorskip("scipy")
 
 from restore.audio import Audio  # noqa: E402
 from restore.errors import UsageError  # noqa: E402
-from restore.examples import band  # noqa: E402
-from restore.metrics import band_power, integrated_lufs  # noqa: E402
-from restore.model_store import CATALOGUE, find_model  # noqa: E402
-from restore.models import choose_device  # noqa: E402
-from restore.reference_audiosr import save_random_audiosr  # noqa: E402
+from tests.support.examples import band  # noqa: E402
+from restore.analysis.spectrum import band_power
+from restore.analysis.loudness import integrated_lufs  # noqa: E402
+from restore.models.store import CATALOGUE, find_model  # noqa: E402
+from restore.models.devices import choose_device  # noqa: E402
+from tests.support.random_audiosr import save_random_audiosr  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
-from restore.stages.bwe_audiosr import AudioSrStage, audiosr_cutoff_hz  # noqa: E402
+from restore.stages.audiosr.stage import AudioSrStage, audiosr_cutoff_hz  # noqa: E402
 from restore.stages.lowpass import LowpassStage, lowpass  # noqa: E402
 
 from .conftest import cli_json, read_flac, write_mp3  # noqa: E402
@@ -162,7 +163,7 @@ def test_output_never_reaches_the_stand_ins(stage):
     """The compatibility stand-ins (CLAP, torchaudio, transformers, librosa, torchvision)
     raise when touched: a finished output proves they were not used, and the real libraries
     are not left replaced in sys.modules."""
-    from restore.audiosr_compat import StandInUsed
+    from restore.stages.audiosr.compat import StandInUsed
     assert stage.engine.model.clap is not None
     with pytest.raises(StandInUsed):
         stage.engine.model.clap(torch.zeros(1, 10))
@@ -232,7 +233,7 @@ def test_the_installed_check_still_answers_after_audiosr_is_loaded(tmp_path):
     process (the menu, a second run) and must not fail."""
     import importlib.util
 
-    from restore.audiosr_compat import load_audiosr
+    from restore.stages.audiosr.compat import load_audiosr
     load_audiosr()
     assert importlib.util.find_spec("audiosr") is not None
     why = AudioSrStage(StageEnv(models_dir=tmp_path)).unavailable()  # an empty models folder

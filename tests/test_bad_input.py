@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from restore.examples import band, encode_mp3
-from restore.writers import TMP_MARK
+from tests.support.examples import band
+from restore.io.lame import encode_mp3
+from restore.io.writers import TMP_MARK
 
 from .conftest import cli_json, read_flac, run_cli, write_mp3
 

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from restore.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
+from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 
 
 class OutOfMemory(RuntimeError):

@@ -4,8 +4,9 @@ import json
 import subprocess
 import sys
 
-from restore.examples import band, encode_mp3
-from restore.writers import TMP_MARK, file_hash
+from tests.support.examples import band
+from restore.io.lame import encode_mp3
+from restore.io.writers import TMP_MARK, file_hash
 
 from .conftest import ROOT
 

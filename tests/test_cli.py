@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from restore.console import RichReporter, print_summary
+from restore.ui.console import RichReporter, print_summary
 from restore.events import RecordingReporter, RunStarted, SongFinished, SongProgress, SongStarted
 
 from .conftest import ROOT, cli_json, run_cli, run_lib, write_mp3
@@ -63,9 +63,9 @@ def test_errors_show_escape_codes_instead_of_obeying_them(tmp_path):
 
 
 def test_progress_events_in_order(tmp_path, library):
-    from restore.config import RunConfig
-    from restore.pipeline import run
-    from restore.variants import resolve_variants
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
     rec = RecordingReporter()
     run(RunConfig(inputs=[str(library)], out_dir=tmp_path / "out", variants=resolve_variants("01")), rec)
     kinds = [type(e) for e in rec.events]
@@ -76,9 +76,9 @@ def test_progress_events_in_order(tmp_path, library):
 
 
 def test_rich_progress_and_summary_render(tmp_path, library):
-    from restore.config import RunConfig
-    from restore.pipeline import run
-    from restore.variants import resolve_variants
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=120, color_system="truecolor")
     (library / "[bold]weird.mp3").write_bytes(b"junk")

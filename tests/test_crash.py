@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from restore.writers import TMP_MARK, file_hash
+from restore.io.writers import TMP_MARK, file_hash
 
 from .conftest import ROOT, run_cli
 
@@ -36,7 +36,8 @@ def assert_consistent(out, reference):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from restore.examples import band, encode_mp3
+    from tests.support.examples import band
+    from restore.io.lame import encode_mp3
     root = tmp_path_factory.mktemp("crash")
     library = root / "in"
     for i in range(3):
@@ -83,7 +84,8 @@ def test_killed_at_a_random_moment(tmp_path, reference, delay):
 
 
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
-    from restore.examples import band, encode_mp3
+    from tests.support.examples import band
+    from restore.io.lame import encode_mp3
     library = tmp_path / "in"
     library.mkdir()
     minute = encode_mp3(band(30.0, seed=5), bitrate=128)

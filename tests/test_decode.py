@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from restore.errors import InputError
-from restore.examples import band
+from tests.support.examples import band
 from restore.stages import StageContext
 from restore.stages.decode import DecodeStage
 

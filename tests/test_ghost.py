@@ -12,10 +12,11 @@ import soundfile as sf
 from rich.console import Console
 
 from restore.audio import Audio
-from restore.examples import band, encode_mp3
-from restore.ghost import METHODS, GhostError, istft, make_ghost, stft
-from restore.ghost_cli import add_ghost_parser, ghost_command
-from restore.metrics import band_energies
+from tests.support.examples import band
+from restore.io.lame import encode_mp3
+from restore.report.ghost import METHODS, GhostError, istft, make_ghost, stft
+from restore.ui.commands.ghost import add_ghost_parser, ghost_command
+from restore.analysis.compare import band_energies
 from restore.stages import StageContext
 from restore.stages.decode import DecodeStage
 
@@ -189,7 +190,7 @@ def test_an_unwritable_output_is_exit_3(tmp_path, original_flac):
 
 def test_mp3restore_ghost_from_the_command_line(tmp_path, original_flac):
     if run_cli("ghost", "--help").returncode != 0:
-        pytest.skip("`ghost` is not wired into restore/cli.py yet")
+        pytest.skip("`ghost` is not wired into restore/ui/cli.py yet")
     proc = run_cli("ghost", str(original_flac), "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in (tmp_path / "g").iterdir()} == FILES | {"Take 1.128k.mp3"}

@@ -10,15 +10,15 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 
 from restore.audio import Audio  # noqa: E402
-from restore.config import RunConfig  # noqa: E402
-from restore.examples import band  # noqa: E402
-from restore.model_store import CATALOGUE, verify  # noqa: E402
-from restore.models import choose_device  # noqa: E402
-from restore.pipeline import run  # noqa: E402
-from restore.reference_models import kaiser_resample, save_random_hifigan  # noqa: E402
+from restore.engine.config import RunConfig  # noqa: E402
+from tests.support.examples import band  # noqa: E402
+from restore.models.store import CATALOGUE, verify  # noqa: E402
+from restore.models.devices import choose_device  # noqa: E402
+from restore.engine.run import run  # noqa: E402
+from tests.support.random_hifigan import kaiser_resample, save_random_hifigan  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
 from restore.stages.bwe_hifigan import HifiganBweStage  # noqa: E402
-from restore.variants import resolve_variants  # noqa: E402
+from restore.engine.variants import resolve_variants  # noqa: E402
 
 from .conftest import cli_json, read_flac, run_cli, write_mp3  # noqa: E402
 
@@ -75,7 +75,7 @@ def test_level_below_cutoff_kept_and_stereo_is_true(tmp_path, models):
     audio = band(5.0, seed=2)
     lines = []
     out = stage.process(audio, StageContext(options={"cutoff_hz": 17000.0}, log=lines.append))
-    from restore.metrics import band_power
+    from restore.analysis.spectrum import band_power
     ratio = band_power(out, 40, 16000) / band_power(audio, 40, 16000)
     assert abs(10 * np.log10(ratio)) < 0.1                        # the model's -6 dB undone
     (matched,) = [float(re.search(r"with ([+-][0-9.]+) dB", line).group(1)) for line in lines if "level matched" in line]
@@ -189,7 +189,7 @@ def test_cpu_runs_one_channel_pair_per_call(models):
 
 
 def test_cpu_allocation_failure_counts_as_out_of_memory():
-    from restore.models import is_out_of_memory as _is_oom
+    from restore.models.devices import is_out_of_memory as _is_oom
     assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 15 GB"))
     assert _is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not _is_oom(RuntimeError("shape mismatch"))

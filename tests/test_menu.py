@@ -7,9 +7,9 @@ import io
 import soundfile as sf
 from rich.console import Console
 
-from restore.cli import main
-from restore.examples import band
-from restore.menu import command_line, last_run, menu
+from restore.ui.cli import main
+from tests.support.examples import band
+from restore.ui.menu import command_line, last_run, menu
 
 from .conftest import write_mp3
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from restore.audio import Audio
-from restore.examples import band
-from restore.metrics import SpectrumAccumulator, average_spectrum_db, cutoff_from_spectrum, effective_cutoff_hz
-from restore.mp3info import inspect
+from tests.support.examples import band
+from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum, effective_cutoff_hz, SpectrumAccumulator
+from restore.io.mp3info import inspect
 from restore.stages import StageContext
 from restore.stages.decode import DecodeStage
 
@@ -57,8 +57,8 @@ def test_measured_cutoff_matches_lames_own_lowpass(tmp_path, bitrate):
 import json
 import tracemalloc
 
-from restore import metrics as M
-from restore.examples import encode_mp3
+from restore.analysis import blocks, compare, levels, loudness, spectrum
+from restore.io.lame import encode_mp3
 
 
 def _sine(freq: float, dbfs: float, seconds: float, rate: int, phase: float = 0.0) -> np.ndarray:
@@ -90,7 +90,7 @@ def mp3_decode(song, tmp_path_factory):
 
 
 def test_k_weighting_at_48k_is_the_standards_table():
-    b1, a1, b2, a2 = M.k_weighting(48000)
+    b1, a1, b2, a2 = loudness.k_weighting(48000)
     np.testing.assert_allclose(b1, [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-12)
     np.testing.assert_allclose(a1, [1.0, -1.69065929318241, 0.73248077421585], atol=1e-12)
     np.testing.assert_allclose(b2, [1.0, -2.0, 1.0])
@@ -102,7 +102,7 @@ def test_k_weighting_at_48k_is_the_standards_table():
 def test_integrated_loudness_agrees_with_pyloudnorm(rate, channels):
     pyln = pytest.importorskip("pyloudnorm")
     music = band(8.0, rate=rate, channels=channels, seed=1)
-    ours = M.integrated_lufs(music)
+    ours = loudness.integrated_lufs(music)
     data = music.samples.T.astype(np.float64)
     # pyloudnorm's "DeMan" filter is the same derivation of the K-weighting: only the
     # implementation differs. Its default filter approximates the shelf (0.04 LU off here).
@@ -116,15 +116,15 @@ def test_ebu_stereo_sine_reads_its_level(rate, dbfs):
     """EBU Tech 3341 case 1: a 1 kHz stereo sine at -23 dBFS reads -23.0 +-0.1 LUFS
     (K-weighting is +0.69 dB at 1 kHz, cancelling BS.1770's -0.691)."""
     tone = _stereo(_sine(1000, dbfs, 20.0, rate), rate)
-    assert M.integrated_lufs(tone) == pytest.approx(dbfs, abs=0.1)
+    assert loudness.integrated_lufs(tone) == pytest.approx(dbfs, abs=0.1)
 
 
 def test_silence_and_short_audio_have_no_loudness():
     silence = Audio(np.zeros((2, 44100 * 4), np.float32), 44100)
-    assert M.integrated_lufs(silence) is None and M.loudness_range_lu(silence) is None
+    assert loudness.integrated_lufs(silence) is None and loudness.loudness_range_lu(silence) is None
     blip = Audio(np.full((1, 4000), 0.5, np.float32), 44100)  # shorter than one 400 ms block
-    assert M.integrated_lufs(blip) is None
-    assert M.loudness_range_lu(band(2.0, seed=1)) is None      # shorter than one 3 s window
+    assert loudness.integrated_lufs(blip) is None
+    assert loudness.loudness_range_lu(band(2.0, seed=1)) is None      # shorter than one 3 s window
 
 
 @pytest.mark.parametrize("first, second, expected", [(-20, -30, 10), (-20, -15, 5), (-40, -20, 20)])
@@ -132,7 +132,7 @@ def test_loudness_range_of_a_signal_stepping_between_two_levels(first, second, e
     """EBU Tech 3342 cases 1-3: 20 s at one level, 20 s at another; LRA = the step +-1 LU."""
     rate = 16000
     x = np.concatenate([_sine(1000, first, 20, rate), _sine(1000, second, 20, rate)])
-    assert M.loudness_range_lu(_stereo(x, rate)) == pytest.approx(expected, abs=0.5)
+    assert loudness.loudness_range_lu(_stereo(x, rate)) == pytest.approx(expected, abs=0.5)
 
 
 def test_true_peak_finds_the_peak_between_samples():
@@ -144,45 +144,45 @@ def test_true_peak_finds_the_peak_between_samples():
     tone = _stereo(x, rate)
     sample_peak = 20 * np.log10(np.abs(tone.samples).max())
     assert sample_peak == pytest.approx(-9.0, abs=0.05)
-    assert M.true_peak_dbtp(tone) == pytest.approx(-6.0, abs=0.2)
-    assert M.true_peak_dbtp(Audio(np.zeros((1, 1000), np.float32), rate)) is None
+    assert loudness.true_peak_dbtp(tone) == pytest.approx(-6.0, abs=0.2)
+    assert loudness.true_peak_dbtp(Audio(np.zeros((1, 1000), np.float32), rate)) is None
 
 
 def test_crest_factor_of_a_sine_is_3_db():
-    assert M.crest_factor_db(_stereo(_sine(1000, -6, 1.0, 48000), 48000)) == pytest.approx(3.01, abs=0.01)
-    assert M.crest_factor_db(Audio(np.zeros((2, 100), np.float32), 48000)) is None
+    assert levels.crest_factor_db(_stereo(_sine(1000, -6, 1.0, 48000), 48000)) == pytest.approx(3.01, abs=0.01)
+    assert levels.crest_factor_db(Audio(np.zeros((2, 100), np.float32), 48000)) is None
 
 
 def test_stereo_correlation_and_width():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 96000)) * 0.1
-    assert M.stereo_correlation(_stereo(a, 48000)) == pytest.approx(1.0, abs=1e-6)
-    assert M.stereo_correlation(_stereo(a, 48000, -a)) == pytest.approx(-1.0, abs=1e-6)
-    assert abs(M.stereo_correlation(_stereo(a, 48000, b))) < 0.02
-    assert M.stereo_width(_stereo(a, 48000)) == M.FLOOR_DB           # no side at all
-    assert M.stereo_width(_stereo(a, 48000, b)) == pytest.approx(0.0, abs=0.2)
+    assert levels.stereo_correlation(_stereo(a, 48000)) == pytest.approx(1.0, abs=1e-6)
+    assert levels.stereo_correlation(_stereo(a, 48000, -a)) == pytest.approx(-1.0, abs=1e-6)
+    assert abs(levels.stereo_correlation(_stereo(a, 48000, b))) < 0.02
+    assert levels.stereo_width(_stereo(a, 48000)) == blocks.FLOOR_DB           # no side at all
+    assert levels.stereo_width(_stereo(a, 48000, b)) == pytest.approx(0.0, abs=0.2)
     mid, side = a, b * 10 ** (-10 / 20)                                  # side 10 dB under mid
-    assert M.stereo_width(_stereo(mid + side, 48000, mid - side)) == pytest.approx(-10.0, abs=0.2)
-    assert M.stereo_width(_stereo(a, 48000, -a)) is None                 # no mid: ratio undefined
+    assert levels.stereo_width(_stereo(mid + side, 48000, mid - side)) == pytest.approx(-10.0, abs=0.2)
+    assert levels.stereo_width(_stereo(a, 48000, -a)) is None                 # no mid: ratio undefined
     mono = Audio(a[None].astype(np.float32), 48000)
-    assert M.stereo_correlation(mono) is None and M.stereo_width(mono) is None
+    assert levels.stereo_correlation(mono) is None and levels.stereo_width(mono) is None
 
 
 def test_an_mp3_has_far_less_energy_above_16k_than_its_source(song, mp3_decode):
-    source, decoded = M.energy_above_db(song), M.energy_above_db(mp3_decode)
+    source, decoded = spectrum.energy_above_db(song), spectrum.energy_above_db(mp3_decode)
     assert decoded < source - 6.0                       # LAME at 128 kbps keeps 16-17 kHz only
-    assert M.energy_above_db(mp3_decode, 17500) < M.energy_above_db(song, 17500) - 40.0
-    assert M.energy_above_db(Audio(song.samples, 32000)) is None   # 16 kHz is Nyquist there
+    assert spectrum.energy_above_db(mp3_decode, 17500) < spectrum.energy_above_db(song, 17500) - 40.0
+    assert spectrum.energy_above_db(Audio(song.samples, 32000)) is None   # 16 kHz is Nyquist there
 
 
 def test_top_band_flatness_tells_hiss_from_tones(song, mp3_decode):
     rng = np.random.default_rng(2)
     hiss = Audio((rng.standard_normal((2, 3 * 44100)) * 0.1).astype(np.float32), 44100)
-    assert M.top_band_flatness(hiss) > 0.9
-    assert M.top_band_flatness(_stereo(_sine(18000, -6, 3.0, 44100), 44100)) < 0.01
-    assert M.top_band_flatness(mp3_decode) < M.top_band_flatness(song) - 0.2   # a lowpass edge, not hiss
-    assert M.top_band_flatness(Audio(song.samples, 32000)) is None
-    assert M.top_band_flatness(_lowpass(song, 12000)) is None                 # nothing up there
+    assert spectrum.top_band_flatness(hiss) > 0.9
+    assert spectrum.top_band_flatness(_stereo(_sine(18000, -6, 3.0, 44100), 44100)) < 0.01
+    assert spectrum.top_band_flatness(mp3_decode) < spectrum.top_band_flatness(song) - 0.2   # a lowpass edge, not hiss
+    assert spectrum.top_band_flatness(Audio(song.samples, 32000)) is None
+    assert spectrum.top_band_flatness(_lowpass(song, 12000)) is None                 # nothing up there
 
 
 def test_clipped_samples_count_runs_not_lone_peaks():
@@ -190,58 +190,58 @@ def test_clipped_samples_count_runs_not_lone_peaks():
     x = np.clip(2.0 * _sine(100, 0, 1.0, rate), -1.0, 1.0)
     expected = int(np.count_nonzero(np.abs(x.astype(np.float32)) >= 0.999))
     assert expected > 10000
-    assert M.clipped_samples(_stereo(x, rate)) == 2 * expected
+    assert levels.clipped_samples(_stereo(x, rate)) == 2 * expected
     y = np.zeros(200000, np.float32)
     y[1000] = 1.0                          # a lone peak
     y[65535:65537] = -1.0                  # a run of two across the 65536-frame block edge
     y[-2:] = 1.0                           # a run at the very end
-    assert M.clipped_samples(Audio(y[None], rate)) == 4
+    assert levels.clipped_samples(Audio(y[None], rate)) == 4
 
 
 @pytest.mark.parametrize("lag, gain", [(1105, 0.7), (-300, 1.3)])
 def test_align_finds_a_known_lag_and_gain(song, lag, gain):
     test = _delayed(song, lag, gain) if lag >= 0 else Audio(song.samples[:, -lag:] * np.float32(gain), song.rate)
-    found_lag, found_gain = M.align(test, song)
+    found_lag, found_gain = compare.align(test, song)
     assert found_lag == lag
     assert found_gain == pytest.approx(gain, rel=1e-5)
-    back = M.apply_alignment(test, found_lag, found_gain, song.frames)
+    back = compare.apply_alignment(test, found_lag, found_gain, song.frames)
     covered = slice(-lag, None) if lag < 0 else slice(None)   # an early test has nothing for the first frames
     np.testing.assert_allclose(back.samples[:, covered], song.samples[:, covered], atol=1e-5)
 
 
 def test_align_works_across_sample_rates(song):
-    test = M.resample(_delayed(song, 1105, 0.7), 48000)
-    lag, gain = M.align(test, song)
+    test = blocks.resample(_delayed(song, 1105, 0.7), 48000)
+    lag, gain = compare.align(test, song)
     assert abs(lag - 1105) <= 1 and gain == pytest.approx(0.7, abs=0.01)
 
 
 def test_align_of_silence_finds_nothing(song):
-    assert M.align(Audio(np.zeros_like(song.samples), song.rate), song) == (0, None)
+    assert compare.align(Audio(np.zeros_like(song.samples), song.rate), song) == (0, None)
 
 
 def test_lsd_is_zero_for_identical_signals_and_grows_with_a_lowpass(song):
-    assert M.lsd_db(song, song) == 0.0
-    at_16k, at_8k = M.lsd_db(_lowpass(song, 16000), song), M.lsd_db(_lowpass(song, 8000), song)
+    assert compare.lsd_db(song, song) == 0.0
+    at_16k, at_8k = compare.lsd_db(_lowpass(song, 16000), song), compare.lsd_db(_lowpass(song, 8000), song)
     assert 0 < at_16k < at_8k
     cut = _lowpass(song, 8000)
-    assert M.lsd_db(cut, song, hi_hz=7000) < 0.5          # the band that was kept
-    assert M.lsd_db(cut, song, lo_hz=9000) > 15.0         # the band that was removed
-    assert M.lsd_db(song, song, lo_hz=30000) is None      # above Nyquist
+    assert compare.lsd_db(cut, song, hi_hz=7000) < 0.5          # the band that was kept
+    assert compare.lsd_db(cut, song, lo_hz=9000) > 15.0         # the band that was removed
+    assert compare.lsd_db(song, song, lo_hz=30000) is None      # above Nyquist
 
 
 def test_si_sdr_of_a_scaled_copy_is_very_high_and_of_noise_low(song):
     rng = np.random.default_rng(3)
     noise = Audio((rng.standard_normal(song.samples.shape) * 0.1).astype(np.float32), song.rate)
-    assert M.si_sdr_db(Audio(song.samples * np.float32(0.5), song.rate), song) > 100
-    assert M.si_sdr_db(noise, song) < -20
+    assert compare.si_sdr_db(Audio(song.samples * np.float32(0.5), song.rate), song) > 100
+    assert compare.si_sdr_db(noise, song) < -20
     # equal energies of signal and distortion: 0 dB
-    scaled = noise.samples * np.float32(np.sqrt(M.energy(song) / M.energy(noise)))
-    assert M.si_sdr_db(Audio(song.samples + scaled, song.rate), song) == pytest.approx(0.0, abs=0.2)
-    assert M.si_sdr_db(song, Audio(np.zeros_like(song.samples), song.rate)) is None
+    scaled = noise.samples * np.float32(np.sqrt(blocks.energy(song) / blocks.energy(noise)))
+    assert compare.si_sdr_db(Audio(song.samples + scaled, song.rate), song) == pytest.approx(0.0, abs=0.2)
+    assert compare.si_sdr_db(song, Audio(np.zeros_like(song.samples), song.rate)) is None
 
 
 def test_band_errors_of_a_lowpass_are_large_only_above_the_cutoff(song):
-    errors = M.band_energy_error_db(_lowpass(song, 8000), song)
+    errors = compare.band_energy_error_db(_lowpass(song, 8000), song)
     assert list(errors) == ["0-250", "250-1000", "1000-4000", "4000-8000", "8000-12000",
                             "12000-16000", "16000-20000", "20000-24000"]
     for band_name in ("0-250", "250-1000", "1000-4000"):
@@ -250,12 +250,12 @@ def test_band_errors_of_a_lowpass_are_large_only_above_the_cutoff(song):
     assert errors["8000-12000"] < -20      # the Hann window's leakage from just under 8 kHz limits it
     for band_name in ("12000-16000", "16000-20000", "20000-24000"):
         assert errors[band_name] < -40, (band_name, errors)
-    at_32k = M.band_energy_error_db(Audio(song.samples, 32000), Audio(song.samples, 32000))
+    at_32k = compare.band_energy_error_db(Audio(song.samples, 32000), Audio(song.samples, 32000))
     assert list(at_32k)[-1] == "12000-16000" and set(at_32k.values()) == {0.0}
 
 
 def test_reference_metrics_of_an_mp3(song, mp3_decode):
-    ref = M.reference_metrics(mp3_decode, song, with_visqol=False)
+    ref = compare.reference_metrics(mp3_decode, song, with_visqol=False)
     json.dumps(ref, allow_nan=False)
     assert ref["lag_samples"] == 1105
     assert 0.9 < ref["gain"] < 1.1
@@ -265,30 +265,30 @@ def test_reference_metrics_of_an_mp3(song, mp3_decode):
     assert 5 < ref["si_sdr"] < 40
     assert ref["loudness_diff_lu"] < 0                     # the highs it dropped were loud
     assert ref["visqol"] is None                           # not asked for
-    same = M.reference_metrics(song, song, with_visqol=False)
+    same = compare.reference_metrics(song, song, with_visqol=False)
     assert same["lag_samples"] == 0 and same["gain"] == 1.0 and same["lsd_full"] == 0.0
 
 
 def test_visqol_prefers_the_original_to_a_lowpassed_copy():
     pytest.importorskip("visqol")
     music = band(3.0, rate=48000, seed=5)
-    assert M.visqol(music, music) > M.visqol(_lowpass(music, 4000), music) + 0.5
+    assert compare.visqol(music, music) > compare.visqol(_lowpass(music, 4000), music) + 0.5
 
 
 def test_song_metrics_gathers_every_measure_and_deltas(song, mp3_decode):
-    m = M.song_metrics(song)
+    m = compare.song_metrics(song)
     json.dumps(m, allow_nan=False)
     assert m["rate"] == 44100 and m["channels"] == 2 and m["duration_s"] == 6.0
-    assert m["integrated_lufs"] == pytest.approx(M.integrated_lufs(song), abs=1e-4)
+    assert m["integrated_lufs"] == pytest.approx(loudness.integrated_lufs(song), abs=1e-4)
     assert m["true_peak_dbtp"] >= m["peak_dbfs"] == pytest.approx(-1.0, abs=0.01)
-    assert m["top_band_flatness"] == pytest.approx(M.top_band_flatness(song), abs=1e-4)
+    assert m["top_band_flatness"] == pytest.approx(spectrum.top_band_flatness(song), abs=1e-4)
     assert m["cutoff_hz"] is None and m["clipped_samples"] == 0
-    d = M.song_metrics(mp3_decode, baseline=song)
+    d = compare.song_metrics(mp3_decode, baseline=song)
     assert d["length_matches_baseline"] is False           # the decode keeps LAME's delay and padding
     assert d["delta_energy_above_16k_db"] < -6 and d["delta_clipped_samples"] == 0
     assert d["cutoff_hz"] is not None and d["delta_cutoff_hz"] is None   # no cutoff in the baseline
     assert "delta_rate" not in d
-    same = M.song_metrics(song, baseline_metrics=m)
+    same = compare.song_metrics(song, baseline_metrics=m)
     assert same["length_matches_baseline"] is True
     assert all(same[k] in (0, None) for k in same if k.startswith("delta_"))
 
@@ -296,13 +296,13 @@ def test_song_metrics_gathers_every_measure_and_deltas(song, mp3_decode):
 def test_song_metrics_memory_does_not_grow_with_the_song(song):
     """Blocks, not copies: the peak of extra memory is the same for 30 s and for 2 minutes
     (a float64 copy of the 2-minute song alone would be 85 MB)."""
-    M.song_metrics(song)  # warm caches (filter, FFT plans)
+    compare.song_metrics(song)  # warm caches (filter, FFT plans)
     peaks = []
     for repeat in (5, 20):
         music = Audio(np.tile(song.samples, repeat), song.rate)
         tracemalloc.start()
         try:
-            M.song_metrics(music)
+            compare.song_metrics(music)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()

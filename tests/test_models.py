@@ -2,8 +2,9 @@
 import pytest
 
 from restore.errors import UsageError
-from restore.model_store import CATALOGUE, ENV_MODELS, default_models_dir, find_model, models_dir, require_model, ModelMissing
-from restore.models import ModelCache, choose_device, detect_devices, free_bytes
+from restore.models.store import CATALOGUE, ENV_MODELS, default_models_dir, find_model, models_dir, require_model, ModelMissing
+from restore.models.cache import ModelCache
+from restore.models.devices import choose_device, detect_devices, free_bytes
 
 
 def test_cpu_is_always_there_and_a_missing_device_is_a_usage_error():

@@ -10,11 +10,12 @@ import soundfile as sf
 
 from restore.audio import Audio
 from restore.errors import UsageError
-from restore.examples import band
-from restore.metrics import align, apply_alignment, band_power, lsd_db
+from tests.support.examples import band
+from restore.analysis.compare import align, apply_alignment, lsd_db
+from restore.analysis.spectrum import band_power
 from restore.stages import StageContext, StageEnv
 from restore.stages.decode import DecodeStage
-from restore.stages.offline_restore import OfflineRestoreStage
+from restore.stages.offline_restore.stage import OfflineRestoreStage
 
 from .conftest import cli_json, read_flac, write_mp3
 
@@ -142,7 +143,7 @@ def test_deterministic_and_chunked_like_whole(bright, tmp_path):
 
 @pytest.mark.parametrize("chunk_s,overlap_s", [(1.0, 0.5), (2.5, 0.5), (3.0, 1.0)])
 def test_chunked_equals_whole(bright, monkeypatch, chunk_s, overlap_s):
-    import restore.stages.offline_restore as module
+    import restore.stages.offline_restore.stage as module
     _, dec, out, facts = bright                        # 4 s: one chunk, i.e. the whole song at once
     monkeypatch.setattr(module, "CHUNK_SECONDS", chunk_s)
     monkeypatch.setattr(module, "OVERLAP_SECONDS", overlap_s)

@@ -6,11 +6,11 @@ from mutagen.flac import FLAC
 from mutagen.id3 import ID3, TIT2, TXXX
 
 import restore.stages as stages
-import restore.variants as variants
+import restore.engine.variants as variants
 from restore.audio import Audio
-from restore.config import RunConfig
-from restore.examples import band
-from restore.pipeline import run
+from restore.engine.config import RunConfig
+from tests.support.examples import band
+from restore.engine.run import run
 
 from .conftest import read_flac, write_mp3
 
@@ -73,8 +73,8 @@ def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_v
 
 
 def test_full_verify_hashes_each_input_once_for_all_variants(tmp_path, song, staged_variant, monkeypatch):
-    import restore.markers as markers
-    from restore.pipeline import plan_run
+    import restore.engine.markers as markers
+    from restore.engine.run import plan_run
     mp3 = write_mp3(tmp_path / "in" / "s.mp3", song)
     cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
                     variants=variants.resolve_variants("01_baseline,90_half"), verify="full")
@@ -200,7 +200,7 @@ def test_variants_that_start_alike_share_the_step_and_its_facts(tmp_path, chain_
 
 
 def test_stage_options_come_from_the_command_line_and_change_the_config(tmp_path, chain_variants, capsys):
-    from restore.cli import main
+    from restore.ui.cli import main
     write_mp3(tmp_path / "in" / "s.mp3", band(2.0, seed=3), bitrate=128)
     args = [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--variants", "92", "--no-report", "-q"]
     assert main(["run", *args]) == 0
@@ -247,7 +247,7 @@ def test_a_stems_variant_writes_a_folder_of_stems_that_resumes_and_replaces_old_
 
 def test_the_report_shows_how_each_variant_was_made(tmp_path, chain_variants):
     """Steps, their options and what they measured come from the markers to the song page."""
-    from restore.report import build_report
+    from restore.report.build import build_report
     write_mp3(tmp_path / "in" / "s.mp3", band(2.0, seed=5), bitrate=128)
     out = tmp_path / "out"
     assert run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=out, variants=variants.resolve_variants("01,92,94"),

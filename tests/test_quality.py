@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import quality
-from restore import metrics
+from restore.analysis import spectrum
 from restore.audio import Audio
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -60,7 +60,7 @@ def test_noise_control_is_minus_80_dbfs_above_the_cutoff_only(harness_run):
     rms_db = 10 * np.log10(np.mean(np.square(noise), axis=1))
     assert np.allclose(rms_db, -80.0, atol=0.05), rms_db
     n = Audio(noise.astype(np.float32), decode.rate)
-    below, above = metrics.band_power(n, 0, cutoff - 300), metrics.band_power(n, cutoff, decode.rate / 2)
+    below, above = spectrum.band_power(n, 0, cutoff - 300), spectrum.band_power(n, cutoff, decode.rate / 2)
     assert 10 * np.log10(above / below) > 60
     assert abs(np.corrcoef(noise)[0, 1]) < 0.05            # independent per channel: not dual mono
     again, _ = quality.noise_control(decode, cutoff)
@@ -125,9 +125,9 @@ def test_committed_clips_are_what_tests_data_readme_says():
         assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_16")
         assert 3.0 <= info.duration <= 5.0
     dark, bright = (quality.read_audio(DATA / f"{n}.flac") for n in ("dark_piano", "bright_cymbals"))
-    total = metrics.band_power(dark, 0, 22050)
-    assert 10 * np.log10(metrics.band_power(dark, 10000, 22050) / total) < -60      # almost nothing above 10 kHz
-    total = metrics.band_power(bright, 0, 22050)
-    assert 10 * np.log10(metrics.band_power(bright, 16000, 22050) / total) > -20    # real energy above 16 kHz
+    total = spectrum.band_power(dark, 0, 22050)
+    assert 10 * np.log10(spectrum.band_power(dark, 10000, 22050) / total) < -60      # almost nothing above 10 kHz
+    total = spectrum.band_power(bright, 0, 22050)
+    assert 10 * np.log10(spectrum.band_power(bright, 16000, 22050) / total) > -20    # real energy above 16 kHz
     for audio in (dark, bright):
         assert abs(np.corrcoef(audio.samples)[0, 1]) < 0.9                        # true stereo, not dual mono

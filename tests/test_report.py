@@ -20,12 +20,12 @@ import pytest
 import soundfile as sf
 import soxr
 
-from restore import metrics
+from restore.analysis import compare
 from restore.audio import Audio
-from restore.examples import band
-from restore.report import BASELINE, build_report, find_songs
-from restore.report_html import REFERENCE_ROWS, SONG_ROWS, best_of
-from restore.writers import write_flac
+from tests.support.examples import band
+from restore.report.build import BASELINE, build_report, find_songs
+from restore.report.html import REFERENCE_ROWS, SONG_ROWS, best_of
+from restore.io.writers import write_flac
 
 from .conftest import ROOT, run_lib, write_mp3
 
@@ -142,8 +142,8 @@ def test_pages_fetch_nothing_from_the_network(batch):
 def test_an_unchanged_batch_is_not_measured_again(tmp_path, monkeypatch):
     out = flac_batch(tmp_path / "out", ["A/one", "A/two"])
     calls = []
-    real = metrics.song_metrics
-    monkeypatch.setattr(metrics, "song_metrics", lambda audio, baseline=None, **kw: calls.append(audio.rate) or real(audio, baseline, **kw))
+    real = compare.song_metrics
+    monkeypatch.setattr(compare, "song_metrics", lambda audio, baseline=None, **kw: calls.append(audio.rate) or real(audio, baseline, **kw))
     log: list[str] = []
     build_report(out, log=log.append)
     assert len(calls) == 4
@@ -360,7 +360,7 @@ def test_blind_abx_reveals_names_and_score_only_at_the_end(batch, browser, tmp_p
 
 
 def test_temporary_files_of_a_killed_report_are_swept(tmp_path, song):
-    from restore.writers import TMP_MARK
+    from restore.io.writers import TMP_MARK
     out = tmp_path / "out"
     run_lib([write_mp3(tmp_path / "in" / "s.mp3", song)], out)
     left = out / "_report" / "songs" / f".s.html.1a2b3c4d{TMP_MARK}.html"

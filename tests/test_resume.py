@@ -2,13 +2,13 @@
 import json
 import os
 
-from restore.markers import marker_path
-from restore.examples import band
-from restore.pipeline import plan_run
-from restore.config import RunConfig
+from restore.engine.markers import marker_path
+from tests.support.examples import band
+from restore.engine.run import plan_run
+from restore.engine.config import RunConfig
 from restore.stages.decode import DecodeStage
 
-from restore.variants import resolve_variants
+from restore.engine.variants import resolve_variants
 
 from .conftest import by_status, run_lib, write_mp3
 

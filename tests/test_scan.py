@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from restore.errors import UsageError
-from restore.scan import clean_user_path, scan
+from restore.engine.scan import clean_user_path, scan
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -18,9 +18,9 @@ from demucs.apply import BagOfModels  # noqa: E402
 
 from restore.audio import Audio  # noqa: E402
 from restore.errors import UsageError  # noqa: E402
-from restore.examples import band  # noqa: E402
-from restore.models import DeviceInfo, choose_device  # noqa: E402
-from restore.reference_demucs import save_hf_cache, save_repo  # noqa: E402
+from tests.support.examples import band  # noqa: E402
+from restore.models.devices import choose_device, DeviceInfo  # noqa: E402
+from tests.support.random_demucs import save_hf_cache, save_repo  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
 from restore.stages.separate import DemucsStage, locate, mixture_residual_db  # noqa: E402
 

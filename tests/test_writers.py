@@ -8,8 +8,8 @@ from mutagen.flac import FLAC
 
 from restore.audio import Audio
 from restore.errors import OutputError
-from restore.examples import png_cover, tag_mp3
-from restore.writers import TMP_MARK, atomic_output, remove_stale_temps, temp_path_for, write_flac
+from tests.support.examples import png_cover, tag_mp3
+from restore.io.writers import TMP_MARK, atomic_output, remove_stale_temps, temp_path_for, write_flac
 
 from .conftest import read_flac, run_lib, write_mp3
 

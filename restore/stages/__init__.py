@@ -16,68 +16,20 @@ The decode stage is the source: `read(path, ctx) -> (Audio, facts)` instead of p
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Protocol
 
-from ..audio import Audio
+from restore.stages.base import Stage, StageContext, StageEnv, package_version
+
+__all__ = ["Stage", "StageContext", "StageEnv", "get_stage", "package_version", "stage_names"]
 
 _REGISTRY = {
     "decode": "restore.stages.decode:DecodeStage",
     "bwe_hifigan": "restore.stages.bwe_hifigan:HifiganBweStage",
-    "bwe_audiosr": "restore.stages.bwe_audiosr:AudioSrStage",
+    "bwe_audiosr": "restore.stages.audiosr.stage:AudioSrStage",
     "lowpass": "restore.stages.lowpass:LowpassStage",
     "separate": "restore.stages.separate:DemucsStage",
-    "denoise": "restore.stages.denoise:DeepFilterStage",
-    "offline_restore": "restore.stages.offline_restore:OfflineRestoreStage",
+    "denoise": "restore.stages.denoise.stage:DeepFilterStage",
+    "offline_restore": "restore.stages.offline_restore.stage:OfflineRestoreStage",
 }
-
-
-@dataclass(frozen=True)
-class StageEnv:
-    """What a stage needs to know about this installation (not about a song)."""
-
-    models_dir: Path | None = None   # None: $MP3RESTORE_MODELS or the user's cache
-    # Per-stage options by stage name, e.g. {"bwe_audiosr": {"ddim_steps": "50"}}: from the
-    # CLI's `--set STAGE.KEY=VALUE` (values are strings) or typed values from the library.
-    # A stage reads its own in __init__, parses and validates them (UsageError on a bad one)
-    # and puts them in config(), so a changed option redoes the step.
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def options_for(self, stage: str) -> dict[str, Any]:
-        return dict(self.options.get(stage, {}))
-
-
-class Stage(Protocol):
-    name: str
-
-    def versions(self) -> dict[str, Any]: ...
-    def config(self) -> dict[str, Any]: ...
-    def load(self, device: str | None = None) -> None: ...
-    def process(self, audio: Audio, ctx: "StageContext") -> Audio | dict[str, Audio]: ...
-
-
-@dataclass
-class StageContext:
-    """What a stage may use besides its audio: options, a log line sink and a progress sink.
-    Stages never print and never touch output files."""
-
-    options: dict[str, Any] = field(default_factory=dict)  # the song's facts: cutoff_hz (int or None)
-    log: Callable[[str], None] = lambda line: None
-    progress: Callable[[float], None] = lambda fraction: None
-    # What a stage measured and wants in the marker and the report (e.g. the lowpass it
-    # used, a stem sum residual): the pipeline merges it into the job's facts.
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-def package_version(name: str) -> str:
-    """An installed package's version, or "absent": cheap (reads metadata, imports nothing),
-    for a stage's versions() and unavailable()."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def get_stage(name: str, env: StageEnv | None = None) -> Stage:
@@ -89,3 +41,8 @@ def get_stage(name: str, env: StageEnv | None = None) -> Stage:
     except KeyError:
         raise KeyError(f"no stage named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return getattr(importlib.import_module(module_name), class_name)(env or StageEnv())
+
+
+def stage_names() -> list[str]:
+    """Every registered stage, sorted."""
+    return sorted(_REGISTRY)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio import Audio
-from ..chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
-from ..metrics import level_match_gain
-from ..model_store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from . import StageContext, package_version
+from restore.audio import Audio
+from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
+from restore.analysis.spectrum import level_match_gain
+from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
+from restore.stages import StageContext, package_version
 
 OUT_RATE = 48000
 CHUNK_SECONDS = 12.0
@@ -81,7 +81,7 @@ class HifiganBweStage:
                     return model(x, audio.rate)[:, 0, :].float().cpu().numpy()
             return call
 
-        from ..models import free_bytes, is_out_of_memory, release_device_memory
+        from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
         # On the CPU the model is compute-bound (1 item: 2.51 s per item-second, 4 items: 2.43), so
         # bigger batches only cost memory and make progress jumpier: one channel pair at a time.
         max_items = audio.channels if self.device.kind == "cpu" else 16

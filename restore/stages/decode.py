@@ -21,11 +21,12 @@ from typing import Iterator
 import miniaudio
 import numpy as np
 
-from ..audio import Audio
-from ..errors import InputError
-from ..metrics import PeakMeter, SpectrumAccumulator, cutoff_from_spectrum
-from ..mp3info import Mp3Info, inspect
-from . import StageContext
+from restore.audio import Audio, BlockBuffer
+from restore.errors import InputError
+from restore.analysis.levels import PeakMeter
+from restore.analysis.spectrum import cutoff_from_spectrum, SpectrumAccumulator
+from restore.io.mp3info import Mp3Info, inspect
+from restore.stages import StageContext
 
 BLOCK_FRAMES = 1 << 16  # ~1.5 s at 44.1 kHz: 512 KiB of stereo float32
 
@@ -123,23 +124,3 @@ class Decoding:
             decoder=f"dr_mp3 (miniaudio {miniaudio.__version__})",
         )
         return facts
-
-
-class BlockBuffer:
-    """Gathers [channels, n] blocks into one array, preallocated from a length estimate and
-    grown if the estimate was short: memory is one copy of the song plus a block."""
-
-    def __init__(self, channels: int, estimate: int):
-        self.data = np.empty((channels, max(estimate, 1)), dtype=np.float32)
-        self.frames = 0
-
-    def append(self, block: np.ndarray) -> None:
-        n = block.shape[1]
-        if self.frames + n > self.data.shape[1]:
-            grow = np.empty((self.data.shape[0], (self.frames + n) // 4 + n), np.float32)
-            self.data = np.concatenate([self.data, grow], axis=1)
-        self.data[:, self.frames:self.frames + n] = block
-        self.frames += n
-
-    def audio(self, rate: int) -> Audio:
-        return Audio(self.data[:, :self.frames], rate)

@@ -17,8 +17,8 @@ import importlib.util
 
 import numpy as np
 
-from ..audio import Audio, fit_frames
-from . import StageContext, package_version
+from restore.audio import Audio, fit_frames
+from restore.stages import StageContext, package_version
 
 FALLBACK_HZ = 16000
 ORDER = 8                      # AudioSR's own (utils.lowpass_filtering_prepare_inference)

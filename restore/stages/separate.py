@@ -5,7 +5,7 @@ Demucs 4.1 is used as a library, in-process: its own loader reads the weights, o
 and its own `apply_model` runs them. The song goes through `apply_model(split=True)`: the
 model's own 7.8 s segments (or shorter, `segment`), `overlap` between them with demucs's
 triangular crossfade, and `shifts` random time shifts averaged. That is demucs's chunker, not
-the project's (restore/chunking.py): the crossfade, the shift trick and the bag-of-models
+the project's (restore/models/chunking.py): the crossfade, the shift trick and the bag-of-models
 weighting are part of what the published models were evaluated with, so they are kept as
 they are. Only one segment at a time is on the device; the whole song's stems are kept in
 (CPU) memory, 84.7 MiB per minute for 4 stereo stems at 44.1 kHz (bench/bench_demucs.py
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import Audio, fit_frames
-from ..errors import RestoreError, UsageError
-from ..model_store import models_dir
-from . import StageContext, package_version
+from restore.audio import Audio, fit_frames
+from restore.errors import RestoreError, UsageError
+from restore.models.store import models_dir
+from restore.stages import StageContext, package_version
 
 MODELS = {
     "htdemucs_ft": "fine-tuned bag of 4 models (one per stem): the best, 4x slower",
@@ -342,7 +342,7 @@ class DemucsStage:
         memory: free it, say so, and do the song on the CPU."""
         import torch
         from demucs.apply import apply_model
-        from ..models import is_out_of_memory, release_device_memory
+        from restore.models.devices import is_out_of_memory, release_device_memory
 
         frames = mix.shape[1]
         seg_frames = int(MODEL_RATE * (self.segment or MAX_SEGMENT))

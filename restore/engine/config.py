@@ -1,0 +1,30 @@
+"""The run configuration: what the CLI and the menu both build, and all the library needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restore.engine.variants import Variant
+
+VERIFY_LEVELS = ("quick", "full")
+
+
+@dataclass
+class RunConfig:
+    inputs: list[str]                 # as typed; scan cleans them
+    out_dir: Path
+    variants: list[Variant] | None = None  # None: every variant that can run here (models present)
+    verify: str = "quick"             # how resume checks compare files (see markers)
+    redo: bool = False                # ignore markers and redo every step
+    accept_damaged: bool = False      # restore truncated/damaged MP3s as far as they go
+    dry_run: bool = False             # plan only, write nothing
+    debug: bool = False               # tracebacks on the console
+    device: str = "auto"              # auto, cuda, mps or cpu: where model stages run
+    models_dir: Path | None = None    # None: $MP3RESTORE_MODELS or the user's cache
+    report: bool = True               # write the compare report (_report/) at the end of the run
+    reference: Path | None = None     # lossless originals for the report's reference metrics
+    order: str = "song"               # "song": all variants of a song, then the next;
+                                      # "stage": one variant across all songs, then the next
+    # Per-stage options by stage name ({"denoise": {"atten_db": "9"}}); each stage parses and
+    # validates its own (`--set STAGE.KEY=VALUE` on the command line).
+    stage_options: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -1,0 +1,60 @@
+"""What a run did, song by song: the summary table, `--json` and `_report/last_run.json`."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from restore.io.writers import write_bytes_atomic
+from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_SONGS_FAILED
+
+
+
+@dataclass
+class JobResult:
+    song: str                  # relative path (or the input path, for a file that never got a job)
+    variant: str | None
+    status: str                # "done", "skipped" (already done), "failed", "busy" (another run has it),
+                               # "planned" (dry run), "unavailable" (a model or library it needs is missing)
+    reason: str = ""           # one line; why it failed, or why it runs ("new", "input changed")
+    seconds: float = 0.0
+    output: str | None = None
+    facts: dict | None = None
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    results: list[JobResult] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    dry_run: bool = False
+    interrupted: bool = False
+    model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(r.status for r in self.results)
+        return {k: c.get(k, 0) for k in ("done", "skipped", "failed", "busy", "planned", "unavailable")}
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_SONGS_FAILED if self.counts()["failed"] else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+            "counts": self.counts(),
+            "exit_code": self.exit_code,
+            "model_loads": self.model_loads,
+            "results": [asdict(r) for r in self.results],
+        }
+
+    def write(self, path: Path) -> None:
+        write_bytes_atomic(path, json.dumps(self.to_dict(), indent=1, default=str).encode("utf-8"), "writing the run summary")

@@ -1,0 +1,348 @@
+"""What an MP3 file says about itself, read from its bytes: no decoding.
+
+`inspect(path)` walks every frame header once (0.6 s for an hour of audio at 192 kbps)
+and returns `Mp3Info`: rate, channels, bitrate (average; VBR or not), frame count,
+the Xing/Info/LAME or VBRI tag (encoder, encoder delay and padding, the encoder's
+own lowpass) and damage (bytes skipped between frames, a cut-off last frame, fewer
+frames than the tag promises). A file that is not MPEG audio at all raises
+`InputError` naming what it is instead (WAV, FLAC, an empty file...).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from restore.errors import InputError
+
+# Bitrates in kbps by (MPEG version family, layer); index 0 is "free format".
+_BITRATES = {
+    (1, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (1, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (1, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (2, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (2, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (2, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_RATES = {"1": (44100, 48000, 32000), "2": (22050, 24000, 16000), "2.5": (11025, 12000, 8000)}
+_VERSION_BITS = {0: "2.5", 2: "2", 3: "1"}  # 1 is reserved
+_LAYER_BITS = {1: 3, 2: 2, 3: 1}  # 0 is reserved
+_VBR_METHODS = {0: "unknown", 1: "CBR", 2: "ABR", 3: "VBR (rh)", 4: "VBR (mtrh)", 5: "VBR (mt)", 6: "VBR", 8: "CBR (2-pass)", 9: "ABR (2-pass)"}
+
+# What other files named .mp3 turn out to be, by their first bytes.
+_MAGIC = (
+    (b"RIFF", "a WAV (RIFF) file"),
+    (b"fLaC", "a FLAC file"),
+    (b"OggS", "an Ogg file"),
+    (b"FORM", "an AIFF file"),
+    (b"\x30\x26\xb2\x75", "a WMA/ASF file"),
+    (b"<", "a text/HTML file (perhaps a saved web page)"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    version: str          # "1", "2" or "2.5"
+    layer: int            # 1, 2 or 3
+    bitrate_kbps: int
+    rate: int
+    padding: int
+    channels: int
+    mode: str             # stereo, joint stereo, dual channel, mono
+    protected: bool       # a 16-bit CRC follows the header
+
+    @property
+    def samples_per_frame(self) -> int:
+        if self.layer == 1:
+            return 384
+        if self.layer == 2 or self.version == "1":
+            return 1152
+        return 576
+
+    @property
+    def length(self) -> int:
+        """Frame length in bytes, header included."""
+        if self.layer == 1:
+            return (12 * self.bitrate_kbps * 1000 // self.rate + self.padding) * 4
+        return self.samples_per_frame // 8 * self.bitrate_kbps * 1000 // self.rate + self.padding
+
+
+def parse_header(b, pos: int = 0) -> FrameHeader | None:
+    """The MPEG audio frame header at b[pos:pos+4], or None if there is none."""
+    if pos + 4 > len(b):
+        return None
+    h = int.from_bytes(b[pos:pos + 4], "big")
+    if h >> 21 != 0x7FF:
+        return None
+    version = _VERSION_BITS.get((h >> 19) & 3)
+    layer = _LAYER_BITS.get((h >> 17) & 3)
+    br_idx, sr_idx = (h >> 12) & 15, (h >> 10) & 3
+    if version is None or layer is None or br_idx in (0, 15) or sr_idx == 3:
+        return None  # reserved values, or free format (unsupported)
+    mode_bits = (h >> 6) & 3
+    return FrameHeader(
+        version=version,
+        layer=layer,
+        bitrate_kbps=_BITRATES[(1 if version == "1" else 2, layer)][br_idx],
+        rate=_RATES[version][sr_idx],
+        padding=(h >> 9) & 1,
+        channels=1 if mode_bits == 3 else 2,
+        mode=("stereo", "joint stereo", "dual channel", "mono")[mode_bits],
+        protected=not (h >> 16) & 1,
+    )
+
+
+@dataclass
+class Mp3Info:
+    """Facts about one MP3. Durations in seconds, rates in Hz, bitrates in kbps."""
+
+    version: str
+    layer: int
+    rate: int
+    channels: int
+    mode: str
+    frames: int                   # audio frames found by the walk (tag frame excluded)
+    samples_per_frame: int
+    bitrate_kbps: float           # average over the audio frames
+    vbr: bool                     # frames of different bitrates, or a tag that says VBR/ABR
+    vbr_method: str | None        # from the LAME tag, when there is one
+    encoder: str | None           # e.g. "LAME3.100"
+    encoder_delay: int | None     # samples the encoder put in front (from the LAME tag)
+    encoder_padding: int | None   # samples the encoder appended (from the LAME tag)
+    encoder_lowpass_hz: int | None
+    gapless: bool                 # delay and padding are known, so the decode is trimmed exactly
+    tag_frames: int | None        # frame count the Xing/Info/VBRI tag promises
+    id3v2_bytes: int
+    skipped_bytes: int            # junk between frames: a sign of damage
+    truncated: bool               # the last frame is cut off, or frames are missing
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def expected_samples(self) -> int:
+        """Samples a gapless decoder returns for this file."""
+        total = self.frames * self.samples_per_frame
+        if self.gapless:
+            total -= (self.encoder_delay or 0) + (self.encoder_padding or 0)
+        return max(total, 0)
+
+    @property
+    def duration(self) -> float:
+        return self.expected_samples / self.rate
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["duration"] = round(self.duration, 3)
+        return d
+
+
+class FileWindow:
+    """Read-only random access to a file through a 1 MiB window: b[i], b[i:j], len(b),
+    b.find(sub, start, end). Walking an hour-long MP3 keeps 1 MiB in memory, not the file
+    (an mmap made every page resident: +84 MB of RSS for a 60-minute 192 kbps file)."""
+
+    WINDOW = 1 << 20
+
+    def __init__(self, fh, size: int):
+        self.fh, self.size = fh, size
+        self.start, self.buf = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _span(self, lo: int, hi: int) -> bytes:
+        lo, hi = max(lo, 0), min(hi, self.size)
+        if lo >= hi:
+            return b""
+        if lo < self.start or hi > self.start + len(self.buf):
+            self.fh.seek(lo)
+            self.start, self.buf = lo, self.fh.read(max(hi - lo, self.WINDOW))
+        return self.buf[lo - self.start:hi - self.start]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._span(key.start or 0, self.size if key.stop is None else key.stop)
+        return self._span(key, key + 1)[0]
+
+    def find(self, sub: bytes, start: int, end: int) -> int:
+        pos = start
+        while pos < end:
+            hi = min(end, pos + self.WINDOW)
+            i = self._span(pos, hi + len(sub) - 1).find(sub)
+            if i >= 0 and pos + i + len(sub) <= end:
+                return pos + i
+            pos = hi
+        return -1
+
+
+def _id3v2_size(b) -> int:
+    """Bytes taken by ID3v2 tags at the start (several may follow each other)."""
+    pos = 0
+    while len(b) >= pos + 10 and bytes(b[pos:pos + 3]) == b"ID3":
+        size_bytes = bytes(b[pos + 6:pos + 10])
+        size = 0
+        for byte in size_bytes:
+            size = (size << 7) | (byte & 0x7F)
+        footer = 10 if b[pos + 5] & 0x10 else 0
+        pos += 10 + size + footer
+    return pos
+
+
+def _trailing_tag_start(b) -> int:
+    """Where trailing tags (ID3v1, APEv2, Lyrics3) begin; audio frames end before it."""
+    end = len(b)
+    changed = True
+    while changed:
+        changed = False
+        if end >= 128 and bytes(b[end - 128:end - 125]) == b"TAG":
+            end -= 128
+            changed = True
+        if end >= 32 and bytes(b[end - 32:end - 24]) == b"APETAGEX":
+            size = int.from_bytes(b[end - 20:end - 16], "little")
+            flags = int.from_bytes(b[end - 12:end - 8], "little")
+            end -= size + (32 if flags & 0x80000000 else 0)
+            end = max(end, 0)
+            changed = True
+        if end >= 15 and bytes(b[end - 9:end]) == b"LYRICS200":
+            size = int(bytes(b[end - 15:end - 9]) or b"0")
+            end = max(end - 15 - size, 0)
+            changed = True
+    return end
+
+
+def _find_sync(b, pos: int, end: int) -> tuple[int, FrameHeader] | None:
+    """First position >= pos with a valid header whose next frame also starts validly
+    (two in a row: a lone 0xFFE pattern inside junk is not a frame)."""
+    while True:
+        pos = b.find(b"\xff", pos, end)
+        if pos < 0:
+            return None
+        hdr = parse_header(b, pos)
+        if hdr is not None:
+            nxt = pos + hdr.length
+            if nxt >= end or (parse_header(b, nxt) is not None and _compatible(hdr, parse_header(b, nxt))):
+                return pos, hdr
+        pos += 1
+
+
+def _compatible(a: FrameHeader, c: FrameHeader | None) -> bool:
+    return c is not None and (a.version, a.layer, a.rate) == (c.version, c.layer, c.rate)
+
+
+def _side_info_length(h: FrameHeader) -> int:
+    if h.version == "1":
+        return 17 if h.channels == 1 else 32
+    return 9 if h.channels == 1 else 17
+
+
+def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
+    """The Xing/Info (+LAME) or VBRI tag in the frame at pos, as a dict, or None."""
+    if h.layer != 3:
+        return None
+    start = pos + 4 + (2 if h.protected else 0) + _side_info_length(h)
+    ident = bytes(b[start:start + 4])
+    if ident in (b"Xing", b"Info"):
+        flags = int.from_bytes(b[start + 4:start + 8], "big")
+        p = start + 8
+        tag = {"kind": ident.decode(), "frames": None}
+        if flags & 1:
+            tag["frames"] = int.from_bytes(b[p:p + 4], "big")
+            p += 4
+        if flags & 2:
+            p += 4
+        if flags & 4:
+            p += 100
+        if flags & 8:
+            p += 4
+        enc = bytes(b[p:p + 9])
+        if p + 24 <= pos + h.length and enc[:4].isalpha():
+            tag["encoder"] = enc.rstrip(b"\x00 ").decode("latin-1", "replace")
+            tag["vbr_method"] = _VBR_METHODS.get(b[p + 9] & 15, "unknown")
+            tag["lowpass_hz"] = b[p + 10] * 100 or None
+            d = bytes(b[p + 21:p + 24])
+            tag["delay"] = (d[0] << 4) | (d[1] >> 4)
+            tag["padding"] = ((d[1] & 15) << 8) | d[2]
+        return tag
+    vbri = pos + 4 + 32
+    if bytes(b[vbri:vbri + 4]) == b"VBRI":
+        return {"kind": "VBRI", "frames": int.from_bytes(b[vbri + 14:vbri + 18], "big"),
+                "encoder": "FhG (VBRI)", "delay": None, "padding": None, "vbr_method": "VBR"}
+    return None
+
+
+def _what_is_it(head: bytes) -> str | None:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            if magic == b"RIFF" and head[8:12] != b"WAVE":
+                return "a RIFF file"
+            return name
+    if head[4:8] == b"ftyp":
+        return "an MP4/M4A file"
+    return None
+
+
+def inspect(path: Path) -> Mp3Info:
+    """Read the facts of the MP3 at `path`. Raises InputError for files that are no MP3."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError("empty file (0 bytes)", path, "the copy or download failed; restore it from a backup")
+    with open(path, "rb") as fh:
+        b = FileWindow(fh, size)
+        id3 = _id3v2_size(b)
+        end = _trailing_tag_start(b)
+        if id3 >= end:
+            raise InputError("no audio: the file holds only tags, no MP3 frames", path)
+        other = _what_is_it(bytes(b[id3:id3 + 12]))
+        if other:
+            raise InputError(f"not an MP3: this is {other} named .mp3", path, "convert or rename it; mp3restore restores MP3s")
+        found = _find_sync(b, id3, end)
+        if found is None:
+            raise InputError("not an MP3: no MPEG audio frames found", path, "the file is damaged or of another format")
+        first, h0 = found
+        skipped = first - id3
+        tag = _read_vbr_tag(b, first, h0)
+        pos = first + h0.length if tag else first
+
+        frames, bytes_sum, bitrates, truncated = 0, 0, set(), False
+        while pos < end:
+            h = parse_header(b, pos)
+            if h is None or not _compatible(h0, h):
+                again = _find_sync(b, pos + 1, end)
+                if again is None:
+                    skipped += end - pos
+                    break
+                skipped += again[0] - pos
+                pos, h = again
+            if pos + h.length > end:
+                truncated = True  # the last frame is cut off
+                break
+            frames += 1
+            bytes_sum += h.length
+            bitrates.add(h.bitrate_kbps)
+            pos += h.length
+
+    if frames == 0:
+        raise InputError("no audio: the file has a header frame but no audio frames", path)
+    spf = h0.samples_per_frame
+    tag = tag or {}
+    problems = []
+    tag_frames = tag.get("frames")
+    if tag_frames and frames < tag_frames - 1:
+        truncated = True
+        problems.append(f"truncated: {frames} of the {tag_frames} frames its header promises "
+                        f"({frames * spf / h0.rate:.1f} s of {tag_frames * spf / h0.rate:.1f} s)")
+    elif truncated:
+        problems.append("truncated: the last frame is cut off")
+    if skipped > 4096:  # a few bytes of junk are common; more is damage
+        problems.append(f"damaged: {skipped} bytes of junk between frames")
+    gapless = tag.get("delay") is not None and tag.get("padding") is not None and not truncated
+    vbr_method = tag.get("vbr_method")
+    return Mp3Info(
+        version=h0.version, layer=h0.layer, rate=h0.rate, channels=h0.channels, mode=h0.mode,
+        frames=frames, samples_per_frame=spf,
+        bitrate_kbps=round(bytes_sum * 8 * h0.rate / (frames * spf) / 1000, 1),
+        vbr=len(bitrates) > 1 or (vbr_method or "").startswith(("VBR", "ABR")),
+        vbr_method=vbr_method, encoder=tag.get("encoder"),
+        encoder_delay=tag.get("delay"), encoder_padding=tag.get("padding"),
+        encoder_lowpass_hz=tag.get("lowpass_hz"), gapless=gapless, tag_frames=tag_frames,
+        id3v2_bytes=id3, skipped_bytes=skipped, truncated=truncated, problems=problems,
+    )

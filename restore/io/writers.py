@@ -1,0 +1,185 @@
+"""The only code that writes files: audio, markers, logs' siblings.
+
+Every file is written to a temporary name beside its target (same folder, so the
+final rename never crosses a disk; real extension kept, so libraries pick the right
+format), flushed, fsynced and `os.replace`d. A crash at any moment leaves either the
+old file, the new file or no file at a path, and at worst a stale temporary file that
+the next run removes (`remove_stale_temps`).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+from restore.audio import Audio
+from restore.errors import output_error
+from restore.faults import checkpoint
+from restore.io.tags import TagSet
+
+TMP_MARK = ".mp3restore-tmp"
+_WRITE_BLOCK = 1 << 16  # frames per block: bounds the int conversion buffers
+
+
+def temp_path_for(final: Path) -> Path:
+    """A fresh temporary name beside `final`, e.g. `.Song.flac.1a2b3c4d.mp3restore-tmp.flac`."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TMP_MARK}{final.suffix}")
+
+
+def is_temp_of(candidate: str, final: Path) -> bool:
+    return candidate.startswith(f".{final.name}.") and TMP_MARK in candidate
+
+
+def remove_stale_temps(final: Path) -> int:
+    """Delete temporary files left beside `final` by a crashed run. Call only while holding
+    the claim for `final` (no other run can be writing them then). Returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if is_temp_of(name, final):
+            with contextlib.suppress(OSError):
+                os.remove(final.parent / name)
+                removed += 1
+    return removed
+
+
+def _fsync_path(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Folders cannot be opened on Windows; NTFS journals renames."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    # On Windows a virus scanner or a player may hold the target for a moment.
+    for attempt in range(5):
+        try:
+            os.replace(tmp, final)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, doing: str = "writing") -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success fsync it and move it into place.
+    On any failure (including KeyboardInterrupt) the temporary file is removed and an
+    OSError becomes an OutputError with a one-line reason."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(f"{doing} (creating its folder)", final.parent, exc) from exc
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        _fsync_path(tmp)
+        checkpoint("before-replace")
+        _replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise output_error(doing, final, exc) from exc
+        raise
+
+
+def write_bytes_atomic(final: Path, data: bytes, doing: str = "writing") -> None:
+    with atomic_output(final, doing) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def file_hash(path: Path) -> str:
+    """blake2b-128 of the file's bytes, hex; reads in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _libsndfile_os_error(exc: Exception, tmp: Path) -> OSError:
+    """libsndfile reports a full disk as "System error": look at the disk to say which."""
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < (1 << 20):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return OSError(errno.EIO, f"the FLAC encoder failed ({getattr(exc, 'error_string', exc)})")
+
+
+class FlacSink:
+    """What `flac_writer` yields: call `write(block)` with float32 [channels, n] blocks.
+    After the `with`, `record` holds {"path", "size", "mtime_ns", "hash", "clipped"}."""
+
+    def __init__(self, f: sf.SoundFile):
+        self._file = f
+        self.clipped = 0
+        self.frames = 0
+        self.record: dict = {}
+
+    def write(self, block: np.ndarray) -> None:
+        for start in range(0, block.shape[1], _WRITE_BLOCK):
+            part = block[:, start:start + _WRITE_BLOCK].T
+            over = np.abs(part) > 1.0
+            if over.any():  # an integer file cannot hold them: clip, and say how many
+                self.clipped += int(over.sum())
+                part = np.clip(part, -1.0, 1.0)
+            self._file.write(np.ascontiguousarray(part))
+            self.frames += part.shape[0]
+            if self.frames == part.shape[0]:
+                checkpoint("mid-audio")
+
+
+@contextlib.contextmanager
+def flac_writer(final: Path, rate: int, channels: int, tags: TagSet | None = None, bits: int = 24) -> Iterator[FlacSink]:
+    """Stream a FLAC of `bits` (16 or 24) at `rate` Hz to `final`, atomically: the file
+    appears, tags and all, only when the `with` body ends without an exception."""
+    subtype = {16: "PCM_16", 24: "PCM_24"}[bits]
+    with atomic_output(final, "writing FLAC") as tmp:
+        try:
+            with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=channels, format="FLAC", subtype=subtype) as f:
+                sink = FlacSink(f)
+                yield sink
+        except sf.LibsndfileError as exc:
+            raise _libsndfile_os_error(exc, tmp) from exc
+        if tags is not None:
+            checkpoint("before-tags")
+            tags.write_flac(tmp)
+        digest = file_hash(tmp)
+    st = final.stat()
+    sink.record = {"path": final, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest, "clipped": sink.clipped}
+
+
+def write_flac(audio: Audio, final: Path, tags: TagSet | None = None, bits: int = 24) -> dict:
+    """Write a whole `Audio` with `flac_writer`; returns the sink's record."""
+    with flac_writer(final, audio.rate, audio.channels, tags, bits) as sink:
+        sink.write(audio.samples)
+    return sink.record

@@ -1,0 +1,387 @@
+"""AudioSR latent-diffusion bandwidth extension (variants 02, 03, 10): 48 kHz out, true
+stereo, exact length, deterministic for a seed.
+
+In-process, loaded once per run: audiosr 0.0.7's own LatentDiffusion and DDIM sampler
+(imported through restore/stages/audiosr/compat.py), built from audiosr's own config and loaded
+from the published checkpoint (haoheliu/audiosr_basic, pytorch_model.bin) in the models
+folder or the Hugging Face cache. audiosr's build_model always downloads; we do not use it.
+
+What AudioSR 0.0.7 does to a file, and what we do instead:
+- it reads only the first channel: each channel here is one item, left and right batched;
+- it removes DC and peak-normalises each file to 0.5: one gain for the whole song (both
+  channels) brings the low-passed song's peak to 0.5 and is undone afterwards, so chunks
+  and channels keep their relative levels;
+- it pads to 5.12 s multiples and returns the padding: chunks of 5.12 s (its recommended
+  length) with 0.64 s raised-cosine crossfades through the one chunker; exact length;
+- it low-passes its input at a cutoff it detects (98.5 % of the STFT energy below) with a
+  filter type drawn at random: here the cutoff is detected the same way once per song and
+  the filter is the one its RNG draws for the seed;
+- it replaces the band below the cutoff with the input's (librosa STFT) and peak-normalises
+  the output: here the band below the cutoff comes from the input through a linear-phase
+  crossover, per channel, on the final 48 kHz signal, then one gain matches the level
+  below the cutoff to the input's (the log gives it);
+- its noise comes from the global RNG over the whole batch: here each item draws its noise
+  from its own generator, seeded by the seed and the item's samples, so the output does
+  not depend on batching, out-of-memory retries or the device.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+
+import numpy as np
+
+from restore.audio import Audio, fit_frames, frames_at_rate
+from restore.analysis.spectrum import level_match_gain
+from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
+from restore.errors import UsageError
+from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
+from restore.stages import StageContext, package_version
+from restore.stages.lowpass import FILTER_TYPES, ORDER, lowpass
+
+OUT_RATE = 48000
+HOP = 480                      # mel hop at 48 kHz: 100 frames per second
+N_FFT = 2048
+N_MELS = 256
+GRID_S = 0.64                  # latent frames are 8 mel frames and the UNet halves them 3 times
+CHUNK_SECONDS = 5.12           # AudioSR's recommended length; bench/bench_audiosr.py measures the choice
+OVERLAP_SECONDS = 0.64
+UNCOND_LATENT = -11.4981       # VAEFeatureExtract's unconditional condition (a constant latent)
+TARGET_PEAK = 0.5              # AudioSR's normalize_wav
+# Device memory: weights in use (UNet 258 M, the decoder VAE + vocoder, the encoder VAE) in
+# float32, and activations per item-second. The activation figure is an estimate (not
+# measured on a GPU here); the out-of-memory policy covers it being too low.
+COST = ModelCost(fixed_bytes=3_200 << 20, bytes_per_item_second=400 << 20)
+MAX_MATCH_DB = 12.0
+
+
+def _parse(options: dict) -> dict:
+    """The stage's options (from `--set bwe_audiosr.KEY=VALUE`: strings) -> typed, validated."""
+    known = {"ddim_steps", "guidance_scale", "seed", "chunk_seconds", "half"}
+    unknown = set(options) - known
+    if unknown:
+        raise UsageError(f"unknown bwe_audiosr option(s): {', '.join(sorted(unknown))}", hint="known: " + ", ".join(sorted(known)))
+
+    def number(key, kind, default, lo, hi):
+        raw = options.get(key, default)
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"bwe_audiosr.{key} must be a number, got {raw!r}") from None
+        if not lo <= value <= hi or (kind is float and not math.isfinite(value)):
+            raise UsageError(f"bwe_audiosr.{key} must be between {lo} and {hi}, got {raw!r}")
+        return value
+
+    chunk = number("chunk_seconds", float, CHUNK_SECONDS, 1.28, 20.48)
+    if abs(chunk / GRID_S - round(chunk / GRID_S)) > 1e-6:
+        raise UsageError(f"bwe_audiosr.chunk_seconds must be a multiple of {GRID_S} s (the latent grid), got {chunk}")
+    half = str(options.get("half", "auto")).lower()
+    if half not in ("auto", "1", "0", "true", "false", "yes", "no"):
+        raise UsageError(f"bwe_audiosr.half must be auto, 1 or 0, got {options.get('half')!r}")
+    steps = number("ddim_steps", int, 50, 1, 1000)
+    stride = 1000 // steps   # audiosr's uniform DDIM schedule: range(0, 1000, stride) + 1 must stay below 1000
+    if (999 // stride) * stride + 1 >= 1000:
+        raise UsageError(f"bwe_audiosr.ddim_steps={steps} makes audiosr's DDIM schedule step past its 1000 timesteps",
+                         hint="take a nearby count, e.g. 25, 50, 100 or 200")
+    return {
+        "ddim_steps": steps,
+        "guidance_scale": number("guidance_scale", float, 3.5, 0.0, 20.0),
+        "seed": number("seed", int, 42, 0, 2**31 - 1),
+        "chunk_seconds": round(chunk / GRID_S) * GRID_S,
+        "half": half if half == "auto" else half in ("1", "true", "yes"),
+    }
+
+
+def audiosr_cutoff_hz(x48: np.ndarray, percentile: float = 0.985) -> float:
+    """AudioSR's cutoff detection (utils._locate_cutoff_freq) over the whole song: the
+    highest frequency below which `percentile` of the STFT magnitude lies, from up to 600
+    windows of 2048 at 48 kHz, all channels; 24 kHz (nothing to cut) for near silence."""
+    frames = x48.shape[-1]
+    if frames < N_FFT:
+        return OUT_RATE / 2
+    starts = np.unique(np.linspace(0, frames - N_FFT, num=min(600, frames // (N_FFT // 2) or 1), dtype=np.int64))
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+    mag = np.zeros(N_FFT // 2 + 1)
+    for batch in np.array_split(starts, max(1, len(starts) // 64)):
+        seg = np.stack([x48[:, s:s + N_FFT] for s in batch])          # [w, C, n]
+        mag += np.abs(np.fft.rfft(seg * window, axis=-1)).sum(axis=(0, 1))
+    energy = np.cumsum(mag)
+    if energy[-1] <= 0:
+        return OUT_RATE / 2
+    threshold = energy[-1] * percentile
+    index = 0
+    for i in range(1, len(energy)):
+        if energy[-i] < threshold:
+            index = len(energy) - i
+            break
+    cutoff = index / 1024 * 24000
+    return OUT_RATE / 2 if cutoff < 1000 else cutoff
+
+
+def keep_band_below(source: np.ndarray, generated: np.ndarray, cutoff_hz: float, rate: int = OUT_RATE,
+                    taps: int = 4095) -> np.ndarray:
+    """float32 [C, T] x2 -> generated above cutoff_hz, source below: generated + L(source -
+    generated), L a linear-phase (zero-delay) Kaiser-windowed sinc low-pass, transition
+    about 100 Hz wide centred on the cutoff."""
+    from scipy.signal import oaconvolve
+    if cutoff_hz >= rate / 2:
+        return source.astype(np.float32)
+    n = np.arange(taps) - taps // 2
+    h = 2 * cutoff_hz / rate * np.sinc(2 * cutoff_hz / rate * n) * np.kaiser(taps, 10.0)
+    h = (h / h.sum()).astype(np.float32)                               # unity gain at DC
+    diff = (source - generated).astype(np.float32)
+    low = oaconvolve(diff, h[None, :], mode="same", axes=-1)
+    return (generated + low).astype(np.float32)
+
+
+def mel_basis(rate: int = OUT_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = 20.0,
+              fmax: float = 24000.0) -> np.ndarray:
+    """librosa.filters.mel (Slaney mel scale, Slaney area normalisation) as AudioSR calls it:
+    float32 [n_mels, n_fft // 2 + 1]."""
+    f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, math.log(6.4) / 27.0
+
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+    def mel_to_hz(m):
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fft_freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+def item_seed(seed: int, item: np.ndarray) -> int:
+    """A 63-bit seed from the stage seed and the item's samples: the same chunk gives the
+    same noise whatever batch it is in."""
+    h = hashlib.blake2b(np.ascontiguousarray(item, dtype=np.float32).tobytes(), digest_size=8, key=str(seed).encode())
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+class AudioSrEngine:
+    """One loaded LatentDiffusion on one device, and the generation of a batch of items."""
+
+    def __init__(self, model, device: str, half: bool):
+        import torch
+        self.model, self.device, self.half = model, torch.device(device), half
+        self.model.device = self.device          # DDPM/DDIM read model.device for their buffers
+        self.mel_basis = torch.from_numpy(mel_basis()).to(self.device)
+        self.window = torch.hann_window(N_FFT).to(self.device)
+
+    def log_mel(self, x):
+        """audiosr.utils.mel_spectrogram_train for a batch: x [B, L] at 48 kHz -> [B, L / 480, 256]."""
+        import torch
+        pad = (N_FFT - HOP) // 2
+        x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
+        spec = torch.stft(x, N_FFT, hop_length=HOP, win_length=N_FFT, window=self.window, center=False,
+                          normalized=False, onesided=True, return_complex=True).abs()
+        mel = torch.log(torch.clamp(self.mel_basis @ spec, min=1e-5))
+        return mel.transpose(1, 2)
+
+    def generate(self, items: np.ndarray, steps: int, guidance: float, seed: int, on_step=None) -> np.ndarray:
+        """items: float32 [B, n] at 48 kHz, low-passed and scaled -> float32 [B, n] at 48 kHz."""
+        import contextlib
+
+        import torch
+
+        from restore.stages.audiosr.compat import load_audiosr
+        lib = load_audiosr()
+        ddim = lib["ddim_module"]
+        b, n = items.shape
+        grid = int(round(GRID_S * OUT_RATE))
+        length = -(-n // grid) * grid
+        gens = [torch.Generator().manual_seed(item_seed(seed, item)) for item in items]
+
+        def noise(shape):
+            return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in gens]).to(self.device)
+
+        m = self.model
+        with torch.inference_mode():
+            x = torch.zeros(b, length, device=self.device)
+            x[:, :n] = torch.from_numpy(items).to(self.device)
+            mel = self.log_mel(x)                                              # [B, T, 256]
+            cond_vae = m.cond_stage_models[m.cond_stage_model_metadata["concat_lowpass_cond"]["model_idx"]].vae
+            posterior = cond_vae.encode(mel[:, None])
+            c = posterior.mean + posterior.std * noise(posterior.mean.shape)   # DiagonalGaussian.sample, own noise
+            uncond = torch.full_like(c, UNCOND_LATENT)
+            sampler = lib["DDIMSampler"](m, device=self.device)
+            autocast = (torch.autocast("cuda", dtype=torch.float16) if self.half and self.device.type == "cuda"
+                        else contextlib.nullcontext())
+            original = ddim.noise_like
+            ddim.noise_like = lambda shape, device, repeat=False: noise(shape)
+            try:
+                with autocast:
+                    samples, _ = sampler.sample(
+                        steps, b, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
+                        x_T=noise(c.shape), unconditional_guidance_scale=guidance,
+                        unconditional_conditioning={"concat_lowpass_cond": uncond},
+                        callback=(lambda i: on_step(i + 1)) if on_step else None)
+            finally:
+                ddim.noise_like = original
+            out_mel = m.decode_first_stage(samples.float())
+            out_mel = m.mel_replace_ops(out_mel, mel)                          # its own low-band mel keep
+            wave = m.first_stage_model.vocoder(out_mel.squeeze(1).permute(0, 2, 1))
+        return wave[:, 0, :n].float().cpu().numpy()
+
+
+def load_engine(path, device: str, half: bool, log=lambda line: None) -> AudioSrEngine:
+    """Build audiosr's LatentDiffusion from its own config (or the config a test checkpoint
+    carries) and load the checkpoint's weights into it. Parts super-resolution never runs
+    (the conditioner VAE's decoder and vocoder, the first-stage encoder) are dropped."""
+    import warnings
+
+    import torch
+
+    from restore.stages.audiosr.compat import build_latent_diffusion, load_audiosr
+    lib = load_audiosr()
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a legacy pickle (no mmap), or objects beyond tensors in a Lightning checkpoint
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt)
+    params = ckpt.get("mp3restore_config") or lib["basic_config"]()["model"]["params"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)     # torch.nn.utils.weight_norm in audiosr's HiFi-GAN
+        model = build_latent_diffusion(params, vocoder=ckpt.get("mp3restore_vocoder"))
+    result = model.load_state_dict(state, strict=False)
+    needed = ("model.", "first_stage_model.decoder.", "first_stage_model.post_quant_conv.",
+              "first_stage_model.vocoder.", "cond_stage_models.0.vae.encoder.", "cond_stage_models.0.vae.quant_conv.",
+              "scale_factor")
+    lost = [k for k in result.missing_keys if k.startswith(needed)]
+    if lost:
+        raise RuntimeError(f"the AudioSR checkpoint {path} lacks {len(lost)} weights the model needs "
+                           f"(e.g. {lost[0]}): not an audiosr_basic checkpoint?")
+    other = [k for k in result.unexpected_keys if not k.startswith(("clap.", "model_ema."))]
+    if other:
+        log(f"bwe_audiosr: {len(other)} checkpoint entries not used (e.g. {other[0]})")
+    del ckpt, state
+    unused = lib["UnusedModel"]
+    cond_vae = model.cond_stage_models[0].vae
+    cond_vae.decoder = cond_vae.vocoder = cond_vae.post_quant_conv = unused()
+    model.first_stage_model.encoder = model.first_stage_model.quant_conv = unused()
+    model = model.to(device).eval()
+    return AudioSrEngine(model, device, half)
+
+
+class AudioSrStage:
+    name = "bwe_audiosr"
+    revision = 1
+    spec = CATALOGUE["audiosr-basic"]
+
+    def __init__(self, env=None):
+        self.models_dir = models_dir(getattr(env, "models_dir", None))
+        options = env.options_for(self.name) if env is not None and hasattr(env, "options_for") else {}
+        self.options = _parse(options)
+        self.engine: AudioSrEngine | None = None
+        self.cpu_engine: AudioSrEngine | None = None
+        self.device = None
+
+    # -- what the plan asks (cheap: no torch import, no model load) --
+    def unavailable(self) -> str | None:
+        if package_version("torch") == "absent":
+            return 'torch is not installed (pip install -e ".[neural]", see README)'
+        if importlib.util.find_spec("audiosr") is None:
+            return "audiosr is not installed (pip install --no-deps audiosr==0.0.7, see README)"
+        lacking = [m for m in ("einops", "tqdm", "scipy", "PIL", "requests") if importlib.util.find_spec(m) is None]
+        if lacking:
+            return f"AudioSR needs {', '.join(lacking)} (pip install -e \".[audiosr]\", see README)"
+        if find_model(self.spec, self.models_dir) is None:
+            return missing(self.spec, self.models_dir).reason()
+        return None
+
+    def versions(self) -> dict:
+        model = model_version(self.spec, self.models_dir)
+        return {"bwe_audiosr": self.revision, "model": model, "torch": package_version("torch"),
+                "audiosr": package_version("audiosr"), "scipy": package_version("scipy")}
+
+    def config(self) -> dict:
+        o = self.options
+        return {"out_rate": OUT_RATE, "ddim_steps": o["ddim_steps"], "guidance_scale": o["guidance_scale"],
+                "seed": o["seed"], "chunk_s": o["chunk_seconds"], "overlap_s": OVERLAP_SECONDS, "ddim_eta": 1.0,
+                "half": o["half"], "input_peak": TARGET_PEAK, "low_band": "input-below-detected-cutoff",
+                "level": "match-below-cutoff"}
+
+    def memory_bytes(self) -> int:
+        return COST.fixed_bytes + int(2 * self.options["chunk_seconds"] * COST.bytes_per_item_second)
+
+    # -- heavy --
+    def _half(self, device) -> bool:
+        h = self.options["half"]
+        return device.kind == "cuda" if h == "auto" else bool(h) and device.kind == "cuda"
+
+    def load(self, device) -> None:
+        self.device = device
+        self.engine = load_engine(require_model(self.spec, self.models_dir), device.torch_device, self._half(device))
+
+    def unload(self) -> None:
+        self.engine = self.cpu_engine = None
+
+    def _cpu_fallback(self, items: np.ndarray) -> np.ndarray:
+        if self.cpu_engine is None:  # loaded only if a single chunk does not fit on the GPU
+            self.cpu_engine = load_engine(require_model(self.spec, self.models_dir), "cpu", False)
+        o = self.options
+        return self.cpu_engine.generate(items, o["ddim_steps"], o["guidance_scale"], o["seed"])
+
+    def process(self, audio: Audio, ctx: StageContext) -> Audio:
+        """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
+        import soxr
+
+        from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
+        o = self.options
+        frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
+        x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
+        x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)
+        cutoff = audiosr_cutoff_hz(x48)
+        ftype = str(np.random.RandomState(o["seed"]).choice(FILTER_TYPES))  # the type audiosr draws for this seed
+        low = lowpass(x48, cutoff, OUT_RATE, ftype=ftype, order=ORDER) if cutoff < OUT_RATE / 2 else x48
+        peak = float(np.max(np.abs(low))) if low.size else 0.0
+        gain = TARGET_PEAK / peak if peak > 1e-6 else 1.0
+        ctx.facts["audiosr_cutoff_hz"] = round(cutoff)
+        ctx.log(f"bwe_audiosr: input cut at {cutoff:.0f} Hz (AudioSR's detection; {ftype} order {ORDER}), "
+                f"scaled by {20 * np.log10(gain):+.1f} dB to peak {TARGET_PEAK}; {o['ddim_steps']} DDIM steps, "
+                f"guidance {o['guidance_scale']}, seed {o['seed']}")
+
+        if self.device.kind == "cpu":
+            chunk_s, items = o["chunk_seconds"], audio.channels   # compute-bound: bigger batches only cost memory
+        else:
+            chunk_s, items = choose_chunking(free_bytes(self.device), COST, audio.channels, o["chunk_seconds"],
+                                             min_seconds=o["chunk_seconds"], max_items=16)
+        plan = plan_chunks(frames_out, rate_in=OUT_RATE, rate_out=OUT_RATE, chunk_seconds=chunk_s,
+                           overlap_seconds=OVERLAP_SECONDS)
+        calls = max(1, -(-plan.count * audio.channels // items))
+        done = {"calls": 0}
+
+        def call(batch: np.ndarray) -> np.ndarray:
+            on_step = lambda i: ctx.progress(min(1.0, (done["calls"] + i / o["ddim_steps"]) / calls))  # noqa: E731
+            y = self.engine.generate(batch * np.float32(gain), o["ddim_steps"], o["guidance_scale"], o["seed"], on_step)
+            done["calls"] += 1
+            return y / np.float32(gain)
+
+        oom = OomPolicy(is_oom=is_out_of_memory, free=lambda: release_device_memory(self.device),
+                        fallback=(lambda b: self._cpu_fallback(b * np.float32(gain)) / np.float32(gain))
+                        if self.device.kind != "cpu" else None)
+        stats: dict = {}
+        y = overlap_add(low, call, rate_in=OUT_RATE, rate_out=OUT_RATE, chunk_seconds=chunk_s,
+                        overlap_seconds=OVERLAP_SECONDS, batch_items=items, oom=oom,
+                        log=ctx.log, progress=lambda f: None, stats=stats)
+        y = keep_band_below(x48, y, cutoff)
+        out = Audio(y, OUT_RATE)
+        top = min(cutoff, 16000.0)
+        match = level_match_gain(Audio(x48, OUT_RATE), out, top)
+        change_db = 20 * np.log10(match)
+        ctx.facts["audiosr_chunks"] = stats.get("chunks", 0)
+        if abs(change_db) > MAX_MATCH_DB:
+            ctx.log(f"warning: bwe_audiosr: the level below {top:.0f} Hz is {-change_db:+.1f} dB off the input; "
+                    "left as it came out")
+            return out
+        ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls, "
+                f"level matched below {top:.0f} Hz with {change_db:+.2f} dB")
+        return Audio((y * np.float32(match)).astype(np.float32), OUT_RATE)

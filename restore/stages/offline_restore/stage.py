@@ -1,0 +1,153 @@
+"""The offline CPU restore (variant 11_offline_restore): numpy signal processing, nothing to
+download, any rate in, the same rate out, exact length, true stereo, deterministic.
+
+What it does (see restore/stages/offline_restore/highs.py for how): fills the spectral holes the encoder
+punched in the top of the kept band, and extends the band above the MP3's lowpass from the
+music just below it, only as bright as that music is. The whole song's spectrum is read
+once (the slope under the cutoff, and the cutoff itself when the caller gave none); then
+the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
+of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
+
+Options (`--set offline_restore.KEY=VALUE`), all in config():
+  strength   0..4, default 1: scales the extension's amplitude (0: no extension)
+  rolloff    dB per kHz, default 2: how much faster than the music's own slope the added
+             highs fall with frequency
+  holes      on/off, default on: fill the encoder's spectral holes
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from restore.audio import Audio
+from restore.models.chunking import overlap_add, plan_chunks
+from restore.errors import UsageError
+from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
+from restore.analysis.stft import HOP
+from restore.stages.offline_restore.highs import HighsSettings, SongPlan, measure_slope, restore_block, sfb21_hz
+from restore.stages import StageContext
+
+CHUNK_SECONDS = 10.0           # about: rounded to whole STFT hops (see _geometry)
+OVERLAP_SECONDS = 0.5          # >> the STFT's 23 ms window: block edges are crossfaded away
+MIN_CUTOFF_HZ = 6000.0         # below this the "music just below the cutoff" is no guide to the highs
+TOP_MARGIN_HZ = 300.0          # a cutoff this close to Nyquist leaves nothing to extend
+
+
+def _geometry(rate: int) -> tuple[float, float]:
+    """(chunk, overlap) in seconds, both whole numbers of STFT hops at `rate`: every block then
+    starts on the whole song's frame grid, so a block computes the same frames (and the same
+    upward copy, whose phase depends on the frame start) as its neighbour in their overlap,
+    and the crossfade joins two copies of one signal instead of two differently phased ones."""
+    chunk, overlap = round(CHUNK_SECONDS * rate / HOP), round(OVERLAP_SECONDS * rate / HOP)
+    return chunk * HOP / rate, overlap * HOP / rate
+
+
+def _number(options: dict, key: str, default: float, lo: float, hi: float) -> float:
+    raw = options.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"offline_restore.{key} must be a number, got {raw!r}") from None
+    if not (lo <= value <= hi):
+        raise UsageError(f"offline_restore.{key} must be between {lo:g} and {hi:g}, got {raw!r}")
+    return value
+
+
+def _switch(options: dict, key: str, default: bool) -> bool:
+    raw = options.get(key, default)
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("1", "on", "true", "yes"):
+        return True
+    if word in ("0", "off", "false", "no"):
+        return False
+    raise UsageError(f"offline_restore.{key} must be on or off, got {raw!r}")
+
+
+class OfflineRestoreStage:
+    name = "offline_restore"
+    revision = 1   # bump when the output for the same input and options would change
+
+    def __init__(self, env=None):
+        options = env.options_for(self.name) if env is not None else {}
+        known = {"strength", "rolloff", "holes"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown option offline_restore.{unknown[0]}", hint="known: " + ", ".join(sorted(known)))
+        self.strength = _number(options, "strength", 1.0, 0.0, 4.0)
+        self.settings = HighsSettings(
+            strength_db=20 * math.log10(self.strength) if self.strength > 0 else -math.inf,
+            rolloff_db_khz=_number(options, "rolloff", 2.0, -6.0, 30.0),
+            holes=_switch(options, "holes", True),
+        )
+
+    def unavailable(self) -> str | None:
+        return None   # numpy only: runs anywhere
+
+    def versions(self) -> dict:
+        return {"offline_restore": self.revision, "numpy": np.__version__}
+
+    def config(self) -> dict:
+        return {"strength": self.strength, **self.settings.config(),
+                "chunk_s": CHUNK_SECONDS, "overlap_s": OVERLAP_SECONDS}
+
+    def memory_bytes(self) -> int:
+        # Working memory besides the song and its output copy: a few 10 s blocks' STFTs (the
+        # hour-long bench peaked 350 MiB over two song copies, FLAC writer included).
+        return 384 << 20
+
+    def load(self, device=None) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
+    def process(self, audio: Audio, ctx: StageContext) -> Audio:
+        """[C, T] at any rate -> [C, T] at the same rate."""
+        spectrum = average_spectrum_db(audio)
+        # The decode's reading of the encoder's lowpass; measured the same way when called
+        # outside the pipeline.
+        cutoff = ctx.options["cutoff_hz"] if "cutoff_hz" in ctx.options else cutoff_from_spectrum(spectrum, audio.rate)
+        facts = {"cutoff_hz": cutoff, "extended": False}
+        ctx.facts["offline_restore"] = facts
+        if spectrum is None:
+            ctx.log("offline_restore: the song is silent; output = input")
+            ctx.progress(1.0)
+            return Audio(audio.samples.copy(), audio.rate)
+        if cutoff is None:
+            # No clean cliff (quiet and mid-level songs of the dev set): LAME at 128-256 kbps still
+            # keeps only scattered bits of sfb21. What is missing there is filled, nothing more.
+            cutoff = sfb21_hz(audio.rate)
+        fill_hz = min(float(cutoff), sfb21_hz(audio.rate))
+        if cutoff < MIN_CUTOFF_HZ or fill_hz > audio.rate / 2 - TOP_MARGIN_HZ:
+            ctx.log(f"offline_restore: nothing to do (cutoff {cutoff:.0f} Hz is outside {MIN_CUTOFF_HZ:.0f} Hz "
+                    f".. Nyquist - {TOP_MARGIN_HZ:.0f} Hz); output = input")
+            ctx.progress(1.0)
+            return Audio(audio.samples.copy(), audio.rate)
+        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, fill_hz, self.settings))
+        totals = {"frames": 0, "holes": 0, "extended_frames": 0}
+        calls = [0]
+        chunk_s, overlap_s = _geometry(audio.rate)
+        hop = plan_chunks(audio.frames, rate_in=audio.rate, rate_out=audio.rate, chunk_seconds=chunk_s,
+                          overlap_seconds=overlap_s).hop_in   # a multiple of HOP
+
+        def block(items: np.ndarray) -> np.ndarray:
+            # The chunker hands all channels of one chunk together (batch_items = channels),
+            # in order: the call count is the chunk's index, and chunk k starts at k * hop.
+            y, f = restore_block(items, plan, self.settings, calls[0] * hop)
+            calls[0] += 1
+            for key in totals:
+                totals[key] += f[key]
+            return y
+
+        y = overlap_add(audio.samples, block, rate_in=audio.rate, rate_out=audio.rate, chunk_seconds=chunk_s,
+                        overlap_seconds=overlap_s, batch_items=audio.channels, log=ctx.log, progress=ctx.progress)
+        frames = max(totals["frames"], 1)
+        facts.update(extended=True, from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
+                     extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"])
+        ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
+                f"{plan.slope_db_khz:+.1f} dB/kHz, {facts['extended_frames_pct']}% of frames loud enough), "
+                f"{totals['holes']} hole bins filled below")
+        return Audio(y, audio.rate)

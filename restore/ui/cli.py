@@ -1,0 +1,166 @@
+"""Command line: `mp3restore run INPUT... --out DIR`. Builds a RunConfig, calls the library,
+renders with rich. Exit codes: 0 all done, 1 some songs failed, 2 usage error, 3 the
+output folder is unusable, 130 interrupted (Ctrl+C)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from restore import __version__
+from restore.engine.config import VERIFY_LEVELS, RunConfig
+from restore.ui.console import print_summary, reporter_for, safe
+from restore.errors import RestoreError, UsageError
+from restore.models.store import ENV_MODELS, default_models_dir
+from restore.ui.commands.ghost import add_ghost_parser, ghost_command
+from restore.ui.commands.models import models_command
+from restore.engine.run import run
+from restore.engine.scan import clean_user_path
+from restore.status_codes import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE
+from restore.engine.summary import RunSummary
+from restore.engine.variants import VARIANTS, resolve_variants
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mp3restore", description="Restore MP3s into side-by-side FLAC variants to A/B.")
+    p.add_argument("--version", action="version", version=f"mp3restore {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="restore MP3 files or folders (resumable)")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="MP3 files or folders (searched recursively)")
+    r.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder: one subfolder per variant")
+    r.add_argument("--variants", "-v", metavar="LIST", help="comma-separated variants, numbers or 'all' (default: the default set; see `mp3restore variants`)")
+    r.add_argument("--dry-run", action="store_true", help="show what would run and what is already done; write nothing")
+    r.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    r.add_argument("--verify", choices=VERIFY_LEVELS, default="quick",
+                   help="resume check: 'quick' hashes files only when size or mtime changed; 'full' re-hashes all")
+    r.add_argument("--redo", action="store_true", help="redo every step even if its marker says done")
+    r.add_argument("--accept-damaged", action="store_true", help="restore truncated or damaged MP3s as far as they go (with a warning)")
+    r.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto",
+                   help="where model stages run (auto: CUDA, then Apple MPS, then the CPU)")
+    r.add_argument("--models-dir", metavar="DIR", help=f"the models folder (default: ${ENV_MODELS} or {default_models_dir()})")
+    r.add_argument("--order", choices=("song", "stage"), default="song",
+                   help="song: all variants of a song, then the next (earliest results, default); "
+                        "stage: one variant across all songs, then the next (fewest model loads)")
+    r.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="settings",
+                   help="a stage option, e.g. --set bwe_audiosr.ddim_steps=25 --set denoise.atten_db=9 "
+                        "(repeatable; the README lists each stage's options)")
+    r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
+    r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
+    r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+
+    sub.add_parser("menu", help="the keyboard menu (also: no arguments at all, in a terminal)")
+    vp = sub.add_parser("variants", help="list the variants and whether each can run here")
+    vp.add_argument("--models-dir", metavar="DIR", help="the models folder")
+
+    rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
+    rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
+    rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
+
+    add_ghost_parser(sub)
+
+    m = sub.add_parser("models", help="list, fetch or verify the model files")
+    m.add_argument("action", nargs="?", choices=("list", "fetch", "verify"), default="list")
+    m.add_argument("name", nargs="?", help="model name (fetch: required; verify: default all)")
+    m.add_argument("--models-dir", metavar="DIR", help="the models folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=True, highlight=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv == ["menu"]:  # no arguments: the keyboard menu, where a person can answer it
+        if argv or sys.stdin.isatty():
+            from restore.ui.menu import menu
+            return menu()
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
+        return int(exc.code or 0)
+    if args.command == "variants":
+        return variants_command(console, args.models_dir)
+    if args.command == "models":
+        return models_command(console, args.action, args.name, args.models_dir)
+    if args.command == "ghost":
+        return ghost_command(args, console)
+    if args.command == "report":
+        return report_command(console, args.out, args.reference)
+    try:
+        config = RunConfig(
+            inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),
+            verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged,
+            dry_run=args.dry_run, debug=args.debug, device=args.device,
+            models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
+            report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
+            stage_options=parse_settings(args.settings),
+        )
+        return _run(config, console, args.json, args.quiet)
+    except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
+    """["denoise.atten_db=9", ...] -> {"denoise": {"atten_db": "9"}}. The stage must exist;
+    its own code checks the key and the value when the run is planned."""
+    from restore.stages import _REGISTRY
+    options: dict[str, dict[str, str]] = {}
+    for item in settings:
+        name, eq, value = item.partition("=")
+        stage, dot, key = name.strip().partition(".")
+        if not eq or not dot or not stage or not key:
+            raise UsageError(f"--set {item!r} is not STAGE.KEY=VALUE", hint="e.g. --set denoise.atten_db=9")
+        if stage not in _REGISTRY:
+            raise UsageError(f"--set {item!r}: no stage named {stage!r}", hint="stages: " + ", ".join(sorted(_REGISTRY)))
+        options.setdefault(stage, {})[key.strip()] = value.strip()
+    return options
+
+
+def variants_command(console: Console, models: str | None) -> int:
+    """Every variant, and whether it can run here (and if not, why: a missing model or package)."""
+    from restore.engine.plan import stage_facts
+    from restore.stages import StageEnv
+    env = StageEnv(models_dir=clean_user_path(models) if models else None)
+    _, _, missing = stage_facts(list(VARIANTS.values()), env)
+    for v in VARIANTS.values():
+        why = next((missing[s] for s in v.steps if missing[s]), None)
+        state = f"[yellow]unavailable:[/] {safe(why)}" if why else "[green]ready[/]"
+        console.print(f"[bold]{v.name}[/]  {safe(v.title)}\n    {state}", soft_wrap=True)
+    return 0
+
+
+def report_command(console: Console, out: str, reference: str | None) -> int:
+    from restore.report.build import build_report
+    try:
+        folder = clean_user_path(out)
+        if not folder.is_dir():
+            raise UsageError("no such output folder", folder)
+        index = build_report(folder, clean_user_path(reference) if reference else None,
+                             log=lambda line: console.print(safe(line), soft_wrap=True))
+    except RestoreError as exc:  # a missing folder (usage), or the report cannot be written
+        console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+    console.print(f"report: {safe(index)}", soft_wrap=True)
+    return 0
+
+
+def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
+    summary: RunSummary | None = None
+    reporter = reporter_for(console, quiet or config.dry_run)
+    try:
+        with reporter:
+            summary = run(config, reporter)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    print_summary(console, summary)
+    if config.report and not config.dry_run:
+        index = summary.out_dir / "_report" / "index.html"
+        if index.exists():
+            console.print(f"compare report: {safe(index)}", soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
+    return summary.exit_code

@@ -1,0 +1,135 @@
+"""Terminal rendering with rich: live progress (overall and per song, with ETA), the plan
+and the summary table. Works in Windows CMD/PowerShell (rich handles the colours). Paths
+are escaped so that a name with "[" or terminal codes cannot restyle the screen."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from restore.errors import printable
+from restore.events import Message, RunStarted, SongFinished, SongProgress, SongStarted
+from restore.engine.summary import RunSummary
+
+_STATUS_STYLE = {"done": "green", "skipped": "cyan", "failed": "bold red", "busy": "yellow", "planned": "magenta",
+                 "unavailable": "yellow"}
+
+
+def safe(text: object) -> str:
+    return escape(printable(text))
+
+
+class RichReporter:
+    """Live progress bars in a terminal; use as a context manager around the run."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[progress.percentage]{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.overall = None
+        self.song = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def handle(self, event: object) -> None:
+        p = self.progress
+        if isinstance(event, RunStarted):
+            self.overall = p.add_task("[bold]all songs", total=max(event.songs, 1))
+            if event.skipped:
+                self.console.print(f"[cyan]{event.skipped} step(s) already done: skipped")
+        elif isinstance(event, SongStarted):
+            if self.song is not None:
+                p.remove_task(self.song)
+            self.song = p.add_task(safe(event.song)[-60:], total=1000)
+        elif isinstance(event, SongProgress) and self.song is not None:
+            p.update(self.song, completed=int(event.fraction * 1000))
+        elif isinstance(event, SongFinished):
+            if self.song is not None:
+                p.update(self.song, completed=1000)
+            if self.overall is not None:
+                p.advance(self.overall)
+            if event.status != "done":
+                style = _STATUS_STYLE.get(event.status, "")
+                p.console.print(f"[{style}]{event.status}[/] {safe(event.song)}: {safe(event.reason)}")
+        elif isinstance(event, Message):
+            p.console.print(safe(event.text))
+
+
+class PlainReporter:
+    """One line per finished song: for logs, pipes and CI, where bars would be noise."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.total = 0
+        self.index = 0
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def handle(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            self.total = event.songs
+            self.console.print(f"{event.songs} song(s) to do, {event.skipped} step(s) already done", highlight=False)
+        elif isinstance(event, SongStarted):
+            self.index = event.index
+        elif isinstance(event, SongFinished):
+            line = f"[{self.index}/{self.total}] {event.status} {printable(event.song)} ({event.seconds:.1f} s)"
+            if event.reason:
+                line += f": {printable(event.reason)}"
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        elif isinstance(event, Message):
+            self.console.print(printable(event.text), markup=False, highlight=False)
+
+
+def reporter_for(console: Console, quiet: bool = False):
+    if quiet:
+        return PlainReporter(Console(quiet=True))
+    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+
+
+def print_summary(console: Console, summary: RunSummary) -> None:
+    """The table a person reads at the end: one row per song and variant that did not
+    simply get skipped, then the counts."""
+    rows = [r for r in summary.results if r.status not in ("skipped", "unavailable")]
+    if rows:
+        title = "Plan (dry run: nothing written)" if summary.dry_run else "Summary"
+        table = Table(title=title, title_justify="left", show_lines=False)
+        table.add_column("song", overflow="fold")
+        table.add_column("variant")
+        table.add_column("status")
+        table.add_column("why / seconds", overflow="fold")
+        for r in rows:
+            style = _STATUS_STYLE.get(r.status, "")
+            detail = r.reason if r.reason else f"{r.seconds:.1f} s"
+            table.add_row(safe(r.song), r.variant or "-", f"[{style}]{r.status}[/]", safe(detail))
+        console.print(table)
+    c = summary.counts()
+    parts = [f"[green]{c['done']} done[/]", f"[cyan]{c['skipped']} skipped (already done)[/]",
+             f"[bold red]{c['failed']} failed[/]" if c["failed"] else "0 failed"]
+    if c["busy"]:
+        parts.append(f"[yellow]{c['busy']} left to another run[/]")
+    if c["planned"]:
+        parts.append(f"[magenta]{c['planned']} to do[/]")
+    if c["unavailable"]:
+        parts.append(f"[yellow]{c['unavailable']} unavailable[/]")
+    console.print(", ".join(parts) + f" in {summary.seconds:.1f} s. Output: {safe(summary.out_dir)}")
+    for reason in sorted({r.reason for r in summary.results if r.status == "unavailable"}):
+        variants = sorted({r.variant for r in summary.results if r.status == "unavailable" and r.reason == reason})
+        console.print(f"[yellow]unavailable[/] {', '.join(variants)}: {safe(reason)}", soft_wrap=True)
+    if summary.interrupted:
+        console.print("[yellow]Interrupted: run the same command again to resume.")
