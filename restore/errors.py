@@ -79,3 +79,21 @@ def describe_os_error(exc: OSError) -> tuple[str, str | None]:
 def output_error(doing: str, path: Path | str, exc: OSError) -> OutputError:
     reason, hint = describe_os_error(exc)
     return OutputError(f"{doing} failed, {reason}", path, hint)
+
+
+def describe_failure(exc: BaseException, doing: str | None = None) -> str:
+    """One printable line for why something failed: what a person reads in the summary, the
+    log and the report. With `doing` ("making 02_audiosr_direct"), the line says what was
+    being done; without it, just why."""
+    if isinstance(exc, RestoreError):
+        return exc.reason()
+    if isinstance(exc, MemoryError):
+        return f"out of memory while {doing}" if doing else "out of memory"
+    if isinstance(exc, OSError) and (doing or exc.errno is not None):
+        what, hint = describe_os_error(exc)
+        return printable(f"{doing} failed, {what}" + (f" ({hint})" if hint else "")) if doing else printable(what)
+    library_says = getattr(exc, "error_string", None)  # libsndfile's own words (soundfile.LibsndfileError)
+    if isinstance(library_says, str) and not doing:
+        return printable(library_says)
+    what = f"{exc.__class__.__name__}: {printable(exc)}"
+    return f"internal error while {doing}: {what}" if doing else printable(what)

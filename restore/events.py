@@ -37,8 +37,8 @@ class SongFinished:
 
 @dataclass(frozen=True)
 class Message:
-    level: str        # "info", "warning"
-    text: str
+    level: str        # "info", "warning", or "debug" (a traceback, shown only under --debug)
+    text: str         # may hold several lines (a traceback); reporters keep them
 
 
 class Reporter(Protocol):

@@ -6,6 +6,7 @@ from mutagen.flac import FLAC
 from mutagen.id3 import ID3, TIT2, TXXX
 
 import restore.stages as stages
+from restore.stages import Option, Stage
 import restore.engine.variants as variants
 from restore.audio import Audio
 from restore.engine.config import RunConfig
@@ -15,24 +16,12 @@ from restore.engine.run import run
 from .conftest import read_flac, write_mp3
 
 
-class HalfGain:
+class HalfGain(Stage):
     """A stage for this test: -6.02 dB, so loudness changes and ReplayGain must go."""
     name = "half_gain"
 
-    def __init__(self, env=None):
-        pass
-
-    def unavailable(self):
-        return None
-
-    def versions(self):
-        return {"half_gain": 1}
-
     def config(self):
         return {"gain": 0.5}
-
-    def load(self, device=None):
-        pass
 
     def process(self, audio, ctx):
         return Audio(audio.samples * np.float32(0.5), audio.rate)
@@ -87,24 +76,9 @@ def test_full_verify_hashes_each_input_once_for_all_variants(tmp_path, song, sta
     assert sorted(hashed) == sorted([mp3.name, "s.flac", "s.flac"])  # the MP3 once, each output once
 
 
-class To48k:
+class To48k(Stage):
     """A stage for this test: resamples to 48 kHz, returning exactly frames_at_rate frames."""
     name = "to48k"
-
-    def __init__(self, env=None):
-        pass
-
-    def unavailable(self):
-        return None
-
-    def versions(self):
-        return {"to48k": 1}
-
-    def config(self):
-        return {}
-
-    def load(self, device=None):
-        pass
 
     def process(self, audio, ctx):
         from restore.audio import frames_at_rate
@@ -131,33 +105,22 @@ def test_a_rate_changing_stage_of_exact_length_is_accepted(tmp_path, monkeypatch
 class CountingGain(HalfGain):
     """half_gain that counts its calls, reads a `gain` option and records a fact."""
     name = "counting_gain"
+    options = (Option("gain", "float", 0.5, "gain factor", 0.01, 4.0),)
     calls = 0
 
-    def __init__(self, env=None):
-        self.gain = float((env.options_for(self.name) if env else {}).get("gain", 0.5))
-
     def config(self):
-        return {"gain": self.gain}
+        return {"gain": self.opts["gain"]}
 
     def process(self, audio, ctx):
         type(self).calls += 1
-        ctx.facts["counting_gain_db"] = round(20 * np.log10(self.gain), 2)
-        return Audio(audio.samples * np.float32(self.gain), audio.rate)
+        ctx.facts["counting_gain_db"] = round(20 * np.log10(self.opts["gain"]), 2)
+        return Audio(audio.samples * np.float32(self.opts["gain"]), audio.rate)
 
 
-class SplitBands:
+class SplitBands(Stage):
     """A stems stage for this test: the song as two 'stems' that sum back to it."""
     name = "split"
     names = ("first", "second")
-
-    def __init__(self, env=None):
-        pass
-
-    unavailable = HalfGain.unavailable
-    load = HalfGain.load
-
-    def versions(self):
-        return {"split": 1}
 
     def config(self):
         return {"names": list(self.names)}

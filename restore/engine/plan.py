@@ -7,7 +7,7 @@ from pathlib import Path
 
 from restore.engine.markers import check_marker, config_hash, marker_path
 from restore.engine.scan import ScanResult, Track
-from restore.stages import StageEnv, get_stage
+from restore.stages import StageEnv, StageProtocol, get_stage
 from restore.engine.variants import VARIANTS, Variant
 
 
@@ -31,6 +31,7 @@ class Plan:
     jobs: list[Job]
     problems: list[tuple[Path, str]] = field(default_factory=list)  # inputs that cannot run
     variants: list[Variant] = field(default_factory=list)
+    stages: "Stages | None" = None  # the stage instances the run processes with
 
     def work(self, order: str = "song") -> list[tuple[Track, list[Job]]]:
         """The jobs still to do, grouped into work items in run order.
@@ -55,18 +56,43 @@ class Plan:
         return [j for j in self.jobs if j.unavailable]
 
 
-def stage_facts(variants: list[Variant], env: StageEnv) -> tuple[dict[str, dict], dict[str, dict], dict[str, str | None]]:
-    """(config, versions, why unavailable) of every stage the variants use, by stage name."""
-    names = {"decode", *(s for v in variants for s in v.steps)}
-    stages = {n: get_stage(n, env) for n in names}
-    return ({n: s.config() for n, s in stages.items()}, {n: s.versions() for n, s in stages.items()},
-            {n: s.unavailable() for n, s in stages.items()})
+class Stages:
+    """Every stage a set of variants uses, each built once from the env (options parsed and
+    checked: a bad one is a UsageError here, before any song; nothing loaded). The plan asks
+    them for configs, versions and availability, and the run processes with these same
+    instances."""
+
+    def __init__(self, variants, env: StageEnv):
+        self.env = env
+        names = {"decode", *(s for v in variants for s in v.steps)}
+        self.by_name: dict[str, StageProtocol] = {n: get_stage(n, env) for n in sorted(names)}
+        self._why: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> StageProtocol:
+        return self.by_name[name]
+
+    def why_unavailable(self, name: str) -> str | None:
+        """Why stage `name` cannot run here (asked once per stage), or None."""
+        if name not in self._why:
+            self._why[name] = self.by_name[name].unavailable()
+        return self._why[name]
+
+    def variant_status(self, variant: Variant) -> str | None:
+        """Why `variant` cannot run here (its first stage that cannot), or None: it can."""
+        return next((why for why in map(self.why_unavailable, variant.steps) if why), None)
 
 
-def default_variants(env: StageEnv) -> list[Variant]:
+def variant_status(variants, env: StageEnv | None = None) -> dict[str, str | None]:
+    """{variant name: None if it can run here, else why not}: the one answer the CLI's
+    `variants`, the menu and the default variant set all use."""
+    variants = list(variants)
+    stages = Stages(variants, env or StageEnv())
+    return {v.name: stages.variant_status(v) for v in variants}
+
+
+def default_variants(stages: Stages) -> list[Variant]:
     """Every variant whose stages can run here (the baseline always can)."""
-    _, _, missing = stage_facts(list(VARIANTS.values()), env)
-    return [v for v in VARIANTS.values() if not any(missing[s] for s in v.steps)]
+    return [v for v in VARIANTS.values() if v.default and stages.variant_status(v) is None]
 
 
 def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
@@ -78,8 +104,10 @@ def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",
               redo: bool = False, env: StageEnv | None = None) -> Plan:
     env = env or StageEnv()
-    variants = variants if variants is not None else default_variants(env)
-    configs, versions, missing = stage_facts(variants, env)
+    stages = Stages(variants if variants is not None else VARIANTS.values(), env)
+    variants = variants if variants is not None else default_variants(stages)
+    configs = {n: s.config() for n, s in stages.by_name.items()}
+    versions = {n: s.versions() for n, s in stages.by_name.items()}
     hashes: dict = {}  # an input is hashed once however many variants check it
     jobs = []
     for track in scan.tracks:
@@ -88,7 +116,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
             ver = {f"{s}.{k}": v for s in ("decode", *variant.steps) for k, v in versions[s].items()}
             h = config_hash(cfg)
             marker = marker_path(out_dir, variant.name, track.rel)
-            why_not = next((missing[s] for s in variant.steps if missing[s]), None)
+            why_not = stages.variant_status(variant)
             unavailable = False
             if why_not:
                 todo, reason, unavailable = False, why_not, True
@@ -99,4 +127,4 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
                 todo, reason = not check.done, check.reason
             jobs.append(Job(track, variant, output_path(out_dir, variant, track),
                             marker, cfg, h, ver, todo, reason, unavailable))
-    return Plan(out_dir, jobs, list(scan.problems), list(variants))
+    return Plan(out_dir, jobs, list(scan.problems), list(variants), stages)

@@ -18,6 +18,7 @@ class Variant:
     bits: int = 24
     keeps_loudness: bool = True  # False: ReplayGain tags would lie, so they are dropped
     stems: bool = False          # the last step returns {stem: Audio}: one FLAC per stem in a folder per song
+    default: bool = True         # in the default set when it can run here (else only by name)
 
     def config(self, stage_configs: dict[str, dict]) -> dict:
         """Everything that decides this variant's output, for the config hash."""

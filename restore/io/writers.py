@@ -55,6 +55,19 @@ def remove_stale_temps(final: Path) -> int:
     return removed
 
 
+def remove_temps_in(folder: Path) -> int:
+    """Delete every temporary file under `folder` (a song's stems folder, the report folder),
+    left by a crashed run whose file names are not known ahead (the stem names depend on the
+    model). Call only while no other run can be writing there. Returns how many."""
+    removed = 0
+    for path in folder.rglob(f"*{TMP_MARK}*") if folder.is_dir() else ():
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def _fsync_path(path: Path) -> None:
     with open(path, "rb+") as fh:
         fh.flush()

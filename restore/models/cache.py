@@ -30,7 +30,7 @@ class ModelCache:
             self.loaded[name] = stage  # most recently used last
             return stage
         stage = make()
-        need = int(getattr(stage, "memory_bytes", lambda: 0)())
+        need = int(stage.memory_bytes())
         while self.loaded and need > free_bytes(self.device):
             oldest = next(iter(self.loaded))
             self.log(f"releasing {oldest} to make room for {name}")
@@ -44,9 +44,7 @@ class ModelCache:
     def release(self, name: str) -> None:
         stage = self.loaded.pop(name, None)
         if stage is not None:
-            unload = getattr(stage, "unload", None)
-            if unload:
-                unload()
+            stage.unload()
             del stage
             release_device_memory(self.device)
 

@@ -36,10 +36,10 @@ import soundfile as sf
 from restore.analysis import blocks, compare, levels, loudness, spectrum
 from restore.report import plots
 from restore.audio import Audio
-from restore.errors import RestoreError, UsageError, describe_os_error, printable
+from restore.errors import RestoreError, UsageError, describe_failure, printable
 from restore.report.plots import SpectrogramScale, spectrogram_png
 from restore.report.html import REPORT_DIR, index_page, song_page
-from restore.io.writers import TMP_MARK, write_bytes_atomic
+from restore.io.writers import TMP_MARK, remove_temps_in, write_bytes_atomic
 
 BASELINE = "01_baseline"
 CACHE_VERSION = 1  # bump when what the cache holds changes meaning
@@ -166,17 +166,6 @@ def _read(path: Path) -> Audio:
     return Audio.from_frames_major(data, rate)
 
 
-def _reason(exc: BaseException) -> str:
-    """One printable line for why reading or measuring failed."""
-    if isinstance(exc, RestoreError):
-        return exc.reason()
-    if isinstance(exc, sf.LibsndfileError):
-        return printable(exc.error_string)
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return printable(describe_os_error(exc)[0])
-    return printable(f"{type(exc).__name__}: {exc}")
-
-
 def _plain(value):
     """Metric values as JSON can hold them: numpy scalars to Python, inf and NaN to None,
     nested dicts flattened by the caller."""
@@ -244,7 +233,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
             ref_key = [str(reference), *_stat_key(reference)]
             record["reference"] = str(reference)
         except OSError as exc:
-            problem(None, f"cannot read the reference {printable(reference.name)}: {_reason(exc)}")
+            problem(None, f"cannot read the reference {printable(reference.name)}: {describe_failure(exc)}")
             reference = None
 
     # First what each file is and what the cache still holds for it, so that the picture
@@ -256,7 +245,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
         try:
             e["stat"] = _stat_key(song.files[v])
         except OSError as exc:
-            e["error"] = f"cannot read {printable(song.files[v].name)}: {_reason(exc)}"
+            e["error"] = f"cannot read {printable(song.files[v].name)}: {describe_failure(exc)}"
     base_stat = entries[base].get("stat") if base else None
     for v, e in entries.items():
         if e["error"]:
@@ -272,7 +261,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
             info = sf.info(str(song.files[v]))
             e.update(rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
         except Exception as exc:  # any unreadable file is one line, whatever the library raises
-            e["error"] = f"cannot read {printable(song.files[v].name)}: {_reason(exc)}"
+            e["error"] = f"cannot read {printable(song.files[v].name)}: {describe_failure(exc)}"
     scale = SpectrogramScale(max_hz=max((e["rate"] / 2 for e in entries.values() if not e["error"]), default=24000.0))
     for v, e in entries.items():
         if e["error"]:
@@ -295,13 +284,13 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
         try:
             base_audio = _read(song.files[base])
         except Exception as exc:
-            entries[base]["error"] = f"cannot read {printable(song.files[base].name)}: {_reason(exc)}"
+            entries[base]["error"] = f"cannot read {printable(song.files[base].name)}: {describe_failure(exc)}"
             todo = [v for v in todo if v != base]
     if reference is not None and any(entries[v]["metrics"] is None for v in todo):
         try:
             ref_audio = _read(reference)
         except Exception as exc:
-            problem(None, f"cannot read the reference {printable(reference.name)}: {_reason(exc)}")
+            problem(None, f"cannot read the reference {printable(reference.name)}: {describe_failure(exc)}")
     todo.sort(key=lambda v: v != base)  # the baseline first: its metrics feed the others' deltas
     for v in todo:
         e = entries[v]
@@ -309,7 +298,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
         try:
             audio = base_audio if v == base else _read(song.files[v])
         except Exception as exc:
-            e["error"] = f"cannot read {printable(song.files[v].name)}: {_reason(exc)}"
+            e["error"] = f"cannot read {printable(song.files[v].name)}: {describe_failure(exc)}"
             continue
         against = base_audio if v != base else None
         if e["metrics"] is None:
@@ -322,12 +311,12 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
                 else:
                     e["metrics"] = _flat(compare.song_metrics(audio, against))
             except Exception as exc:  # the report goes on; the line says what failed
-                e["problems"].append(f"measuring failed: {_reason(exc)}")
+                e["problems"].append(f"measuring failed: {describe_failure(exc)}")
             if ref_audio is not None:
                 try:
                     e["reference_metrics"] = _flat(compare.reference_metrics(audio, ref_audio))
                 except Exception as exc:
-                    e["problems"].append(f"comparing with the reference failed: {_reason(exc)}")
+                    e["problems"].append(f"comparing with the reference failed: {describe_failure(exc)}")
         if e["pictures"] is None:
             e["pictures"] = {}
             for kind, name in e.pop("want_pictures").items():
@@ -347,7 +336,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
                 except RestoreError:
                     raise  # cannot write the report at all (disk full): not one song's problem
                 except Exception as exc:
-                    e["problems"].append(f"drawing the {kind} failed: {_reason(exc)}")
+                    e["problems"].append(f"drawing the {kind} failed: {describe_failure(exc)}")
         del audio
     for v, e in entries.items():
         e.pop("want_pictures", None)
@@ -436,21 +425,7 @@ def _install_assets(report_dir: Path) -> None:
             write_bytes_atomic(target, data, "writing the report")
 
 
-def _remove_stale_temps(report_dir: Path, log: Log) -> None:
-    """Temporary files left by a run killed while writing its report (never read, only swept)."""
-    if not report_dir.is_dir():
-        return
-    stale = [p for p in report_dir.rglob(f"*{TMP_MARK}*") if p.is_file()]
-    for path in stale:
-        try:
-            path.unlink()
-        except OSError:
-            pass
-    if stale:
-        log(f"report: removed {len(stale)} temporary file(s) left by an interrupted run")
-
-
-def build_report(out_dir: Path, reference: Path | None = None, log: Log = print) -> Path:
+def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda line: None) -> Path:
     """Write out_dir/_report/ (see the module docstring) for every variant folder in out_dir;
     returns the index page's path. Songs whose FLACs (and reference) are unchanged since the
     last report are not measured or drawn again. Raises UsageError when out_dir is not a
@@ -460,7 +435,9 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = print)
     if not out_dir.is_dir():
         raise UsageError("no such output folder", out_dir, "give the folder a run wrote its variants to")
     report_dir = out_dir / REPORT_DIR
-    _remove_stale_temps(report_dir, log)
+    removed = remove_temps_in(report_dir)  # left by a run killed while writing the report
+    if removed:
+        log(f"report: removed {removed} temporary file(s) left by an interrupted run")
     songs = find_songs(out_dir)
     refs = ReferenceIndex(Path(reference) if reference is not None else None, len(songs))
     fingerprint = _code_fingerprint()

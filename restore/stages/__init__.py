@@ -1,25 +1,21 @@
-"""Stages: one module per engine, found through a lazy registry so that heavy
+"""Stages: one module (or package) per engine, found through a lazy registry so that heavy
 dependencies (torch, model libraries) are imported only when a stage is used.
 
-Contract (see ARCHITECTURE.md):
-- `name`: stable id used in markers and configs.
-- `unavailable()`: None, or why the stage cannot run here (a missing model, no torch);
-  the plan reports its variants as unavailable instead of failing.
-- `versions()`: what decides the output besides the config (stage revision, library
-  versions); a change redoes the step on the next run.
-- `config()`: the parameters that decide the output; hashed into the marker.
-- `load(device)`: heavy set-up, once per run.
-- `process(audio, ctx) -> Audio | dict[str, Audio]`: keeps duration exactly and the
-  channel count; states any change it makes through ctx.log.
-The decode stage is the source: `read(path, ctx) -> (Audio, facts)` instead of process.
+The contract is `restore.stages.base.Stage` (defaults for every member; `StageProtocol`
+lists them) with options declared as `restore.stages.options.Option`s. The decode stage is
+the source: `stream(path, ctx)` / `read(path, ctx)` instead of process.
+
+May import restore.models, restore.analysis, restore.io and the shared values; never the
+engine, the report or the UI.
 """
 from __future__ import annotations
 
 import importlib
 
-from restore.stages.base import Stage, StageContext, StageEnv, package_version
+from restore.stages.base import Stage, StageContext, StageEnv, StageProtocol, package_version
+from restore.stages.options import Option
 
-__all__ = ["Stage", "StageContext", "StageEnv", "get_stage", "package_version", "stage_names"]
+__all__ = ["Option", "Stage", "StageContext", "StageEnv", "StageProtocol", "get_stage", "package_version", "stage_names"]
 
 _REGISTRY = {
     "decode": "restore.stages.decode:DecodeStage",
@@ -32,7 +28,7 @@ _REGISTRY = {
 }
 
 
-def get_stage(name: str, env: StageEnv | None = None) -> Stage:
+def get_stage(name: str, env: StageEnv | None = None) -> StageProtocol:
     """A new instance of the stage registered under `name`. Constructing a stage is cheap
     (no torch import, no weights): `unavailable()`, `versions()` and `config()` can be
     asked before deciding to `load()` it."""

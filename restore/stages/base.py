@@ -7,9 +7,10 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from restore.audio import Audio
+from restore.stages.options import Option, parse_options
 
 
 @dataclass(frozen=True)
@@ -19,21 +20,79 @@ class StageEnv:
     models_dir: Path | None = None   # None: $MP3RESTORE_MODELS or the user's cache
     # Per-stage options by stage name, e.g. {"bwe_audiosr": {"ddim_steps": "50"}}: from the
     # CLI's `--set STAGE.KEY=VALUE` (values are strings) or typed values from the library.
-    # A stage reads its own in __init__, parses and validates them (UsageError on a bad one)
-    # and puts them in config(), so a changed option redoes the step.
+    # A stage parses its own against its declared options (Stage.__init__; UsageError on a
+    # bad one) and puts them in config(), so a changed option redoes the step.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def options_for(self, stage: str) -> dict[str, Any]:
         return dict(self.options.get(stage, {}))
 
 
-class Stage(Protocol):
-    name: str
+class StageProtocol(Protocol):
+    """Every member the engine, the plan and the model cache call on a stage."""
 
+    name: str
+    revision: int
+    options: tuple[Option, ...]
+
+    def unavailable(self) -> str | None: ...
     def versions(self) -> dict[str, Any]: ...
     def config(self) -> dict[str, Any]: ...
-    def load(self, device: str | None = None) -> None: ...
+    def memory_bytes(self) -> int: ...
+    def load(self, device: Any = None) -> None: ...
+    def unload(self) -> None: ...
     def process(self, audio: Audio, ctx: "StageContext") -> Audio | dict[str, Audio]: ...
+
+
+class Stage:
+    """The base of every stage, with the defaults of the contract.
+
+    Subclasses set `name` (the stable id in markers and `--set`), `revision` (bump when the
+    output for the same input and options changes: it redoes the step) and `options` (the
+    declared options: parsed once here, into `self.opts`, so a bad one is a usage error at
+    plan time), and override what differs:
+    - `unavailable()`: None, or why the stage cannot run here (a missing package or model);
+      cheap: no torch import, no weights.
+    - `versions()`: what decides the output besides the config (revision, library and model
+      versions); a change redoes the step.
+    - `config()`: the parameters that decide the output, hashed into the marker (default:
+      the parsed options).
+    - `memory_bytes()`: device memory the loaded stage needs (the model cache makes room).
+    - `load(device)` / `unload()`: heavy set-up and tear-down, once per run.
+    - `process(audio, ctx) -> Audio | {stem: Audio}`: [channels, frames] float32 in and out;
+      keeps the duration exactly (frames scale with the rate) and the channel count, keeps
+      loudness unless loudness is its job, never prints, never touches files; says what it
+      did through ctx.log and records what it measured or chose in ctx.facts.
+    """
+
+    name: ClassVar[str] = ""
+    revision: ClassVar[int] = 1
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, env: StageEnv | None = None):
+        self.env = env or StageEnv()
+        self.opts: dict[str, Any] = parse_options(self.name, self.options, self.env.options_for(self.name))
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def versions(self) -> dict[str, Any]:
+        return {self.name: self.revision}
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.opts)
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    def load(self, device: Any = None) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
+    def process(self, audio: Audio, ctx: "StageContext") -> Audio | dict[str, Audio]:
+        raise NotImplementedError(f"stage {self.name} does not process audio")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from restore.audio import Audio
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.analysis.spectrum import level_match_gain
 from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from restore.stages import StageContext, package_version
+from restore.stages.base import Stage, StageContext, package_version
 
 OUT_RATE = 48000
 CHUNK_SECONDS = 12.0
@@ -29,13 +29,16 @@ COST = ModelCost(fixed_bytes=64 << 20, bytes_per_item_second=110 << 20)
 MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching would only hide it
 
 
-class HifiganBweStage:
+class HifiganBweStage(Stage):
+    """HiFi-GAN+ bandwidth extension to 48 kHz (08_hifigan). No options."""
+
     name = "bwe_hifigan"
     revision = 1
     spec = CATALOGUE["hifigan-bwe"]
 
     def __init__(self, env=None):
-        self.models_dir = models_dir(getattr(env, "models_dir", None))
+        super().__init__(env)
+        self.models_dir = models_dir(self.env.models_dir)
         self.model = None
         self.cpu_model = None
         self.device = None

@@ -26,29 +26,23 @@ from restore.errors import InputError
 from restore.analysis.levels import PeakMeter
 from restore.analysis.spectrum import cutoff_from_spectrum, SpectrumAccumulator
 from restore.io.mp3info import Mp3Info, inspect
-from restore.stages import StageContext
+from restore.stages.base import Stage, StageContext
 
 BLOCK_FRAMES = 1 << 16  # ~1.5 s at 44.1 kHz: 512 KiB of stereo float32
 
 
-class DecodeStage:
+class DecodeStage(Stage):
+    """The source of every variant: MP3 -> Audio and the song's facts, gapless where a tag
+    says how (see the module docstring). No options."""
+
     name = "decode"
     revision = 1  # bump when the decoded samples would change
-
-    def __init__(self, env=None):
-        pass
-
-    def unavailable(self) -> str | None:
-        return None
 
     def versions(self) -> dict:
         return {"decode": self.revision, "miniaudio": miniaudio.__version__, "miniaudio_lib": miniaudio.lib_version()}
 
     def config(self) -> dict:
         return {"gapless": "lame-tag", "untagged": "keep-delay"}
-
-    def load(self, device: str | None = None) -> None:
-        pass
 
     def stream(self, path: Path, ctx: StageContext) -> "Decoding":
         """Start decoding `path`: checks the file first and raises InputError for files that

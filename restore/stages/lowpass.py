@@ -18,7 +18,7 @@ import importlib.util
 import numpy as np
 
 from restore.audio import Audio, fit_frames
-from restore.stages import StageContext, package_version
+from restore.stages.base import Stage, StageContext, package_version
 
 FALLBACK_HZ = 16000
 ORDER = 8                      # AudioSR's own (utils.lowpass_filtering_prepare_inference)
@@ -52,12 +52,11 @@ def lowpass(x: np.ndarray, cutoff_hz: float, rate: int, ftype: str = "butter", o
     return fit_frames(y, n).astype(np.float32)
 
 
-class LowpassStage:
+class LowpassStage(Stage):
+    """The low-pass before AudioSR (03_audiosr_lp). No options: the cutoff is the song's."""
+
     name = "lowpass"
     revision = 1
-
-    def __init__(self, env=None):
-        self.env = env
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("scipy") is None:
@@ -70,9 +69,6 @@ class LowpassStage:
     def config(self) -> dict:
         # The cutoff itself is a fact of the song (the decode's), recorded in the marker's facts.
         return {"filter": "butter", "order": ORDER, "hard_cut": "resample", "fallback_hz": FALLBACK_HZ}
-
-    def load(self, device=None) -> None:
-        pass
 
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
         """[C, T] at any rate -> [C, T] at the same rate, nothing above the cutoff."""

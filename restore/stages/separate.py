@@ -42,7 +42,8 @@ import numpy as np
 from restore.audio import Audio, fit_frames
 from restore.errors import RestoreError, UsageError
 from restore.models.store import models_dir
-from restore.stages import StageContext, package_version
+from restore.stages.base import Stage, StageContext, package_version
+from restore.stages.options import Option
 
 MODELS = {
     "htdemucs_ft": "fine-tuned bag of 4 models (one per stem): the best, 4x slower",
@@ -54,7 +55,6 @@ MODEL_RATE = 44100
 MAX_SEGMENT = 7.8          # the transformer models refuse longer segments than they were trained on
 HF_NAMESPACE = "adefossez"
 SHIFT_SEED = 0             # the random shifts are drawn from this seed: reruns give the same bytes
-OPTIONS = ("model", "shifts", "overlap", "segment")
 
 
 # -- where the weights are (cheap: file names and a small yaml, no torch) --
@@ -205,46 +205,35 @@ def load_bag(name: str, weights: Weights):
 
 # -- options --
 
-def _parse_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UsageError(f"separate has no option {', '.join(unknown)}; its options: {', '.join(OPTIONS)}")
-    model = str(options.get("model", DEFAULT_MODEL)).strip()
-    if model not in MODELS:
-        raise UsageError(f"separate.model={model!r} is not one of {', '.join(MODELS)}")
-
-    def number(key, kind, default, ok, rule):
-        raw = options.get(key, default)
-        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto", "none")):
-            return None
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"separate.{key}={raw!r} is not a number ({rule})") from None
-        if not ok(value):
-            raise UsageError(f"separate.{key}={raw!r} is out of range ({rule})")
-        return value
-
-    shifts = number("shifts", int, 1, lambda v: 0 <= v <= 20, "shifts: a whole number from 0 to 20")
-    overlap = number("overlap", float, 0.25, lambda v: 0.0 <= v <= 0.9, "overlap: a fraction from 0 to 0.9")
-    segment = number("segment", float, None, lambda v: 1.0 <= v <= MAX_SEGMENT,
-                     f"segment: seconds from 1 to {MAX_SEGMENT}, as the transformer models refuse segments "
-                     "longer than they were trained on; 'auto' for the model's own")
-    return {"model": model, "shifts": 1 if shifts is None else shifts,
-            "overlap": 0.25 if overlap is None else overlap, "segment": segment}
+OPTIONS = (
+    Option("model", "choice", DEFAULT_MODEL, "htdemucs_ft: a bag of 4 fine-tuned models, one per stem, the best and 4x "
+           "slower; htdemucs: one model, 4 stems; htdemucs_6s: 6 stems (adds guitar and piano; piano is weak)",
+           choices=tuple(MODELS)),
+    Option("shifts", "int", 1, "random time shifts averaged: each costs one more pass; demucs reports up to +0.2 dB SDR",
+           0, 20, auto=True),
+    Option("overlap", "float", 0.25, "overlap of the segments, as a fraction", 0.0, 0.9, auto=True),
+    Option("segment", "float", None, "segment length in seconds (auto: the model's own)", 1.0, MAX_SEGMENT,
+           auto=True, note="the transformer models refuse segments longer than they were trained on"),
+)
 
 
 # -- the stage --
 
-class DemucsStage:
+class DemucsStage(Stage):
+    """Demucs stems (04_stems, and the separation 05-07 start from)."""
+
     name = "separate"
     revision = 1
+    options = OPTIONS
 
     def __init__(self, env=None):
-        self.models_dir = models_dir(getattr(env, "models_dir", None))
-        opts = _parse_options(env.options_for(self.name) if env is not None else {})
-        self.model_name = opts["model"]
-        self.shifts, self.overlap, self.segment = opts["shifts"], opts["overlap"], opts["segment"]
+        super().__init__(env)
+        self.models_dir = models_dir(self.env.models_dir)
+        self.model_name = self.opts["model"]
+        # "auto" for shifts and overlap means demucs's defaults as this stage uses them
+        self.shifts = 1 if self.opts["shifts"] is None else self.opts["shifts"]
+        self.overlap = 0.25 if self.opts["overlap"] is None else self.opts["overlap"]
+        self.segment = self.opts["segment"]
         self.bag = None
         self.device = None
         self.weights: Weights | None = None

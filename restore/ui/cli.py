@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("menu", help="the keyboard menu (also: no arguments at all, in a terminal)")
     vp = sub.add_parser("variants", help="list the variants and whether each can run here")
     vp.add_argument("--models-dir", metavar="DIR", help="the models folder")
+    vp.add_argument("--options", action="store_true", help="list every stage's options (--set STAGE.KEY=VALUE) instead")
+    vp.add_argument("--markdown", action="store_true", help="with --options: as the README's markdown tables")
 
     rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2
         return int(exc.code or 0)
     if args.command == "variants":
-        return variants_command(console, args.models_dir)
+        return options_command(console, args.markdown) if args.options else variants_command(console, args.models_dir)
     if args.command == "models":
         return models_command(console, args.action, args.name, args.models_dir)
     if args.command == "ghost":
@@ -121,14 +123,35 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
 
 def variants_command(console: Console, models: str | None) -> int:
     """Every variant, and whether it can run here (and if not, why: a missing model or package)."""
-    from restore.engine.plan import stage_facts
+    from restore.engine.plan import variant_status
     from restore.stages import StageEnv
-    env = StageEnv(models_dir=clean_user_path(models) if models else None)
-    _, _, missing = stage_facts(list(VARIANTS.values()), env)
+    status = variant_status(VARIANTS.values(), StageEnv(models_dir=clean_user_path(models) if models else None))
     for v in VARIANTS.values():
-        why = next((missing[s] for s in v.steps if missing[s]), None)
+        why = status[v.name]
         state = f"[yellow]unavailable:[/] {safe(why)}" if why else "[green]ready[/]"
         console.print(f"[bold]{v.name}[/]  {safe(v.title)}\n    {state}", soft_wrap=True)
+    return 0
+
+
+def options_command(console: Console, markdown: bool = False) -> int:
+    """Every stage's options (`--set STAGE.KEY=VALUE`), from the stages' declarations; with
+    markdown, the README's tables (one per stage, between `<!-- options:STAGE -->` marks)."""
+    from rich.table import Table
+
+    from restore.stages import get_stage, stage_names
+    from restore.stages.options import markdown_table, option_rows
+    if markdown:
+        for name in stage_names():
+            if get_stage(name).options:
+                sys.stdout.write(f"<!-- options:{name} -->\n{markdown_table(name, get_stage(name).options)}\n<!-- /options -->\n\n")
+        return 0
+    table = Table(title="Stage options: --set STAGE.KEY=VALUE", title_style="bold")
+    for column in ("option", "default", "values", "what it does"):
+        table.add_column(column, overflow="fold")
+    for name in stage_names():
+        for row in option_rows(name, get_stage(name).options):
+            table.add_row(*(safe(cell) for cell in row))
+    console.print(table)
     return 0
 
 

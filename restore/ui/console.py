@@ -63,7 +63,8 @@ class RichReporter:
                 style = _STATUS_STYLE.get(event.status, "")
                 p.console.print(f"[{style}]{event.status}[/] {safe(event.song)}: {safe(event.reason)}")
         elif isinstance(event, Message):
-            p.console.print(safe(event.text))
+            for line in event.text.rstrip("\n").split("\n"):  # a traceback (--debug) keeps its lines
+                p.console.print(safe(line), style="dim" if event.level == "debug" else None)
 
 
 class PlainReporter:
@@ -93,12 +94,21 @@ class PlainReporter:
                 line += f": {printable(event.reason)}"
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         elif isinstance(event, Message):
-            self.console.print(printable(event.text), markup=False, highlight=False)
+            for line in event.text.rstrip("\n").split("\n"):  # a traceback (--debug) keeps its lines
+                self.console.print(printable(line), markup=False, highlight=False)
+
+
+class QuietReporter(PlainReporter):
+    """-q: no progress; only messages (a --debug traceback, a warning) reach the console."""
+
+    def handle(self, event: object) -> None:
+        if isinstance(event, Message):
+            super().handle(event)
 
 
 def reporter_for(console: Console, quiet: bool = False):
     if quiet:
-        return PlainReporter(Console(quiet=True))
+        return QuietReporter(console)
     return RichReporter(console) if console.is_terminal else PlainReporter(console)
 
 

@@ -181,16 +181,15 @@ def _ghost(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
 
 
 def _variants(console: Console, ask: Ask, run_cli=None) -> None:
-    from restore.engine.plan import stage_facts
-    from restore.stages import StageEnv
+    from restore.engine.plan import variant_status
     from restore.engine.variants import VARIANTS
-    _, _, missing = stage_facts(list(VARIANTS.values()), StageEnv())
+    status = variant_status(VARIANTS.values())
     table = Table(title="Variants", title_style="bold", show_lines=False)
     table.add_column("variant", style="bold cyan")
     table.add_column("what")
     table.add_column("here")
     for v in VARIANTS.values():
-        why = next((missing[s] for s in v.steps if missing[s]), None)
+        why = status[v.name]
         table.add_row(v.name, safe(v.title), f"[yellow]{safe(why)}[/]" if why else "[green]ready[/]")
     console.print(table)
     return None

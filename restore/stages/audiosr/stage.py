@@ -35,9 +35,9 @@ import numpy as np
 from restore.audio import Audio, fit_frames, frames_at_rate
 from restore.analysis.spectrum import level_match_gain
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
-from restore.errors import UsageError
 from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from restore.stages import StageContext, package_version
+from restore.stages.base import Stage, StageContext, package_version
+from restore.stages.options import Option
 from restore.stages.lowpass import FILTER_TYPES, ORDER, lowpass
 
 OUT_RATE = 48000
@@ -56,41 +56,37 @@ COST = ModelCost(fixed_bytes=3_200 << 20, bytes_per_item_second=400 << 20)
 MAX_MATCH_DB = 12.0
 
 
-def _parse(options: dict) -> dict:
-    """The stage's options (from `--set bwe_audiosr.KEY=VALUE`: strings) -> typed, validated."""
-    known = {"ddim_steps", "guidance_scale", "seed", "chunk_seconds", "half"}
-    unknown = set(options) - known
-    if unknown:
-        raise UsageError(f"unknown bwe_audiosr option(s): {', '.join(sorted(unknown))}", hint="known: " + ", ".join(sorted(known)))
-
-    def number(key, kind, default, lo, hi):
-        raw = options.get(key, default)
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"bwe_audiosr.{key} must be a number, got {raw!r}") from None
-        if not lo <= value <= hi or (kind is float and not math.isfinite(value)):
-            raise UsageError(f"bwe_audiosr.{key} must be between {lo} and {hi}, got {raw!r}")
-        return value
-
-    chunk = number("chunk_seconds", float, CHUNK_SECONDS, 1.28, 20.48)
+def _on_grid(chunk: float) -> float:
     if abs(chunk / GRID_S - round(chunk / GRID_S)) > 1e-6:
-        raise UsageError(f"bwe_audiosr.chunk_seconds must be a multiple of {GRID_S} s (the latent grid), got {chunk}")
-    half = str(options.get("half", "auto")).lower()
-    if half not in ("auto", "1", "0", "true", "false", "yes", "no"):
-        raise UsageError(f"bwe_audiosr.half must be auto, 1 or 0, got {options.get('half')!r}")
-    steps = number("ddim_steps", int, 50, 1, 1000)
+        raise ValueError(f"must be a multiple of {GRID_S} s (the latent grid)")
+    return round(chunk / GRID_S) * GRID_S
+
+
+def _whole_schedule(steps: int) -> int:
     stride = 1000 // steps   # audiosr's uniform DDIM schedule: range(0, 1000, stride) + 1 must stay below 1000
     if (999 // stride) * stride + 1 >= 1000:
-        raise UsageError(f"bwe_audiosr.ddim_steps={steps} makes audiosr's DDIM schedule step past its 1000 timesteps",
-                         hint="take a nearby count, e.g. 25, 50, 100 or 200")
-    return {
-        "ddim_steps": steps,
-        "guidance_scale": number("guidance_scale", float, 3.5, 0.0, 20.0),
-        "seed": number("seed", int, 42, 0, 2**31 - 1),
-        "chunk_seconds": round(chunk / GRID_S) * GRID_S,
-        "half": half if half == "auto" else half in ("1", "true", "yes"),
-    }
+        raise ValueError(f"{steps} steps make audiosr's DDIM schedule step past its 1000 timesteps; "
+                         "take a nearby count, e.g. 25, 50, 100 or 200")
+    return steps
+
+
+def _half(word: str):
+    word = word.lower()
+    if word == "auto":
+        return "auto"
+    if word in ("1", "on", "true", "yes", "0", "off", "false", "no"):
+        return word in ("1", "on", "true", "yes")
+    raise ValueError("must be auto, on or off")
+
+
+OPTIONS = (
+    Option("ddim_steps", "int", 50, "DDIM sampling steps (time grows with them)", 1, 1000, check=_whole_schedule),
+    Option("guidance_scale", "float", 3.5, "classifier-free guidance", 0.0, 20.0),
+    Option("seed", "int", 42, "the noise seed: the same seed gives the same output", 0, 2**31 - 1),
+    Option("chunk_seconds", "float", CHUNK_SECONDS, "chunk length, a multiple of 0.64 s (5.12: what it was trained on)",
+           1.28, 20.48, check=_on_grid),
+    Option("half", "text", "auto", "half precision (auto: on CUDA)", values="auto, on or off", check=_half),
+)
 
 
 def audiosr_cutoff_hz(x48: np.ndarray, percentile: float = 0.985) -> float:
@@ -271,15 +267,17 @@ def load_engine(path, device: str, half: bool, log=lambda line: None) -> AudioSr
     return AudioSrEngine(model, device, half)
 
 
-class AudioSrStage:
+class AudioSrStage(Stage):
+    """AudioSR bandwidth extension to 48 kHz (02, 03, 10)."""
+
     name = "bwe_audiosr"
     revision = 1
     spec = CATALOGUE["audiosr-basic"]
+    options = OPTIONS
 
     def __init__(self, env=None):
-        self.models_dir = models_dir(getattr(env, "models_dir", None))
-        options = env.options_for(self.name) if env is not None and hasattr(env, "options_for") else {}
-        self.options = _parse(options)
+        super().__init__(env)
+        self.models_dir = models_dir(self.env.models_dir)
         self.engine: AudioSrEngine | None = None
         self.cpu_engine: AudioSrEngine | None = None
         self.device = None
@@ -303,18 +301,18 @@ class AudioSrStage:
                 "audiosr": package_version("audiosr"), "scipy": package_version("scipy")}
 
     def config(self) -> dict:
-        o = self.options
+        o = self.opts
         return {"out_rate": OUT_RATE, "ddim_steps": o["ddim_steps"], "guidance_scale": o["guidance_scale"],
                 "seed": o["seed"], "chunk_s": o["chunk_seconds"], "overlap_s": OVERLAP_SECONDS, "ddim_eta": 1.0,
                 "half": o["half"], "input_peak": TARGET_PEAK, "low_band": "input-below-detected-cutoff",
                 "level": "match-below-cutoff"}
 
     def memory_bytes(self) -> int:
-        return COST.fixed_bytes + int(2 * self.options["chunk_seconds"] * COST.bytes_per_item_second)
+        return COST.fixed_bytes + int(2 * self.opts["chunk_seconds"] * COST.bytes_per_item_second)
 
     # -- heavy --
     def _half(self, device) -> bool:
-        h = self.options["half"]
+        h = self.opts["half"]
         return device.kind == "cuda" if h == "auto" else bool(h) and device.kind == "cuda"
 
     def load(self, device) -> None:
@@ -327,7 +325,7 @@ class AudioSrStage:
     def _cpu_fallback(self, items: np.ndarray) -> np.ndarray:
         if self.cpu_engine is None:  # loaded only if a single chunk does not fit on the GPU
             self.cpu_engine = load_engine(require_model(self.spec, self.models_dir), "cpu", False)
-        o = self.options
+        o = self.opts
         return self.cpu_engine.generate(items, o["ddim_steps"], o["guidance_scale"], o["seed"])
 
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
@@ -335,7 +333,7 @@ class AudioSrStage:
         import soxr
 
         from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
-        o = self.options
+        o = self.opts
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
         x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
         x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)

@@ -26,9 +26,9 @@ import numpy as np
 
 from restore.stages.denoise import capi as capi
 from restore.audio import Audio
-from restore.errors import UsageError
 from restore.analysis.blocks import energy
-from restore.stages import StageContext
+from restore.stages.base import Stage, StageContext
+from restore.stages.options import Option
 
 DEFAULT_ATTEN_DB = 6.0        # gentle: on music the model takes up to this much from harmonics, no more
 DEFAULT_MIX = 1.0
@@ -140,45 +140,30 @@ def _stream(rate_in: int, rate_out: int):
     return lambda chunk, last: stream.resample_chunk(np.ascontiguousarray(chunk, np.float32), last=last)
 
 
+ATTEN_DB = Option("atten_db", "float", DEFAULT_ATTEN_DB, "the most any time-frequency bin may lose, dB "
+                  f"({MAX_ATTEN_DB:g}: no limit, the model's full strength)", MIN_ATTEN_DB, MAX_ATTEN_DB,
+                  note=f"{MAX_ATTEN_DB:g} = no limit; the default {DEFAULT_ATTEN_DB:g} is gentle on music")
+MIX = Option("mix", "float", DEFAULT_MIX, "the share of the denoised signal; the rest is the untouched input", 0.0, 1.0)
+
+
 def check_atten_db(value) -> float:
-    try:
-        atten = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"denoise.atten_db must be a number of dB, got {value!r}",
-                         hint=f"e.g. --set denoise.atten_db=12 ({MIN_ATTEN_DB:g}..{MAX_ATTEN_DB:g}; "
-                              f"{MAX_ATTEN_DB:g} = no limit)") from None
-    if not MIN_ATTEN_DB <= atten <= MAX_ATTEN_DB:  # also refuses NaN
-        raise UsageError(f"denoise.atten_db must be {MIN_ATTEN_DB:g}..{MAX_ATTEN_DB:g} dB, got {value!r}",
-                         hint=f"{MAX_ATTEN_DB:g} = no limit; the default {DEFAULT_ATTEN_DB:g} is gentle on music")
-    return atten
+    return ATTEN_DB.parse("denoise", value)
 
 
 def check_mix(value) -> float:
-    try:
-        mix = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"denoise.mix must be a number from 0 to 1, got {value!r}",
-                         hint="e.g. --set denoise.mix=0.5 (0: untouched input, 1: fully denoised)") from None
-    if not 0.0 <= mix <= 1.0:
-        raise UsageError(f"denoise.mix must be from 0 to 1, got {value!r}",
-                         hint="0: untouched input, 1: fully denoised")
-    return mix
+    return MIX.parse("denoise", value)
 
 
-class DeepFilterStage:
-    """The pipeline's wrapper around `denoise`. Options (`--set denoise.KEY=VALUE`):
-    atten_db (1..100 dB, default 6) and mix (0..1, default 1)."""
+class DeepFilterStage(Stage):
+    """The pipeline's wrapper around `denoise` (09_denoised, 10_denoise_audiosr)."""
 
     name = "denoise"
     revision = 1
+    options = (ATTEN_DB, MIX)
 
     def __init__(self, env=None):
-        options = env.options_for(self.name) if env is not None else {}
-        unknown = sorted(set(options) - {"atten_db", "mix"})
-        if unknown:
-            raise UsageError(f"unknown denoise option(s): {', '.join(unknown)}", hint="known: atten_db, mix")
-        self.atten_db = check_atten_db(options.get("atten_db", DEFAULT_ATTEN_DB))
-        self.mix = check_mix(options.get("mix", DEFAULT_MIX))
+        super().__init__(env)
+        self.atten_db, self.mix = self.opts["atten_db"], self.opts["mix"]
         self.loaded = False
 
     # -- what the plan asks (cheap: nothing loaded) --

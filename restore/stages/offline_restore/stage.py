@@ -22,11 +22,11 @@ import numpy as np
 
 from restore.audio import Audio
 from restore.models.chunking import overlap_add, plan_chunks
-from restore.errors import UsageError
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import HOP
 from restore.stages.offline_restore.highs import HighsSettings, SongPlan, measure_slope, restore_block, sfb21_hz
-from restore.stages import StageContext
+from restore.stages.base import Stage, StageContext
+from restore.stages.options import Option
 
 CHUNK_SECONDS = 10.0           # about: rounded to whole STFT hops (see _geometry)
 OVERLAP_SECONDS = 0.5          # >> the STFT's 23 ms window: block edges are crossfaded away
@@ -43,48 +43,25 @@ def _geometry(rate: int) -> tuple[float, float]:
     return chunk * HOP / rate, overlap * HOP / rate
 
 
-def _number(options: dict, key: str, default: float, lo: float, hi: float) -> float:
-    raw = options.get(key, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"offline_restore.{key} must be a number, got {raw!r}") from None
-    if not (lo <= value <= hi):
-        raise UsageError(f"offline_restore.{key} must be between {lo:g} and {hi:g}, got {raw!r}")
-    return value
+class OfflineRestoreStage(Stage):
+    """The restore that needs no download (11_offline_restore): numpy only, runs anywhere."""
 
-
-def _switch(options: dict, key: str, default: bool) -> bool:
-    raw = options.get(key, default)
-    if isinstance(raw, bool):
-        return raw
-    word = str(raw).strip().lower()
-    if word in ("1", "on", "true", "yes"):
-        return True
-    if word in ("0", "off", "false", "no"):
-        return False
-    raise UsageError(f"offline_restore.{key} must be on or off, got {raw!r}")
-
-
-class OfflineRestoreStage:
     name = "offline_restore"
     revision = 1   # bump when the output for the same input and options would change
+    options = (
+        Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
+        Option("rolloff", "float", 2.0, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
+        Option("holes", "bool", True, "fill the holes the encoder punched below the cutoff"),
+    )
 
     def __init__(self, env=None):
-        options = env.options_for(self.name) if env is not None else {}
-        known = {"strength", "rolloff", "holes"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UsageError(f"unknown option offline_restore.{unknown[0]}", hint="known: " + ", ".join(sorted(known)))
-        self.strength = _number(options, "strength", 1.0, 0.0, 4.0)
+        super().__init__(env)
+        self.strength = self.opts["strength"]
         self.settings = HighsSettings(
             strength_db=20 * math.log10(self.strength) if self.strength > 0 else -math.inf,
-            rolloff_db_khz=_number(options, "rolloff", 2.0, -6.0, 30.0),
-            holes=_switch(options, "holes", True),
+            rolloff_db_khz=self.opts["rolloff"],
+            holes=self.opts["holes"],
         )
-
-    def unavailable(self) -> str | None:
-        return None   # numpy only: runs anywhere
 
     def versions(self) -> dict:
         return {"offline_restore": self.revision, "numpy": np.__version__}
@@ -97,12 +74,6 @@ class OfflineRestoreStage:
         # Working memory besides the song and its output copy: a few 10 s blocks' STFTs (the
         # hour-long bench peaked 350 MiB over two song copies, FLAC writer included).
         return 384 << 20
-
-    def load(self, device=None) -> None:
-        pass
-
-    def unload(self) -> None:
-        pass
 
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
         """[C, T] at any rate -> [C, T] at the same rate."""

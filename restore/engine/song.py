@@ -1,0 +1,263 @@
+"""One song's work: claim its jobs, decode once, run each variant's stages (sharing the steps
+variants start with), write through the writers, then the markers.
+
+`SongRun` holds what every step of the song needs (the track, its log, its tags, the
+record of the input the markers vouch for, the decode's facts) so that no step passes them
+around by hand; `engine/run.py` decides the order and the models' lifetime around it.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restore.audio import Audio, BlockBuffer, frames_at_rate
+from restore.engine.config import RunConfig
+from restore.engine.locking import lock_path, try_claim
+from restore.engine.logs import LogFile, song_log
+from restore.engine.markers import check_marker, file_record, write_marker
+from restore.engine.plan import Job
+from restore.engine.scan import Track
+from restore.engine.summary import JobResult
+from restore.errors import RestoreError, describe_failure
+from restore.events import Message, Reporter, SongProgress
+from restore.faults import checkpoint
+from restore.io.tags import TagSet, read_id3
+from restore.io.writers import flac_writer, remove_stale_temps, remove_temps_in, write_flac, TMP_MARK
+from restore.stages import StageContext
+
+
+@dataclass
+class SongRun:
+    """One song of a run, from its claims to its markers."""
+
+    track: Track
+    config: RunConfig
+    out_dir: Path
+    reporter: Reporter
+    log: LogFile = field(init=False)
+    tags: TagSet | None = None        # read from the MP3 before decoding
+    source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
+    facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
+
+    def __post_init__(self) -> None:
+        self.log = song_log(self.out_dir, self.track.rel)
+
+    @property
+    def name(self) -> str:
+        return self.track.rel.as_posix()
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(self, jobs: list[Job]) -> tuple[list[tuple[Job, object]], list[JobResult]]:
+        """Claim each job's lock: (claimed jobs with their locks, results for the others:
+        busy in another run, finished by another run since the plan, or unclaimable)."""
+        claimed, results = [], []
+        for job in jobs:
+            try:
+                lock = try_claim(lock_path(self.out_dir, f"{job.variant.name}/{self.name}"))
+            except OSError as exc:
+                results.append(self.result(job, "failed", self.failure(exc, "claiming the song")))
+                continue
+            if lock is None:
+                results.append(self.result(job, "busy", "another run is working on it"))
+                continue
+            # Another run may have finished it between our plan and our claim.
+            if not self.config.redo and check_marker(job.marker, self.track.path, self.out_dir, job.config_hash,
+                                                     job.versions, self.config.verify).done:
+                lock.release()
+                results.append(self.result(job, "skipped", "finished by another run", output=str(job.output)))
+                continue
+            claimed.append((job, lock))
+        return claimed, results
+
+    # -- the work --------------------------------------------------------------------------
+
+    def run(self, jobs: list[Job], decoder, models) -> list[JobResult]:
+        """Every claimed job of the song: decode once (streamed variants written as it goes),
+        then each staged variant. One variant failing never stops the others."""
+        claimed, results = self.claim(jobs)
+        if not claimed:
+            return results
+        try:
+            jobs = [job for job, _ in claimed]
+            self.log.write(f"start {self.track.path} -> {', '.join(j.variant.name for j in jobs)} "
+                           f"(reason: {jobs[0].reason})")
+            return results + self._run_claimed(jobs, decoder, models)
+        finally:
+            for _, lock in claimed:
+                lock.release()
+
+    def _run_claimed(self, jobs: list[Job], decoder, models) -> list[JobResult]:
+        streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
+        staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
+        share = 0.5 if staged else 1.0
+        ctx = StageContext(options={"accept_damaged": self.config.accept_damaged}, log=self.log.write,
+                           progress=lambda f: self.reporter.handle(SongProgress(self.name, share * f, "decode")))
+        t0 = time.monotonic()
+        try:
+            for job in jobs:
+                stale = remove_stale_temps(job.output) + remove_stale_temps(job.marker) + (
+                    remove_temps_in(job.output) if job.variant.stems else 0)
+                if stale:
+                    self.log.write(f"removed {stale} temporary file(s) left by an interrupted run")
+            self.source_record = file_record(self.track.path)  # before decoding: what the markers vouch for
+            self.tags = read_id3(self.track.path)
+            if self.tags.warning:
+                self.log.write(f"warning: {self.tags.warning}")
+            decoding = decoder.stream(self.track.path, ctx)
+            records, audio = self._decode_once(decoding, streamed, keep_audio=bool(staged))
+            self.facts = decoding.facts()
+        except Exception as exc:  # bad input, a full disk, or a library failing in a new way: the batch goes on
+            reason = self.failure(exc, "decoding" if not streamed else "decoding and writing")
+            return [self.result(job, "failed", reason) for job in jobs]
+        f = self.facts
+        self.log.write(f"decoded {f['duration']:.2f} s, {f['rate']} Hz, {decoding.channels} ch, "
+                       f"{f['bitrate_kbps']} kbps{' VBR' if f['vbr'] else ''}, encoder {f['encoder'] or 'unknown'}, "
+                       f"cutoff {f['cutoff_hz'] or 'none found'} Hz")
+        results = [self.finish(job, [records[job.variant.name]], t0) for job in streamed]
+        shared = SharedSteps(audio, [job.variant.steps for job in staged])
+        for n, job in enumerate(staged):
+            def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
+                self.reporter.handle(SongProgress(self.name, 0.5 + 0.5 * (n + fraction) / len(staged), name))
+            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.log.write, progress=progress)
+            results.append(self._run_staged(job, shared, models, stage_ctx))
+            shared.finished(job.variant.steps)
+        return results
+
+    def _decode_once(self, decoding, streamed: list[Job], keep_audio: bool):
+        """One pass over the decode: each block goes to every streamed job's FLAC writer and,
+        when a staged job needs it, into one in-memory buffer. Returns ({variant: writer
+        record}, Audio or None). Any failure aborts every writer (no file appears)."""
+        buffer = BlockBuffer(decoding.channels, decoding.max_frames) if keep_audio else None
+        with contextlib.ExitStack() as stack:
+            sinks = {job.variant.name: stack.enter_context(
+                         flac_writer(job.output, decoding.rate, decoding.channels, self.tags_for(job), job.variant.bits))
+                     for job in streamed}
+            for block in decoding:
+                for sink in sinks.values():
+                    sink.write(block)
+                if buffer is not None:
+                    buffer.append(block)
+        return {name: sink.record for name, sink in sinks.items()}, (buffer.audio(decoding.rate) if buffer else None)
+
+    def _run_staged(self, job: Job, shared: "SharedSteps", models, ctx: StageContext) -> JobResult:
+        """Run a variant's stages on the decoded song (starting after the steps another variant
+        of the song already ran), write it, then its marker."""
+        t0 = time.monotonic()
+        steps = job.variant.steps
+        try:
+            done, audio, ctx.facts = shared.start(steps)
+            if done:
+                self.log.write(f"{job.variant.name}: reusing {', '.join(steps[:done])} from an earlier variant of this song")
+            for k, step in enumerate(steps[done:], done + 1):
+                before = audio
+                audio = models.get(step).process(audio, ctx)
+                _check_shape(step, before, audio)
+                if isinstance(audio, dict) and k < len(steps):
+                    raise RuntimeError(f"stage {step} returned stems, so it must be the last step of {job.variant.name}")
+                shared.keep(steps[:k], audio, ctx.facts)
+            if job.variant.stems:
+                records = self._write_stems(job, audio)
+            else:
+                if isinstance(audio, dict):
+                    raise RuntimeError(f"{job.variant.name} is not a stems variant, but its last stage returned stems")
+                records = [write_flac(audio, job.output, self.tags_for(job), job.variant.bits)]
+        except Exception as exc:  # one variant failing must not stop the others or the batch
+            return self.result(job, "failed", self.failure(exc, f"making {job.variant.name}"), time.monotonic() - t0)
+        return self.finish(job, records, t0, ctx.facts)
+
+    def _write_stems(self, job: Job, stems) -> list[dict]:
+        """Write {stem: Audio} as <song folder>/<stem>.flac, each atomically. Stems an earlier
+        run wrote that this one does not (another model's guitar and piano) are removed once
+        the new set is in place, so the folder never mixes two separations."""
+        if not isinstance(stems, dict) or not stems:
+            raise RuntimeError(f"{job.variant.name} is a stems variant, but its last stage returned no stems")
+        tags = self.tags_for(job)
+        records = [write_flac(stem, job.output / f"{name}.flac", tags.with_stem(name), job.variant.bits)
+                   for name, stem in stems.items()]
+        wanted = {f"{name}.flac" for name in stems}
+        for old in sorted(job.output.glob("*.flac")):
+            if old.name not in wanted and TMP_MARK not in old.name:
+                old.unlink()
+                self.log.write(f"removed {old.name}: a stem of an earlier separation")
+        return records
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def tags_for(self, job: Job) -> TagSet:
+        tagset = self.tags if job.variant.keeps_loudness else self.tags.without_loudness_tags()
+        return tagset.with_provenance(job.variant.name, job.track.path.name)
+
+    def finish(self, job: Job, records: list[dict], t0: float, stage_facts: dict | None = None) -> JobResult:
+        """The output is in place: write the marker that makes it count as done."""
+        clipped = sum(r["clipped"] for r in records)
+        if clipped:
+            self.log.write(f"warning: {clipped} samples above full scale were clipped in {job.variant.name}")
+        try:
+            checkpoint("after-output")
+            write_marker(job.marker, variant=job.variant.name, rel=job.track.rel, source_record=self.source_record,
+                         cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=records,
+                         out_dir=self.out_dir, facts={**self.facts, "clipped_on_write": clipped},
+                         seconds=time.monotonic() - t0, stage_facts=stage_facts)
+        except Exception as exc:
+            return self.result(job, "failed", self.failure(exc, f"writing the marker of {job.variant.name}"))
+        self.log.write(f"done {job.variant.name} -> {job.output}")
+        return self.result(job, "done", "", time.monotonic() - t0, str(job.output), {**self.facts, **(stage_facts or {})})
+
+    def result(self, job: Job, status: str, reason: str, seconds: float = 0.0, output: str | None = None,
+               facts: dict | None = None) -> JobResult:
+        return JobResult(self.name, job.variant.name, status, reason, seconds, output, facts)
+
+    def failure(self, exc: BaseException, doing: str) -> str:
+        """One line for the summary; the song's log gets it and, for surprises, the traceback,
+        which also goes to the reporter as a debug Message under --debug."""
+        reason = describe_failure(exc, doing)
+        self.log.write(f"failed: {reason}")
+        if not isinstance(exc, RestoreError):
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.log.write(tb)
+            if self.config.debug:
+                self.reporter.handle(Message("debug", tb))
+        return reason
+
+
+def _check_shape(step: str, before: Audio, after) -> None:
+    """A stage keeps the channel count and the duration (frames scale with the rate)."""
+    for out in (after.values() if isinstance(after, dict) else (after,)):
+        if out.channels != before.channels or out.frames != frames_at_rate(before.frames, before.rate, out.rate):
+            raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
+                               f"{before.frames} frames at {before.rate} Hz -> {out.channels} ch, "
+                               f"{out.frames} frames at {out.rate} Hz")
+
+
+class SharedSteps:
+    """The intermediate results of one song that more than one of its variants start
+    with: `10_denoise_audiosr` (denoise, bwe_audiosr) reuses the denoise `09_denoised`
+    made. A result is kept only while a later variant of the song still needs it, so
+    memory holds at most the decode plus the shared prefixes in use."""
+
+    def __init__(self, decoded, pipelines: list[tuple[str, ...]]):
+        self.results: dict[tuple[str, ...], tuple[object, dict]] = {(): (decoded, {})}
+        self.pending = list(pipelines)
+
+    def start(self, steps: tuple[str, ...]) -> tuple[int, object, dict]:
+        """(how many of `steps` are already done, their result, the facts they recorded)."""
+        for k in range(len(steps), -1, -1):
+            if steps[:k] in self.results:
+                audio, facts = self.results[steps[:k]]
+                return k, audio, dict(facts)
+        raise AssertionError("the decode is always kept")
+
+    def keep(self, prefix: tuple[str, ...], audio, facts: dict) -> None:
+        """Keep a step's result if a variant still to run starts with the same steps."""
+        if any(p[:len(prefix)] == prefix for p in self.pending[1:]):
+            self.results[prefix] = (audio, dict(facts))
+
+    def finished(self, steps: tuple[str, ...]) -> None:
+        self.pending.remove(steps)
+        for prefix in [p for p in self.results if p]:
+            if not any(q[:len(prefix)] == prefix for q in self.pending):
+                del self.results[prefix]
