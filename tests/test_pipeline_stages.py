@@ -221,3 +221,21 @@ def test_the_report_shows_how_each_variant_was_made(tmp_path, chain_variants):
     assert "counting_gain" in made and "gain=0.25" in made and "counting_gain_db: -12.04" in made
     assert "split" in made and "names=first, second" in made  # a stems variant is listed too
     assert "decode only" in made  # the baseline
+
+
+def test_the_report_finds_songs_and_stems_from_the_markers(tmp_path, chain_variants):
+    """A stems variant whose name says nothing of stems, at a song with no other variant at
+    that path: only its marker can say the folder holds stems. A folder of FLACs without a
+    marker is taken by the folder rule alone (no guess from the variant's name)."""
+    from restore.report.discover import find_songs
+    write_mp3(tmp_path / "in" / "s.mp3", band(1.0, seed=6), bitrate=128)
+    out = tmp_path / "out"
+    assert run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=out, variants=variants.resolve_variants("94"),
+                         report=False)).counts()["done"] == 1
+    songs = find_songs(out)
+    assert [s.key for s in songs] == ["s"]
+    assert sorted(p.name for p in songs[0].stems["94_split"]) == ["first.flac", "second.flac"]
+    assert songs[0].markers["94_split"]["variant"] == "94_split"
+    # Without the marker the same folder reads as two songs, s/first and s/second.
+    (out / "_done" / "94_split" / "s.mp3.json").unlink()
+    assert sorted(s.key for s in find_songs(out)) == ["s/first", "s/second"]

@@ -23,7 +23,7 @@ import soxr
 from restore.analysis import compare
 from restore.audio import Audio
 from tests.support.examples import band
-from restore.report.build import BASELINE, build_report, find_songs
+from restore.report.build import BASELINE, build_report, find_songs  # noqa: F401
 from restore.report.html import REFERENCE_ROWS, SONG_ROWS, best_of
 from restore.io.writers import write_flac
 

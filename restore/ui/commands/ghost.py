@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from restore.audio import Audio
+from restore.io.read import read_audio
 from restore.ui.console import safe
 from restore.errors import InputError, RestoreError, UsageError
 from restore.report.ghost import METHODS, GhostError, GhostResult, make_ghost
@@ -90,15 +91,14 @@ def read_original(path: Path) -> Audio:
         info = sf.info(str(path))
         if info.format in _LOSSY:
             raise UsageError(f"ORIGINAL is lossy ({info.format})", path, "give the lossless original (WAV, FLAC, AIFF)")
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio = read_audio(path)
     except (RuntimeError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
         raise UsageError("ORIGINAL is not an audio file that can be read", path, "WAV, FLAC or AIFF") from exc
-    if data.shape[0] == 0:
-        raise UsageError("ORIGINAL holds no audio", path)
-    try:
-        return Audio.from_frames_major(data, rate)
     except ValueError as exc:
         raise UsageError(f"ORIGINAL cannot be used ({exc})", path) from exc
+    if audio.frames == 0:
+        raise UsageError("ORIGINAL holds no audio", path)
+    return audio
 
 
 def encode_original(original: Audio, original_path: Path, out: Path, bitrate: int) -> Path:
