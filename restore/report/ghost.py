@@ -28,81 +28,34 @@ import numpy as np
 from restore.audio import Audio
 from restore.analysis.blocks import BAND_EDGES, energy, FLOOR_DB, ratio_db, resample
 from restore.analysis.compare import align, apply_alignment, band_energies
+from restore.analysis.stft import GHOST
 
-N_FFT = 2048
-HOP = 512
 METHODS = ("difference", "complex", "polar", "mask")
 MAX_LAG_S = 0.5             # MP3 delays are a few thousand samples at most; this leaves room
-_PAD = N_FFT - HOP          # zeros before the signal: its first sample is seen by N_FFT / HOP frames
-_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann
-_WOLA = float(np.sum(_WINDOW ** 2) / HOP)  # Hann^2 at hop N/4 sums to this (1.5) everywhere
+_STFT = GHOST               # Hann 2048, hop 512, float64
+stft, istft = _STFT.stft, _STFT.istft
 
 
 class GhostError(ValueError):
     """The two inputs cannot make a ghost (different channel counts, nothing in common)."""
 
 
-def _frame_count(length: int) -> int:
-    """Frames that start before the signal's end (in padded coordinates)."""
-    return (_PAD + length - 1) // HOP + 1 if length else 0
-
-
-def _analyse(x: np.ndarray, f0: int, f1: int) -> np.ndarray:
-    """Spectra of frames f0..f1-1 of x [channels, n] (zero-padded): [channels, f1 - f0, N_FFT//2 + 1]."""
-    n = x.shape[1]
-    lo, hi = f0 * HOP - _PAD, (f1 - 1) * HOP + N_FFT - _PAD
-    seg = np.zeros((x.shape[0], hi - lo))
-    a, b = max(lo, 0), min(hi, n)
-    if b > a:
-        seg[:, a - lo:b - lo] = x[:, a:b]
-    frames = np.lib.stride_tricks.sliding_window_view(seg, N_FFT, axis=1)[:, ::HOP]
-    return np.fft.rfft(frames * _WINDOW, axis=-1)
-
-
-def _overlap_add(spec: np.ndarray, f0: int, out: np.ndarray) -> None:
-    """Windowed inverse of frames f0.. added into `out` [channels, padded length]."""
-    channels, count = spec.shape[:2]
-    quarters = (np.fft.irfft(spec, N_FFT, axis=-1) * (_WINDOW / _WOLA)).reshape(channels, count, N_FFT // HOP, HOP)
-    acc = np.zeros((channels, count + N_FFT // HOP - 1, HOP))
-    for k in range(N_FFT // HOP):
-        acc[:, k:k + count] += quarters[:, :, k]
-    start = f0 * HOP
-    out[:, start:start + acc.shape[1] * HOP] += acc.reshape(channels, -1)
-
-
-def _padded(channels: int, length: int, dtype) -> np.ndarray:
-    return np.zeros((channels, (_frame_count(length) - 1) * HOP + N_FFT if length else 0), dtype)
-
-
-def stft(x: np.ndarray) -> np.ndarray:
-    """x [channels, n] -> complex [channels, frames, 1025]: Hann 2048, hop 512, with
-    N_FFT - HOP zeros before and after so that istft(stft(x), n) gives x back."""
-    return _analyse(x, 0, _frame_count(x.shape[1]))
-
-
-def istft(spec: np.ndarray, length: int) -> np.ndarray:
-    """The inverse of `stft`: float64 [channels, length]."""
-    out = _padded(spec.shape[0], length, np.float64)
-    _overlap_add(spec, 0, out)
-    return out[:, _PAD:_PAD + length]
-
-
 def _stft_methods(original: np.ndarray, mp3: np.ndarray, mask_db: float, batch: int = 256) -> dict[str, np.ndarray]:
     """The three STFT ghosts, a batch of frames at a time (memory: a batch of spectra plus
     the outputs), each float32 [channels, n]."""
     channels, n = original.shape
-    outs = {m: _padded(channels, n, np.float32) for m in ("complex", "polar", "mask")}
+    outs = {m: _STFT.padded(channels, n, np.float32) for m in ("complex", "polar", "mask")}
     keep_below = 10 ** (-mask_db / 20)
-    total = _frame_count(n)
+    total = _STFT.frame_count(n)
     for f0 in range(0, total, batch):
         f1 = min(total, f0 + batch)
-        o, m = _analyse(original, f0, f1), _analyse(mp3, f0, f1)
+        o, m = _STFT.analyse(original, f0, f1), _STFT.analyse(mp3, f0, f1)
         mag_o, mag_m = np.abs(o), np.abs(m)
-        _overlap_add(o - m, f0, outs["complex"])
+        _STFT.overlap_add(o - m, f0, outs["complex"])
         phase = np.divide(o, mag_o, out=np.ones_like(o), where=mag_o > 0)
-        _overlap_add(np.maximum(mag_o - mag_m, 0.0) * phase, f0, outs["polar"])
-        _overlap_add(np.where(mag_m < mag_o * keep_below, o, 0), f0, outs["mask"])
-    return {k: v[:, _PAD:_PAD + n] for k, v in outs.items()}
+        _STFT.overlap_add(np.maximum(mag_o - mag_m, 0.0) * phase, f0, outs["polar"])
+        _STFT.overlap_add(np.where(mag_m < mag_o * keep_below, o, 0), f0, outs["mask"])
+    return {k: v[:, _STFT.pad:_STFT.pad + n] for k, v in outs.items()}
 
 
 @dataclass(frozen=True)

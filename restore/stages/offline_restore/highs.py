@@ -24,7 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from restore.analysis.stft import HOP, N_FFT, NORM, istft, stft
+from restore.analysis.stft import OFFLINE
+
+N_FFT, HOP, NORM = OFFLINE.n_fft, OFFLINE.hop, OFFLINE.norm
+stft, istft = OFFLINE.stft, OFFLINE.istft
 
 FLOOR_DB = -100.0          # per-bin level (0 dB = a full-scale sine's bin) under which nothing counts:
                            # the quality measures' own floor

@@ -23,7 +23,7 @@ import numpy as np
 from restore.audio import Audio
 from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
-from restore.analysis.stft import HOP
+from restore.analysis.stft import OFFLINE
 from restore.stages.offline_restore.highs import HighsSettings, SongPlan, measure_slope, restore_block, sfb21_hz
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
@@ -39,8 +39,8 @@ def _geometry(rate: int) -> tuple[float, float]:
     starts on the whole song's frame grid, so a block computes the same frames (and the same
     upward copy, whose phase depends on the frame start) as its neighbour in their overlap,
     and the crossfade joins two copies of one signal instead of two differently phased ones."""
-    chunk, overlap = round(CHUNK_SECONDS * rate / HOP), round(OVERLAP_SECONDS * rate / HOP)
-    return chunk * HOP / rate, overlap * HOP / rate
+    chunk, overlap = round(CHUNK_SECONDS * rate / OFFLINE.hop), round(OVERLAP_SECONDS * rate / OFFLINE.hop)
+    return chunk * OFFLINE.hop / rate, overlap * OFFLINE.hop / rate
 
 
 class OfflineRestoreStage(Stage):
