@@ -57,7 +57,7 @@ def test_a_menu_session_restores_resumes_reports_and_ghosts(tmp_path, monkeypatc
         "q"])
     out = tmp_path / "My Music restored"
     console = Console(file=io.StringIO(), width=200)
-    assert menu(console, script, run_cli) == 0
+    assert menu(run_cli, console, script) == 0
     assert script.answers == []
     restore = ["run", str(tmp_path / "My Music"), "--out", str(out), "--variants", "01", "--device", "cpu"]
     assert ran == [[*restore, "--dry-run"], restore, restore, ["report", str(out)],

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv == ["menu"]:  # no arguments: the keyboard menu, where a person can answer it
         if argv or sys.stdin.isatty():
             from restore.ui.menu import menu
-            return menu()
+            return menu(run_cli=main)  # the menu runs what it builds through this CLI
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help is 0, bad usage is 2

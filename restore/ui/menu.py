@@ -100,13 +100,10 @@ MENU = [
 ]
 
 
-def menu(console: Console | None = None, ask: Ask | None = None,
-         run_cli: Callable[[list[str]], int] | None = None) -> int:
+def menu(run_cli: Callable[[list[str]], int], console: Console | None = None, ask: Ask | None = None) -> int:
     """The menu loop; returns the exit code of the last command it ran (0 if none)."""
     console = console or Console(highlight=False)
     ask = ask or RichAsk(console)
-    if run_cli is None:
-        from restore.ui.cli import main as run_cli
     code = 0
     while True:
         console.print(Panel.fit("[bold magenta]mp3restore[/]  [dim]bring MP3 archives back to life, honestly[/]",
