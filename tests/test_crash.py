@@ -1,6 +1,7 @@
 """A run killed with SIGKILL at any point leaves no partial output, and a rerun finishes
 with outputs identical to an uninterrupted run."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -66,18 +67,54 @@ def test_killed_at_a_checkpoint(tmp_path, reference, point):
     assert temps(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.6, 1.2, 1.8])
-def test_killed_at_a_random_moment(tmp_path, reference, delay):
-    library, ref = reference
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q", "--no-report",
-                             "--variants", "01_baseline"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    if out.exists():
-        assert_consistent(out, ref)
+@pytest.fixture(scope="module")
+def long_library(tmp_path_factory):
+    """Three 4-minute songs (seconds of work each), so that a kill at a point the run reports
+    always lands while it is still running; and their uninterrupted outputs."""
+    from tests.support.examples import band
+    from restore.io.lame import encode_mp3
+    root = tmp_path_factory.mktemp("crash-long")
+    half_minute = encode_mp3(band(30.0, seed=21), bitrate=128)
+    for i in range(3):
+        (root / "in").mkdir(exist_ok=True)
+        (root / "in" / f"{i + 1:02d} Long.mp3").write_bytes(half_minute * 8)
+    proc = run_cli("run", str(root / "in"), "--out", str(root / "ref"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    return root / "in", outputs(root / "ref")
+
+
+def _wait_for(log, line: str, proc, limit_s: float = 300.0) -> None:
+    """Until the run reports `line` in its checkpoint log (it must still be running)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if log.exists() and line in log.read_text().splitlines():
+            return
+        assert proc.poll() is None, f"the run ended before it reported {line!r}"
+        time.sleep(0.005)
+    raise AssertionError(f"the run never reported {line!r}")
+
+
+# Points the run reports: song n's FLAC starts (mid-audio n), an atomic replace is next
+# (before-replace: 1 = song 1's FLAC, 2 = its marker, 3 = song 2's FLAC, ...). The kill comes
+# from outside, a moment after the report, wherever the run has got to by then.
+@pytest.mark.parametrize("point", ["mid-audio 1", "before-replace 1", "before-replace 2", "mid-audio 2",
+                                   "before-replace 4", "mid-audio 3"])
+def test_killed_mid_run_from_outside(tmp_path, long_library, point):
+    library, ref = long_library
+    out, log = tmp_path / "out", tmp_path / "checkpoints.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q",
+                             "--no-report", "--variants", "01_baseline"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MP3RESTORE_CHECKPOINT_LOG": str(log)})
+    try:
+        _wait_for(log, point, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL             # the kill landed: the run did not finish first
+    assert not (out / "_report" / "last_run.json").exists()  # written only when a run ends
+    assert_consistent(out, ref)
     again = run_cli("run", str(library), "--out", str(out), "-q")
     assert again.returncode == 0, again.stderr
     assert outputs(out) == ref and temps(out) == []

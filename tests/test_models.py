@@ -7,13 +7,25 @@ from restore.models.cache import ModelCache
 from restore.models.devices import choose_device, detect_devices, free_bytes
 
 
-def test_cpu_is_always_there_and_a_missing_device_is_a_usage_error():
+HAS_CUDA = any(d.kind == "cuda" for d in detect_devices())
+
+
+def test_cpu_is_always_there():
     devices = detect_devices()
     assert devices[-1].kind == "cpu" and devices[-1].total_bytes > 0 and devices[-1].cpu_cores >= 1
     assert choose_device("cpu").kind == "cpu"
-    if not any(d.kind == "cuda" for d in devices):
-        with pytest.raises(UsageError, match=r"--device cuda is not available here \(present: .*cpu\)"):
-            choose_device("cuda")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: asking for it cannot fail here")
+def test_a_missing_device_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"--device cuda is not available here \(present: .*cpu\)"):
+        choose_device("cuda")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU on this machine")
+def test_auto_and_cuda_choose_the_gpu_where_there_is_one():
+    assert choose_device("cuda").kind == "cuda" and choose_device("auto").kind == "cuda"
+    assert free_bytes(choose_device("cuda")) > 0
 
 
 class Loadable:

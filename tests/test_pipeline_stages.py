@@ -35,7 +35,11 @@ def staged_variant(monkeypatch):
     return v
 
 
-def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_variant):
+def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_variant, monkeypatch):
+    from restore.stages.decode import DecodeStage
+    decodes = []
+    real_stream = DecodeStage.stream
+    monkeypatch.setattr(DecodeStage, "stream", lambda self, path, ctx: decodes.append(path.name) or real_stream(self, path, ctx))
     mp3 = write_mp3(tmp_path / "in" / "s.mp3", song)
     tags = ID3()
     tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text="-7.1 dB"))
@@ -44,6 +48,7 @@ def test_decode_once_feeds_streamed_and_staged_variants(tmp_path, song, staged_v
                     variants=variants.resolve_variants("01_baseline,90_half"))
     summary = run(cfg)
     assert summary.counts()["done"] == 2, summary.results
+    assert decodes == ["s.mp3"]  # one decode fed both variants
     base, _ = read_flac(tmp_path / "out" / "01_baseline" / "s.flac")
     half, _ = read_flac(tmp_path / "out" / "90_half" / "s.flac")
     assert base.shape == half.shape
