@@ -110,3 +110,27 @@ def test_json_stays_clean_json_with_debug(tmp_path):
                           capture_output=True, text=True, encoding="utf-8")
     summary = json.loads(proc.stdout)
     assert proc.returncode == 1 and summary["counts"]["done"] == 1 and summary["counts"]["failed"] == 1
+
+
+def test_the_architecture_document_names_what_is_there():
+    """docs/ARCHITECTURE.md stays true: every package is in its layout, and every
+    restore/... path or module file it names exists."""
+    import re
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    layout = doc[doc.index("## Layout"):doc.index("## Stage contract")]
+    for init in RESTORE.rglob("__init__.py"):
+        package = init.parent.relative_to(RESTORE).as_posix()
+        if package != ".":
+            assert f"{package.split('/')[-1]}/" in layout, f"restore/{package} is missing from the layout"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for text, where in ((doc, "ARCHITECTURE.md"), (readme, "README.md")):
+        for path in re.findall(r"`((?:restore/)?(?:io|engine|models|stages|analysis|report|ui)/[\w/]+\.py)`", text):
+            assert (RESTORE / path.removeprefix("restore/")).is_file(), f"{where} names {path}, which is not there"
+        for path in re.findall(r"`(restore/\w+\.py)`", text):
+            assert (ROOT / path).is_file(), f"{where} names {path}, which is not there"
+    modules = set(re.findall(r"\b(\w+\.py)\b", layout))
+    present = {p.name for p in RESTORE.rglob("*.py")} | {"mp3restore.py"} | \
+              {p.name for p in (ROOT / "tests" / "support").glob("*.py")} | {p.name for p in (ROOT / "scripts").glob("*.py")}
+    assert modules <= present, f"named in the layout but not there: {sorted(modules - present)}"
+    listed = {p.name for p in RESTORE.rglob("*.py") if p.name != "__init__.py"}
+    assert listed <= modules | {"__main__.py"}, f"modules the layout does not name: {sorted(listed - modules)}"
