@@ -23,7 +23,7 @@ Weights, looked for in this order (cheaply, by file name: no torch import):
 1. the models folder, `<models>/demucs/`: demucs's local repo layout (`<name>.yaml` and
    one `<sig>-<hash>.th` per model; without the yaml, demucs's shipped one is used);
 2. demucs's Hugging Face cache (`$HF_HUB_CACHE`, default `~/.cache/huggingface/hub`,
-   `models--adefossez--HTDemucs-ft/snapshots/...`), read with the hub offline;
+   `models--adefossez--HTDemucs-ft/snapshots/...`), read straight from the snapshot (no network);
 3. torch hub's cache (`$TORCH_HOME/hub/checkpoints/<sig>-<hash>.th`), where demucs <= 4.0.1
    downloaded to.
 
