@@ -28,3 +28,6 @@ class RunConfig:
     # Per-stage options by stage name ({"denoise": {"atten_db": "9"}}); each stage parses and
     # validates its own (`--set STAGE.KEY=VALUE` on the command line).
     stage_options: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Model files to load even if they are not the published file (--trust-model-file):
+    # a full unpickle runs whatever the file names. The run log and each song's log say so.
+    trusted_model_files: tuple[Path, ...] = ()

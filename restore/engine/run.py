@@ -33,7 +33,8 @@ def plan_run(config: RunConfig) -> Plan:
 
 
 def _env(config: RunConfig) -> StageEnv:
-    return StageEnv(models_dir=config.models_dir, options=config.stage_options)
+    return StageEnv(models_dir=config.models_dir, options=config.stage_options,
+                    trusted_model_files=tuple(config.trusted_model_files))
 
 
 class RunModels:
@@ -88,6 +89,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     runlog = run_log(plan.out_dir)
     runlog.write(f"run: {len(songs)} songs with work, {len(plan.done_jobs)} steps already done, "
                  f"variants {', '.join(v.name for v in plan.variants)}, out {plan.out_dir}")
+    for path in config.trusted_model_files:
+        runlog.write(f"warning: --trust-model-file {path}: loaded even if it is not the published file, "
+                     "unpickled in full if it needs it (that runs whatever the file names)")
     for path, reason in plan.problems:
         runlog.write(f"failed {path}: {reason}")
     for reason in sorted({j.reason for j in plan.unavailable_jobs}):

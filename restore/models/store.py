@@ -5,6 +5,12 @@ Models live in one folder: `--models-dir`, else $MP3RESTORE_MODELS, else the use
 (Windows: %LOCALAPPDATA%\\mp3restore\\models; macOS: ~/Library/Caches/mp3restore/models;
 elsewhere: $XDG_CACHE_HOME or ~/.cache, then mp3restore/models). A model is also found in
 its own library's cache where that library has one (hifi-gan-bwe: ~/.local/hifi-gan-bwe).
+
+A model file is code as much as data (a torch checkpoint is a pickle), so the catalogue
+records what each published file is: its sha256 where it is known, else the hash prefix its
+publisher puts in its name (Demucs). `check_file` compares a file with that record (or with
+the hash `fetch` recorded when it downloaded the file); restore/models/checkpoints.py is
+the one place that reads a checkpoint, and decides from that verdict what it may do.
 """
 from __future__ import annotations
 
@@ -25,19 +31,53 @@ ENV_MODELS = "MP3RESTORE_MODELS"
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """One published file of a model."""
+
+    filename: str                  # in the models folder (a relative path)
+    url: str
+    sha256: str | None = None      # the published file's sha256, where known
+    # Where only a prefix of the sha256 is published (Demucs names its files
+    # <signature>-<first 8 hex digits>.th): it catches a damaged or other file, not a forged one.
+    sha256_prefix: str | None = None
+    approx_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str                      # what people type: `mp3restore models fetch hifigan-bwe`
     filename: str                  # the file in the models folder
     url: str
     purpose: str
     variants: tuple[str, ...]
-    approx_bytes: int              # for the listing and the memory plan
-    fmt: str = "torchscript"       # how `verify` checks it
-    sha256: str | None = None      # known hash of the published file; None: recorded at fetch
+    approx_bytes: int              # for the listing and the memory plan (all files together)
+    fmt: str = "torchscript"       # how `verify` checks it: torchscript, torch, demucs (a torch.save'd package)
+    sha256: str | None = None      # the published file's sha256; None: not known (see check_file)
     other_places: tuple[str, ...] = field(default_factory=tuple)  # library caches, "~" allowed
     # A Hugging Face hub repo whose cached snapshots also hold the file (under its own name,
     # the last part of `filename`): $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
     hf_repo: str | None = None
+    sha256_prefix: str | None = None
+    also: tuple[ModelFile, ...] = ()   # the model's other files (a Demucs bag: one per model in it)
+
+    def files(self) -> tuple[ModelFile, ...]:
+        """Every file of the model, the main one (`filename`) first."""
+        main = ModelFile(self.filename, self.url, self.sha256, self.sha256_prefix,
+                         self.approx_bytes - sum(f.approx_bytes for f in self.also))
+        return (main, *self.also)
+
+
+DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
+
+
+def _demucs(name: str, purpose: str, published: tuple[str, ...], each_bytes: int) -> ModelSpec:
+    """A Demucs bag as published: one `<signature>-<sha256[:8]>.th` per model, in the bag's
+    order (demucs/remote/files.txt and <name>.yaml), kept in <models>/demucs/."""
+    files = tuple(ModelFile(f"demucs/{n}", DEMUCS_ROOT + n, None, n[:-3].rsplit("-", 1)[1], each_bytes) for n in published)
+    first = files[0]
+    return ModelSpec(name=name, filename=first.filename, url=first.url, purpose=purpose, variants=("04_stems",),
+                     approx_bytes=each_bytes * len(files), fmt="demucs", sha256_prefix=first.sha256_prefix,
+                     also=files[1:])
 
 
 CATALOGUE: dict[str, ModelSpec] = {
@@ -51,6 +91,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             variants=("08_hifigan",),
             approx_bytes=4_300_000,
             other_places=("~/.local/hifi-gan-bwe",),
+            # sha256: not published anywhere we could read; `fetch` records the one it downloads.
         ),
         ModelSpec(
             name="audiosr-basic",
@@ -58,12 +99,33 @@ CATALOGUE: dict[str, ModelSpec] = {
             url="https://huggingface.co/haoheliu/audiosr_basic/resolve/main/pytorch_model.bin",
             purpose="AudioSR latent diffusion super-resolution to 48 kHz (general audio and music)",
             variants=("02_audiosr_direct", "03_audiosr_lp", "10_denoise_audiosr"),
-            approx_bytes=6_000_000_000,      # a guess: 1.09 B parameters plus their EMA copy, float32
+            approx_bytes=6_180_000_000,      # 6.18 GB on the hub page
             fmt="torch",
             hf_repo="haoheliu/audiosr_basic",
+            # sha256: unknown here (the hub shows it on the file's page; we could not read it).
+            # Its pickle names only tensors and OrderedDict (the hub's pickle scan), so it loads
+            # with weights_only=True and needs no hash to be read safely. For a speech variant,
+            # haoheliu/audiosr_speech's pytorch_model.bin is sha256
+            # 59fd60a9b93346c698788bac9b6077977a21733e7a78db9d3c3af3f1bdebc640 (its hub page).
         ),
+        _demucs("htdemucs", "Demucs v4 hybrid transformer, one model, 4 stems (separate.model=htdemucs)",
+                ("955717e8-8726e21a.th",), 84_000_000),
+        _demucs("htdemucs_ft", "Demucs v4 fine-tuned bag of 4 models, one per stem (separate.model=htdemucs_ft, the default)",
+                ("f7e0c4bc-ba3fe64a.th", "d12395a8-e57c48e6.th", "92cfc3b6-ef3bcb9c.th", "04573f0d-f3cf25b2.th"),
+                84_000_000),
+        _demucs("htdemucs_6s", "Demucs v4, 6 stems: adds guitar and piano (separate.model=htdemucs_6s)",
+                ("5c90dfd2-34c22ccb.th",), 55_000_000),
     )
 }
+
+
+def published_file(name: str) -> tuple[ModelSpec, ModelFile] | None:
+    """The catalogue's record of the file called `name` (a file name, no folder), if any."""
+    for spec in CATALOGUE.values():
+        for f in spec.files():
+            if Path(f.filename).name == name:
+                return spec, f
+    return None
 
 
 class ModelMissing(RestoreError):
@@ -132,34 +194,47 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-_fingerprints: dict[tuple, str] = {}
+_hashes: dict[tuple, str] = {}
+_HEX = frozenset("0123456789abcdef")
 
 
-def model_fingerprint(path: Path) -> str:
-    """The first 16 hex digits of the file's sha256: what goes into a variant's versions, so
-    that other weights redo the songs. Hashed once per version of the file (path, size and
-    mtime), remembered in memory and in `fingerprints.json` in the user's cache, so that a
+def _is_sha256(text: object) -> bool:
+    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, hashed once per version of the file (path, size, mtime and ctime),
+    remembered in memory and in `fingerprints.json` in the user's cache, so that a
     multi-gigabyte checkpoint is not read again to plan every run (best effort: a cache
-    that cannot be written only costs time)."""
+    that cannot be written only costs time). ctime is in the key because a program can set
+    a file's mtime back but not its ctime: a file rewritten in place is hashed again. What
+    only this cache vouches for is never enough to unpickle a file in full: that path
+    hashes the bytes it reads (restore/models/checkpoints.py)."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key in _fingerprints:
-        return _fingerprints[key]
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _hashes:
+        return _hashes[key]
     store = default_models_dir().parent / "fingerprints.json"
     try:
         known = json.loads(store.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
+    known = known if isinstance(known, dict) else {}
     text_key = "|".join(map(str, key))
-    if not isinstance(known, dict) or not isinstance(known.get(text_key), str):
-        known = known if isinstance(known, dict) else {}
-        known[text_key] = sha256_of(path)[:16]
+    if not _is_sha256(known.get(text_key)):   # absent, or a 16-digit fingerprint of an older version
+        known[text_key] = sha256_of(path)
         try:
             write_bytes_atomic(store, json.dumps(known, indent=0).encode("utf-8"), "remembering a model's hash")
         except Exception:
             pass
-    _fingerprints[key] = known[text_key]
+    _hashes[key] = known[text_key]
     return known[text_key]
+
+
+def model_fingerprint(path: Path) -> str:
+    """The first 16 hex digits of the file's sha256: what goes into a variant's versions, so
+    that other weights redo the songs (hashed once per version of the file: file_sha256)."""
+    return file_sha256(path)[:16]
 
 
 def model_version(spec: ModelSpec, folder: Path) -> str:
@@ -172,18 +247,75 @@ def _recorded_hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def verify(spec: ModelSpec, path: Path) -> str | None:
-    """None if the file at `path` is a sound copy of `spec`, else the reason it is not:
-    the published hash where known, else the hash recorded when it was fetched; and the
-    format (a TorchScript file is a zip archive with code and data)."""
-    digest = sha256_of(path)
-    expected = spec.sha256
-    recorded = _recorded_hash_path(path)
-    if expected is None and recorded.is_file():
-        expected = recorded.read_text().split()[0]
-    if expected is not None and digest != expected:
-        return f"hash mismatch (sha256 {digest[:12]}..., expected {expected[:12]}...): the file is damaged or another version"
-    if spec.fmt == "torch":  # torch.save: a zip archive with data.pkl, or a legacy pickle
+def recorded_hash(path: Path) -> str | None:
+    """The sha256 `fetch` recorded beside the file when it downloaded it, if any."""
+    try:
+        words = _recorded_hash_path(path).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return None
+    return words[0].lower() if words and _is_sha256(words[0].lower()) else None
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What the catalogue says about one model file. `status`:
+    - "published": its sha256 is the published file's (the catalogue records it);
+    - "prefix": the catalogue knows only a prefix of the published sha256 (Demucs's file
+      names carry 8 hex digits) and it matches: a damaged or other file is caught, a forged
+      one is not;
+    - "recorded": no published hash is known, and it matches the hash `fetch` recorded when
+      it downloaded the file from the publisher;
+    - "unverified": there is nothing to compare it with;
+    - "mismatch": it differs from the published or recorded hash (`detail` says how).
+    Only "published" (or the person's own --trust-model-file) lets a file be unpickled in
+    full; everything else is read as tensors only."""
+
+    path: Path
+    status: str
+    sha256: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "mismatch"
+
+
+def file_of(spec: ModelSpec, path: Path) -> ModelFile:
+    """The catalogue's record for `path`: the model file of that name, else the main one
+    (a Hugging Face snapshot keeps the main file under its own name)."""
+    return next((f for f in spec.files() if Path(f.filename).name == path.name), spec.files()[0])
+
+
+def check_file(spec: ModelSpec, path: Path, expected: ModelFile | None = None) -> FileCheck:
+    """Compare the file at `path` with the catalogue's record (`expected`, else the record
+    of its name in `spec`): the published sha256, else the published prefix, else the hash
+    recorded at fetch. Cheap after the first time (file_sha256 remembers)."""
+    record = expected or file_of(spec, path)
+    digest = file_sha256(path)
+    if record.sha256:
+        if digest == record.sha256:
+            return FileCheck(path, "published", digest, "sha256 matches the published file")
+        return FileCheck(path, "mismatch", digest,
+                         f"sha256 {digest[:12]}... is not the published file's {record.sha256[:12]}...")
+    if record.sha256_prefix:
+        if digest.startswith(record.sha256_prefix):
+            return FileCheck(path, "prefix", digest,
+                             f"sha256 starts with {record.sha256_prefix}, as the published file's name says")
+        return FileCheck(path, "mismatch", digest,
+                         f"sha256 {digest[:12]}... does not start with {record.sha256_prefix}, as the published file's does")
+    recorded = recorded_hash(path)
+    if recorded:
+        if digest == recorded:
+            return FileCheck(path, "recorded", digest, "sha256 matches the one recorded when it was fetched")
+        return FileCheck(path, "mismatch", digest,
+                         f"sha256 {digest[:12]}... differs from the {recorded[:12]}... recorded when it was fetched")
+    return FileCheck(path, "unverified", digest,
+                     f"sha256 {digest[:12]}...: no published hash is known for it and `mp3restore models fetch` did not fetch it")
+
+
+def format_problem(fmt: str, path: Path) -> str | None:
+    """None if the file looks like a `fmt` file (without reading what it holds), else why not."""
+    if fmt in ("torch", "demucs"):  # torch.save: a zip archive with data.pkl, or a legacy pickle
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 if not any(n.endswith("data.pkl") for n in z.namelist()):
@@ -192,7 +324,7 @@ def verify(spec: ModelSpec, path: Path) -> str | None:
             with open(path, "rb") as fh:
                 if fh.read(1) != b"\x80":
                     return "not a torch checkpoint (neither a zip archive nor a pickle)"
-    if spec.fmt == "torchscript":
+    if fmt == "torchscript":
         if not zipfile.is_zipfile(path):
             return "not a TorchScript file (not a zip archive)"
         with zipfile.ZipFile(path) as z:
@@ -202,24 +334,52 @@ def verify(spec: ModelSpec, path: Path) -> str | None:
     return None
 
 
-def fetch(spec: ModelSpec, folder: Path, progress: Callable[[int, int | None], None] = lambda done, total: None) -> Path:
-    """Download `spec` into `folder` (atomically), verify it and record its hash. Raises
-    RestoreError with a clear reason when there is no network or the file is bad."""
-    target = folder / spec.filename
-    try:
-        with urllib.request.urlopen(spec.url, timeout=30) as response, atomic_output(target, "downloading") as tmp:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            done = 0
-            with open(tmp, "wb") as out:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    out.write(chunk)
-                    done += len(chunk)
-                    progress(done, total)
-            problem = verify(spec, tmp)
-            if problem:
-                raise RestoreError(f"downloaded {spec.name} but {problem}", spec.url)
-    except OSError as exc:  # URLError is an OSError: no network, DNS, refused, timeout
-        raise RestoreError(f"cannot download {spec.name} ({getattr(exc, 'reason', exc)})", spec.url,
-                           f"download it by hand and put it in {folder}") from exc
-    _recorded_hash_path(target).write_text(f"{sha256_of(target)}  {spec.filename}\n")
-    return target
+def verify(spec: ModelSpec, path: Path) -> str | None:
+    """None if the file at `path` is a sound copy of `spec`, else the reason it is not:
+    the published hash (or its prefix) where known, else the hash recorded when it was
+    fetched; and the format (a TorchScript file is a zip archive with code and data). A file
+    with nothing to compare it with passes (`check_file` says "unverified")."""
+    check = check_file(spec, path)
+    if not check.ok:
+        return f"hash mismatch ({check.detail}): the file is damaged or another version"
+    return format_problem(spec.fmt, path)
+
+
+def _download_problem(spec: ModelSpec, record: ModelFile, tmp: Path) -> str | None:
+    digest = sha256_of(tmp)
+    if record.sha256 and digest != record.sha256:
+        return f"its sha256 {digest[:12]}... is not the published {record.sha256[:12]}..."
+    if record.sha256_prefix and not digest.startswith(record.sha256_prefix):
+        return f"its sha256 {digest[:12]}... does not start with {record.sha256_prefix}, as its name says"
+    return format_problem(spec.fmt, tmp)
+
+
+def fetch(spec: ModelSpec, folder: Path, progress: Callable[[int, int | None], None] = lambda done, total: None) -> list[Path]:
+    """Download every file of `spec` into `folder` (each atomically; one already there and
+    sound is kept), check each against the catalogue (published sha256 or prefix) and its
+    format, and record its sha256 beside it. Returns the files. Raises RestoreError with a
+    clear reason when there is no network or a file is bad (nothing bad is left behind)."""
+    done_files = []
+    for record in spec.files():
+        target = folder / record.filename
+        if target.is_file() and check_file(spec, target, record).status in ("published", "prefix", "recorded"):
+            done_files.append(target)
+            continue
+        try:
+            with urllib.request.urlopen(record.url, timeout=30) as response, atomic_output(target, "downloading") as tmp:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                done = 0
+                with open(tmp, "wb") as out:
+                    for chunk in iter(lambda: response.read(1 << 16), b""):
+                        out.write(chunk)
+                        done += len(chunk)
+                        progress(done, total)
+                problem = _download_problem(spec, record, tmp)
+                if problem:
+                    raise RestoreError(f"downloaded {spec.name} but {problem}", record.url)
+        except OSError as exc:  # URLError is an OSError: no network, DNS, refused, timeout
+            raise RestoreError(f"cannot download {spec.name} ({getattr(exc, 'reason', exc)})", record.url,
+                               f"download it by hand and put it in {target.parent}") from exc
+        _recorded_hash_path(target).write_text(f"{sha256_of(target)}  {Path(record.filename).name}\n")
+        done_files.append(target)
+    return done_files

@@ -23,6 +23,9 @@ class StageEnv:
     # A stage parses its own against its declared options (Stage.__init__; UsageError on a
     # bad one) and puts them in config(), so a changed option redoes the step.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Model files the person trusts by name (--trust-model-file): loaded even when they are
+    # not the published file, unpickled in full if they need it; the log says so.
+    trusted_model_files: tuple[Path, ...] = ()
 
     def options_for(self, stage: str) -> dict[str, Any]:
         return dict(self.options.get(stage, {}))

@@ -1,7 +1,10 @@
 """HiFi-GAN+ bandwidth extension (variant 08_hifigan): 48 kHz out, true stereo, exact length.
 
 The published checkpoints (hifi-gan-bwe) are TorchScript files, loaded here with
-torch.jit.load, once per run, without the hifi-gan-bwe package or torchaudio. The model is
+torch.jit.load (through restore/models/checkpoints.py: checked against the catalogue, and
+refused if it is not a TorchScript file), once per run, without the hifi-gan-bwe package or
+torchaudio. A file with no published or recorded hash loads with a warning in every song's
+log and in the report. The model is
 mono: each channel is one item, and left and right go through it together (batched) in
 12 s chunks with 1 s crossfades through the one chunker. Not the package's own streaming,
 which drops the tail after the last full window and misplaces crossfades when the input
@@ -17,6 +20,7 @@ import numpy as np
 from restore.audio import Audio
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.analysis.spectrum import level_match_gain
+from restore.models.checkpoints import is_trusted, load_torchscript, model_file_problem, verified_or_refused
 from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from restore.stages.base import Stage, StageContext, package_version
 
@@ -27,6 +31,7 @@ OVERLAP_SECONDS = 1.0         # covers the WaveNet's receptive field (13120 samp
 # measured 102 MiB on the full-size architecture (a 12-item x 12 s call took 14.4 GiB); rounded up.
 COST = ModelCost(fixed_bytes=64 << 20, bytes_per_item_second=110 << 20)
 MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching would only hide it
+WHAT = "the HiFi-GAN+ TorchScript model (hifigan-bwe)"
 
 
 class HifiganBweStage(Stage):
@@ -42,14 +47,17 @@ class HifiganBweStage(Stage):
         self.model = None
         self.cpu_model = None
         self.device = None
+        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
+        self.load_notes: list[str] = []   # what loading the model found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
         if package_version("torch") == "absent":
             return 'torch is not installed (pip install -e ".[neural]", see README)'
-        if find_model(self.spec, self.models_dir) is None:
+        path = find_model(self.spec, self.models_dir)
+        if path is None:
             return missing(self.spec, self.models_dir).reason()
-        return None
+        return model_file_problem(self.spec, path, WHAT, self.trusted)
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
@@ -63,12 +71,21 @@ class HifiganBweStage(Stage):
 
     # -- heavy --
     def load(self, device) -> None:
-        import torch
         path = require_model(self.spec, self.models_dir)
+        trusted = is_trusted(path, self.trusted)
+        check = verified_or_refused(self.spec, path, WHAT, trusted)   # a changed file is refused before torch reads it
+        if not check.ok:
+            note = f"warning: bwe_hifigan: loading {path} because --trust-model-file names it ({check.detail})"
+        elif check.status == "unverified" and not trusted:
+            note = (f"warning: bwe_hifigan: the model file {path} is not verified ({check.detail}); "
+                    f"`mp3restore models fetch {self.spec.name}` gets one whose hash is recorded")
+        else:
+            note = f"bwe_hifigan: model file {path}: {check.detail}"
+        self.load_notes = [note]
         self.device = device
-        self.model = torch.jit.load(str(path), map_location=device.torch_device).eval()
+        self.model = load_torchscript(path, device.torch_device, what=WHAT, fetch_name=self.spec.name).eval()
         if device.kind != "cpu":  # the out-of-memory fallback runs single chunks on the CPU
-            self.cpu_model = torch.jit.load(str(path), map_location="cpu").eval()
+            self.cpu_model = load_torchscript(path, "cpu", what=WHAT, fetch_name=self.spec.name).eval()
 
     def unload(self) -> None:
         self.model = self.cpu_model = None
@@ -76,6 +93,10 @@ class HifiganBweStage(Stage):
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
         """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
         import torch
+        for note in self.load_notes:
+            ctx.log(note)
+            if note.startswith("warning:"):   # in the marker's stage_facts, hence in the report
+                ctx.facts["bwe_hifigan_model_file"] = note.removeprefix("warning: bwe_hifigan: ")
 
         def run(model, device: str):
             def call(items: np.ndarray) -> np.ndarray:  # [B, n] -> [B, n * 48000 / rate]

@@ -23,17 +23,28 @@ Weights, looked for in this order (cheaply, by file name: no torch import):
 1. the models folder, `<models>/demucs/`: demucs's local repo layout (`<name>.yaml` and
    one `<sig>-<hash>.th` per model; without the yaml, demucs's shipped one is used);
 2. demucs's Hugging Face cache (`$HF_HUB_CACHE`, default `~/.cache/huggingface/hub`,
-   `models--adefossez--HTDemucs-ft/snapshots/...`), read with the hub offline;
+   `models--adefossez--HTDemucs-ft/snapshots/...`), read straight from the snapshot (no network);
 3. torch hub's cache (`$TORCH_HOME/hub/checkpoints/<sig>-<hash>.th`), where demucs <= 4.0.1
    downloaded to.
+
+The files are read here, not by demucs's loaders (which unpickle a `.th` file in full, and
+skip the hash check for a file whose name carries none): a `.th` file must be named
+`<sig>-<hash>.th`, its sha256 must start with that hash, and for a published signature the
+name must be the published one (the catalogue, restore/models/store.py); it is then read as
+tensors plus demucs's three model classes and Fraction (restore/models/checkpoints.py). A
+safetensors file is data and JSON; its model class must be one of demucs's. Then demucs's
+own `load_model` builds the model from that package, and `BagOfModels` the bag.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import random
+import re
+import warnings
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +52,8 @@ import numpy as np
 
 from restore.audio import Audio, fit_frames
 from restore.errors import RestoreError, UsageError
-from restore.models.store import models_dir
+from restore.models.checkpoints import ModelRefused, is_trusted, load_tensors, read_safetensors, refusal
+from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, models_dir
 from restore.stages.base import Stage, StageContext, package_version
 from restore.stages.options import Option
 
@@ -116,11 +128,24 @@ def _signatures(bag_yaml: Path) -> list[str]:
         return []
 
 
+def published() -> dict[str, tuple[ModelSpec, ModelFile]]:
+    """The catalogue's published Demucs files by model signature: (bag, file)."""
+    return {Path(f.filename).name.split("-")[0]: (spec, f)
+            for spec in CATALOGUE.values() if spec.fmt == "demucs" for f in spec.files()}
+
+
 def _th_files(folder: Path, sigs: list[str]) -> tuple[Path, ...] | None:
+    """One file per signature: the published name first, then other hash-suffixed names,
+    then a name without a hash (found, so that the refusal can name it, never loaded)."""
+    known = published()
     found = []
     for sig in sigs:
-        matches = sorted(p for p in (folder.glob(f"{sig}.th") if folder.is_dir() else ()) if p.is_file())
-        matches += sorted(p for p in (folder.glob(f"{sig}-*.th") if folder.is_dir() else ()) if p.is_file())
+        if not folder.is_dir():
+            return None
+        ours = [folder / Path(known[sig][1].filename).name] if sig in known else []
+        matches = [p for p in ours if p.is_file()]
+        matches += sorted(p for p in folder.glob(f"{sig}-*.th") if p.is_file() and p not in matches)
+        matches += sorted(p for p in folder.glob(f"{sig}.th") if p.is_file())
         if not matches:
             return None
         found.append(matches[0])
@@ -167,40 +192,124 @@ def missing_reason(name: str, folder: Path) -> str:
     remote = _demucs_remote()
     shipped = remote / f"{name}.yaml" if remote else None
     sigs = _signatures(shipped) if shipped is not None and shipped.is_file() else []
-    files = ", ".join(f"{s}-*.th" for s in sigs) or "its .th files"
-    return (f"demucs model {name} is missing: put {name}.yaml and {files} in {folder / 'demucs'}, "
-            f"or fetch it once where there is network into demucs's cache ({hf_hub_cache()}): "
-            f"python -c \"from demucs.pretrained import get_model; get_model('{name}')\"")
+    known = published()
+    files = ", ".join(Path(known[s][1].filename).name if s in known else f"{s}-*.th" for s in sigs) or "its .th files"
+    return (f"demucs model {name} is missing: put {files} in {folder / 'demucs'} "
+            f"(`mp3restore models fetch {name}` downloads and checks them), or have demucs download it "
+            f"into its cache ({hf_hub_cache()})")
 
 
-@contextlib.contextmanager
-def _hub_offline():
-    """huggingface_hub reads HF_HUB_OFFLINE once, at import: set its constant for the load, so
-    that a cached model loads without asking the network (and without hanging when there is none)."""
-    from huggingface_hub import constants
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
+_HASH_SUFFIX = re.compile(r"[0-9a-f]{8,64}")
 
 
-def load_bag(name: str, weights: Weights):
-    """The BagOfModels for `name`, read by demucs's own loader from `weights`, in eval mode."""
-    if weights.where == "Hugging Face cache":
-        from demucs.hf import get_hf_model
-        with _hub_offline():
-            bag = get_hf_model(name)
+def file_problem(path: Path, bag: str, trusted=()) -> ModelRefused | None:
+    """None if the weights file at `path` may be read, else the refusal. A `.th` file must
+    carry a hash in its name (demucs itself checks only such names) and its sha256 must
+    start with that hash; a file with a published name must be the published file (its
+    8-digit hash checked). A safetensors file holds no code: no name rule. A file the
+    person trusts (--trust-model-file) passes. What passes is still read as tensors only."""
+    if path.suffix != ".th" or is_trusted(path, trusted):
+        return None
+    what = f"the Demucs model file ({bag})"
+    sig, dash, suffix = path.stem.rpartition("-")
+    if not dash or not _HASH_SUFFIX.fullmatch(suffix):
+        return refusal(path, what, "its name carries no hash (<signature>-<first 8 hex digits of its sha256>.th), "
+                                   "so nothing says what file it is", bag)
+    record = published().get(sig)
+    if record is not None and Path(record[1].filename).name == path.name:
+        check = check_file(record[0], path, record[1])
+        return None if check.ok else refusal(path, what, f"it is not the published file ({check.detail})", bag)
+    digest = file_sha256(path)
+    if not digest.startswith(suffix):
+        return refusal(path, what, f"its sha256 {digest[:12]}... does not start with {suffix}, as its name says", bag)
+    return None
+
+
+def file_warning(path: Path, trusted=()) -> str | None:
+    """Why a weights file that passes file_problem is still not the published one (for the
+    log and the report), or None for a published file."""
+    if is_trusted(path, trusted):
+        return f"loaded {path} because --trust-model-file names it"
+    if path.suffix != ".th":
+        return None   # the Hugging Face cache: said once per bag (load)
+    record = published().get(path.stem.rpartition("-")[0])
+    if record is None:
+        return f"{path.name} is not a published demucs model; its hash matches its name; read as tensors only"
+    if Path(record[1].filename).name != path.name:
+        return (f"{path.name} is not the published file ({Path(record[1].filename).name}); its hash matches its name; "
+                "read as tensors only")
+    return None
+
+
+def weights_problem(weights: Weights, bag: str, trusted=()) -> ModelRefused | None:
+    """The first file of `weights` that would be refused (file_problem), or None."""
+    return next((p for p in (file_problem(f, bag, trusted) for f in weights.files) if p is not None), None)
+
+
+def _model_classes() -> dict[str, type]:
+    """demucs's model classes by dotted name: what a package may name, and nothing else."""
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
+    return {f"{k.__module__}.{k.__name__}": k for k in (HTDemucs, HDemucs, Demucs)}
+
+
+def _decode_json(value):
+    """demucs.hf's encoding of init arguments: fractions are tagged objects."""
+    if isinstance(value, dict):
+        if value.get("_type") == "fraction":
+            return Fraction(int(value["numerator"]), int(value["denominator"]))
+        return {k: _decode_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_json(v) for v in value]
+    return value
+
+
+def load_demucs_model(path: Path, bag: str, trusted=()):
+    """One model of a bag from a `.th` package or a safetensors file, checked (file_problem)
+    and read without running anything from the file; demucs's own load_model then builds it
+    from the package (class, arguments, state)."""
+    problem = file_problem(path, bag, trusted)
+    if problem is not None:
+        raise problem
+    what = f"the Demucs model file ({bag})"
+    classes = _model_classes()
+    if path.suffix == ".safetensors":
+        state, meta = read_safetensors(path)
+        klass = classes.get(meta.get("klass", ""))
+        if klass is None:
+            raise refusal(path, what, f"it names the class {str(meta.get('klass'))[:80]!r}, not one of demucs's models", bag)
+        if "structure" in meta:
+            raise refusal(path, what, "it is a quantized (diffq) model, which this tool does not read", bag)
+        try:
+            args, kwargs = _decode_json(json.loads(meta["args"])), _decode_json(json.loads(meta["kwargs"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RestoreError(f"cannot read {what} {path}: its header lacks the model's arguments ({exc})") from None
+        package = {"klass": klass, "args": args, "kwargs": kwargs, "state": state}
     else:
-        from demucs.pretrained import get_model
-        from demucs.repo import BagOnlyRepo, LocalRepo
-        folder = weights.files[0].parent
-        if weights.bag_yaml.parent == folder:
-            bag = get_model(name, repo=folder)
-        else:  # .th files without their yaml: demucs's shipped yaml describes the bag
-            bag = BagOnlyRepo(weights.bag_yaml.parent, LocalRepo(folder)).get_model(name)
-    return bag.eval()
+        package = load_tensors(path, what=what, fetch_name=bag, allow=[*classes.values(), Fraction],
+                               trusted=is_trusted(path, trusted))
+        if not isinstance(package, dict) or package.get("klass") not in classes.values():
+            raise refusal(path, what, "it is not a demucs model package", bag)
+    state = package.get("state")
+    if not isinstance(state, dict) or "__quantized" in state:
+        raise refusal(path, what, "its state is not plain weights (a quantized diffq model?)", bag)
+    if not isinstance(package.get("args"), (list, tuple)) or not isinstance(package.get("kwargs"), dict):
+        raise refusal(path, what, "its model arguments are not a list and a mapping", bag)
+    from demucs.states import load_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # demucs warns about arguments an older class version had
+        return load_model(package)        # a dict: demucs builds the class and sets the state, no torch.load
+
+
+def load_bag(name: str, weights: Weights, trusted=()):
+    """The BagOfModels for `name` from `weights`, in eval mode: the bag's yaml (safe_load) and
+    each model through load_demucs_model, never through demucs's own file loaders."""
+    import yaml
+    from demucs.apply import BagOfModels
+    bag = yaml.safe_load(weights.bag_yaml.read_text())
+    models = [load_demucs_model(path, name, trusted) for path in weights.files]
+    return BagOfModels(models, bag.get("weights"), bag.get("segment")).eval()
 
 
 # -- options --
@@ -237,6 +346,8 @@ class DemucsStage(Stage):
         self.bag = None
         self.device = None
         self.weights: Weights | None = None
+        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
+        self.load_notes: list[str] = []   # what loading the weights found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
@@ -244,9 +355,11 @@ class DemucsStage(Stage):
             return 'torch is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
         if package_version("demucs") == "absent" or _demucs_remote() is None:
             return 'demucs is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
-        if locate(self.model_name, self.models_dir) is None:
+        weights = locate(self.model_name, self.models_dir)
+        if weights is None:
             return missing_reason(self.model_name, self.models_dir)
-        return None
+        problem = weights_problem(weights, self.model_name, self.trusted)
+        return None if problem is None else problem.reason()
 
     def versions(self) -> dict:
         weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
@@ -271,10 +384,20 @@ class DemucsStage(Stage):
         if weights is None:
             raise RestoreError(missing_reason(self.model_name, self.models_dir))
         try:
-            bag = load_bag(self.model_name, weights)
-        except Exception as exc:  # a damaged file, a checksum mismatch, a version demucs cannot read
+            bag = load_bag(self.model_name, weights, self.trusted)
+        except RestoreError:   # refused or unreadable: its own line names the file
+            raise
+        except Exception as exc:  # a damaged file, a version demucs cannot read
             raise RestoreError(f"demucs could not load {self.model_name} from the {weights.where} "
                                f"({weights.files[0].parent}): {exc.__class__.__name__}: {exc}") from exc
+        warned = [w for w in (file_warning(p, self.trusted) for p in weights.files) if w]
+        self.load_notes = [f"warning: separate: {w}" for w in warned]
+        if weights.where == "Hugging Face cache":
+            self.load_notes.append(f"separate: {self.model_name} read from safetensors files (data only, no code); "
+                                   "no published hashes are known for them")
+        elif not warned:
+            self.load_notes.append(f"separate: {self.model_name}: the published files, each sha256 starting with the "
+                                   "hash its name carries")
         if self.segment is not None and self.segment > bag.max_allowed_segment:
             raise UsageError(f"separate.segment={self.segment:g} is longer than {self.model_name} was trained on "
                              f"({float(bag.max_allowed_segment):g} s)")
@@ -296,6 +419,11 @@ class DemucsStage(Stage):
         model's order (drums, bass, other, vocals[, guitar, piano])."""
         if audio.channels > 2:
             raise RestoreError(f"demucs separates mono or stereo songs; this one has {audio.channels} channels")
+        for note in self.load_notes:
+            ctx.log(note)
+        warnings_ = [n.removeprefix("warning: separate: ") for n in self.load_notes if n.startswith("warning:")]
+        if warnings_:   # in the marker's stage_facts, hence in the report
+            ctx.facts["separate_model_files"] = "; ".join(warnings_)
         mix = audio.samples if audio.channels == 2 else np.repeat(audio.samples, 2, axis=0)
         mix = _resample(mix, audio.rate, MODEL_RATE)
         ref = mix.mean(axis=0)  # demucs's Separator: normalise by the mid channel's mean and std

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="settings",
                    help="a stage option, e.g. --set bwe_audiosr.ddim_steps=25 --set denoise.atten_db=9 "
                         "(repeatable; the README lists each stage's options)")
+    r.add_argument("--trust-model-file", action="append", default=[], metavar="PATH", dest="trusted",
+                   help="load this model file even if it is not the published one, unpickling it in full if it "
+                        "needs that, which runs whatever the file names (repeatable; the log says so)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
             stage_options=parse_settings(args.settings),
+            trusted_model_files=tuple(clean_user_path(t) for t in args.trusted),
         )
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback

@@ -35,6 +35,8 @@ import numpy as np
 from restore.audio import Audio, fit_frames, frames_at_rate
 from restore.analysis.spectrum import level_match_gain
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
+from restore.errors import RestoreError
+from restore.models.checkpoints import is_trusted, model_file_problem
 from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
 from restore.stages.base import Stage, StageContext, package_version
 from restore.stages.options import Option
@@ -228,25 +230,75 @@ class AudioSrEngine:
         return wave[:, 0, :n].float().cpu().numpy()
 
 
-def load_engine(path, device: str, half: bool, log=lambda line: None) -> AudioSrEngine:
+def _numbers(value) -> bool:
+    """A number, None, or a (nested) list of numbers."""
+    if isinstance(value, list):
+        return all(_numbers(v) for v in value)
+    return value is None or isinstance(value, (int, float))   # bool is an int
+
+
+def sizes_only(config, own, name: str, path, at: str = "") -> None:
+    """Raise ModelRefused unless `config` (from a checkpoint) is `own` (audiosr's config)
+    with at most numbers changed: the same strings in the same places and no key `own`
+    lacks (keys it leaves out are fine)."""
+    from restore.models.checkpoints import refusal
+
+    def bad(why: str):
+        return refusal(path, "the AudioSR checkpoint", f"its {name} {why} at {at or '/'} "
+                       "(a checkpoint's config may change sizes only)", "audiosr-basic")
+
+    if isinstance(own, dict):
+        if not isinstance(config, dict):
+            raise bad("is not a mapping")
+        for key, value in config.items():
+            if key not in own:
+                raise bad(f"adds {str(key)[:40]!r}")
+            sizes_only(value, own[key], name, path, f"{at}/{key}")
+    elif _numbers(own) and own != []:
+        if not _numbers(config):
+            raise bad("puts something other than numbers")
+    elif config != own:   # strings (a class to import, a file to read, a name): exactly audiosr's own
+        raise bad("changes a value that is not a number")
+
+
+def load_engine(path, device: str, half: bool, log=lambda line: None, *, spec=None, trusted: bool = False) -> AudioSrEngine:
     """Build audiosr's LatentDiffusion from its own config (or the config a test checkpoint
     carries) and load the checkpoint's weights into it. Parts super-resolution never runs
-    (the conditioner VAE's decoder and vocoder, the first-stage encoder) are dropped."""
+    (the conditioner VAE's decoder and vocoder, the first-stage encoder) are dropped.
+
+    The checkpoint is checked against the catalogue (`spec`, default audiosr-basic) first,
+    then read as tensors only (restore/models/checkpoints.py): the published file's pickle
+    holds nothing else. A file that differs from the published or recorded hash, or that
+    names anything beyond tensors, is refused (ModelRefused) unless `trusted`
+    (--trust-model-file); then `log` says so."""
     import warnings
 
-    import torch
-
+    from restore.models.checkpoints import load_tensors, verified_or_refused
     from restore.stages.audiosr.compat import build_latent_diffusion, load_audiosr
+    spec = spec or CATALOGUE["audiosr-basic"]
+    what = f"the AudioSR checkpoint ({spec.name})"
+    check = verified_or_refused(spec, path, what, trusted)
+    if trusted and check.status != "published":
+        log(f"warning: bwe_audiosr: loading {path} because --trust-model-file names it ({check.detail})")
     lib = load_audiosr()
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a legacy pickle (no mmap), or objects beyond tensors in a Lightning checkpoint
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    ckpt = load_tensors(path, what=what, fetch_name=spec.name, check=check, published_sha256=spec.sha256, trusted=trusted)
+    if not isinstance(ckpt, dict):
+        raise RestoreError(f"{what} {path} is not a state dict (a {type(ckpt).__name__})",
+                           hint=f"`mp3restore models fetch {spec.name}` gets the published one")
     state = ckpt.get("state_dict", ckpt)
-    params = ckpt.get("mp3restore_config") or lib["basic_config"]()["model"]["params"]
+    own = lib["basic_config"]()["model"]["params"]
+    params = ckpt.get("mp3restore_config") or own
+    vocoder = ckpt.get("mp3restore_vocoder")
+    # A test checkpoint carries a smaller config. audiosr builds every part from a config's
+    # "target" strings (import and call) and reads a "ckpt_path" with torch.load, so a
+    # config that came in a file may only change numbers: every string, every key, must
+    # be audiosr's own.
+    sizes_only(params, own, "mp3restore_config", path)
+    if vocoder is not None:
+        sizes_only(vocoder, lib["utilities_model"].get_vocoder_config_48k(), "mp3restore_vocoder", path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)     # torch.nn.utils.weight_norm in audiosr's HiFi-GAN
-        model = build_latent_diffusion(params, vocoder=ckpt.get("mp3restore_vocoder"))
+        model = build_latent_diffusion(params, vocoder=vocoder)
     result = model.load_state_dict(state, strict=False)
     needed = ("model.", "first_stage_model.decoder.", "first_stage_model.post_quant_conv.",
               "first_stage_model.vocoder.", "cond_stage_models.0.vae.encoder.", "cond_stage_models.0.vae.quant_conv.",
@@ -281,6 +333,8 @@ class AudioSrStage(Stage):
         self.engine: AudioSrEngine | None = None
         self.cpu_engine: AudioSrEngine | None = None
         self.device = None
+        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
+        self.load_notes: list[str] = []   # what loading the weights found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
@@ -291,9 +345,10 @@ class AudioSrStage(Stage):
         lacking = [m for m in ("einops", "tqdm", "scipy", "PIL", "requests") if importlib.util.find_spec(m) is None]
         if lacking:
             return f"AudioSR needs {', '.join(lacking)} (pip install -e \".[audiosr]\", see README)"
-        if find_model(self.spec, self.models_dir) is None:
+        path = find_model(self.spec, self.models_dir)
+        if path is None:
             return missing(self.spec, self.models_dir).reason()
-        return None
+        return model_file_problem(self.spec, path, "the AudioSR checkpoint", self.trusted)
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
@@ -317,14 +372,20 @@ class AudioSrStage(Stage):
 
     def load(self, device) -> None:
         self.device = device
-        self.engine = load_engine(require_model(self.spec, self.models_dir), device.torch_device, self._half(device))
+        self.load_notes = []
+        self.engine = self._load_engine(device.torch_device, self._half(device))
+
+    def _load_engine(self, torch_device: str, half: bool) -> AudioSrEngine:
+        path = require_model(self.spec, self.models_dir)
+        return load_engine(path, torch_device, half, self.load_notes.append, spec=self.spec,
+                           trusted=is_trusted(path, self.trusted))
 
     def unload(self) -> None:
         self.engine = self.cpu_engine = None
 
     def _cpu_fallback(self, items: np.ndarray) -> np.ndarray:
         if self.cpu_engine is None:  # loaded only if a single chunk does not fit on the GPU
-            self.cpu_engine = load_engine(require_model(self.spec, self.models_dir), "cpu", False)
+            self.cpu_engine = self._load_engine("cpu", False)
         o = self.opts
         return self.cpu_engine.generate(items, o["ddim_steps"], o["guidance_scale"], o["seed"])
 
@@ -334,6 +395,10 @@ class AudioSrStage(Stage):
 
         from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
         o = self.opts
+        for note in self.load_notes:
+            ctx.log(note)
+            if note.startswith("warning:"):
+                ctx.facts["bwe_audiosr_model_file"] = note.removeprefix("warning: bwe_audiosr: ")
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
         x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
         x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)

@@ -1,14 +1,29 @@
 """`mp3restore models [list|fetch NAME|verify [NAME]]`: the model manager at the edge."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
 from restore.ui.console import safe
 from restore.errors import RestoreError
-from restore.models.store import CATALOGUE, candidates, fetch, find_model, models_dir, verify
+from restore.models.store import CATALOGUE, ModelSpec, candidates, check_file, fetch, find_model, format_problem, models_dir
 from restore.status_codes import EXIT_OK, EXIT_SETUP, EXIT_SONGS_FAILED, EXIT_USAGE
+
+# How `verify` words each verdict of store.check_file.
+_SAYS = {"published": "sha256 is the published file's",
+         "prefix": "sha256 starts with the hash its published name carries",
+         "recorded": "sha256 is the one recorded when it was fetched",
+         "unverified": "present, but nothing to check it against (no published hash known; not fetched by this tool)"}
+
+
+def _found(spec: ModelSpec, folder: Path) -> list[Path | None]:
+    """Each file of the model: where it is (the main one may be in a library cache), or None."""
+    main = find_model(spec, folder)
+    others = [folder / f.filename for f in spec.also]
+    return [main, *(p if p.is_file() else None for p in others)]
 
 
 def models_command(console: Console, action: str, name: str | None, folder_arg: str | None) -> int:
@@ -22,10 +37,13 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
         for column in ("name", "present", "size", "where", "for", "variants"):
             table.add_column(column, overflow="fold")
         for spec in specs:
-            path = find_model(spec, folder)
-            size = path.stat().st_size if path else spec.approx_bytes
-            table.add_row(spec.name, "[green]yes[/]" if path else "[yellow]no[/]", f"{'' if path else '~'}{size / 1e6:.1f} MB",
-                          safe(path or f"put {spec.filename} in {folder}"), safe(spec.purpose), ", ".join(spec.variants))
+            found = _found(spec, folder)
+            present = all(found)
+            size = sum(p.stat().st_size for p in found) if present else spec.approx_bytes
+            where = (", ".join(safe(p) for p in found) if present
+                     else f"put {', '.join(f.filename for f in spec.files())} in {folder}")
+            table.add_row(spec.name, "[green]yes[/]" if present else "[yellow]no[/]", f"{'' if present else '~'}{size / 1e6:.1f} MB",
+                          where, safe(spec.purpose), ", ".join(spec.variants))
         console.print(table)
         return EXIT_OK
     if action == "fetch":
@@ -36,24 +54,31 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
         try:
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), console=console) as bar:
-                task = bar.add_task(f"downloading {spec.filename}", total=spec.approx_bytes)
-                path = fetch(spec, folder, lambda done, total: bar.update(task, completed=done, total=total or spec.approx_bytes))
+                task = bar.add_task(f"downloading {spec.name}", total=spec.approx_bytes)
+                paths = fetch(spec, folder, lambda done, total: bar.update(task, completed=done, total=total or spec.approx_bytes))
         except RestoreError as exc:
             console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
             return EXIT_SETUP
-        console.print(f"[green]fetched and verified[/] {safe(path)}")
+        for path in paths:
+            console.print(f"[green]fetched and verified[/] {safe(path)}: {_SAYS[check_file(spec, path).status]}", soft_wrap=True)
         return EXIT_OK
     bad = 0
     for spec in specs:
-        path = find_model(spec, folder)
-        if path is None:
-            console.print(f"[yellow]missing[/] {spec.name}: looked in {', '.join(safe(p.parent) for p in candidates(spec, folder))}",
-                          soft_wrap=True)
-            continue
-        problem = verify(spec, path)
-        if problem:
-            bad += 1
-            console.print(f"[bold red]bad[/] {spec.name} at {safe(path)}: {safe(problem)}", soft_wrap=True)
-        else:
-            console.print(f"[green]ok[/] {spec.name} at {safe(path)}", soft_wrap=True)
+        for i, (record, path) in enumerate(zip(spec.files(), _found(spec, folder))):
+            label = spec.name if len(spec.files()) == 1 else f"{spec.name} ({Path(record.filename).name})"
+            if path is None:
+                looked = candidates(spec, folder) if i == 0 else [folder / record.filename]
+                console.print(f"[yellow]missing[/] {label}: looked in {', '.join(safe(p.parent) for p in looked)}",
+                              soft_wrap=True)
+                continue
+            check = check_file(spec, path, record)
+            problem = (f"hash mismatch ({check.detail}): the file is damaged or another version" if not check.ok
+                       else format_problem(spec.fmt, path))
+            if problem:
+                bad += 1
+                console.print(f"[bold red]bad[/] {label} at {safe(path)}: {safe(problem)}", soft_wrap=True)
+            elif check.status == "unverified":
+                console.print(f"[yellow]unverified[/] {label} at {safe(path)}: {_SAYS['unverified']}", soft_wrap=True)
+            else:
+                console.print(f"[green]ok[/] {label} at {safe(path)}: {_SAYS[check.status]}", soft_wrap=True)
     return EXIT_SONGS_FAILED if bad else EXIT_OK
