@@ -193,8 +193,8 @@ def _speed_breakdown(work: Path, src: Path) -> None:
         return write_flac(state["audio"], work / "speed_breakdown" / "song.flac", state.get("tags"), 24)
 
     def hash_flac():
-        from restore.io.writers import file_hash
-        return file_hash(work / "speed_breakdown" / "song.flac")
+        from restore.io.writers import hash_file
+        return hash_file(work / "speed_breakdown" / "song.flac")
 
     timed("input fingerprint (stat + blake2b of the MP3)", fingerprint)
     timed("mp3info.inspect (frame walk)", walk)
@@ -355,7 +355,7 @@ def _rss_attribution(mp3: Path, work: Path) -> None:
 def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeats: int) -> None:
     S = "resume"
     from tests.support.examples import png_cover, tag_mp3
-    from restore.io.writers import file_hash
+    from restore.io.writers import hash_file
 
     src = work / "resume_in"
     say(S, f"generating {n_songs} songs of {seconds:.0f} s ({distinct} distinct recordings, each file tagged "
@@ -426,9 +426,9 @@ def bench_resume(work: Path, n_songs: int, seconds: float, distinct: int, repeat
     # Cross-check: the hash alone, in-process, over the same files (warm cache).
     t0 = time.perf_counter()
     for p in inputs + outputs:
-        file_hash(p)
+        hash_file(p)
     h = time.perf_counter() - t0
-    say(S, f"cross-check: blake2b (restore.io.writers.file_hash) alone over the same files in-process: {h:.3f} s "
+    say(S, f"cross-check: blake2b (restore.io.writers.hash_file) alone over the same files in-process: {h:.3f} s "
            f"-> {h / (hashed / 1e9):.2f} s per GB ({hashed / 1e9 / h * 1000:.0f} MB/s), warm page cache, one core")
     say(S, f"  so re-verifying 100 GB of inputs+outputs with --verify full takes about {max(per_gb, h / (hashed / 1e9)) * 100 / 60:.1f} min "
            f"when the disk reads faster than that; otherwise the disk's read speed decides")

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 from restore.analysis import blocks, compare, spectrum  # noqa: E402
 from restore.audio import Audio  # noqa: E402
-from restore.models.store import sha256_of  # noqa: E402
+from restore.io.writers import hash_file  # noqa: E402
 
 HARNESS_VERSION = 1          # bump when a score's definition changes: old cached scores are dropped
 NOISE_DBFS = -80.0           # the noise control's level: RMS of the added noise, per channel
@@ -84,7 +84,7 @@ def read_audio(path: Path) -> Audio:
 
 
 def file_sha(path: Path) -> str:
-    return sha256_of(path)
+    return hash_file(path, "sha256")
 
 
 def audio_sha(audio: Audio) -> str:

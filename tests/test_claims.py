@@ -6,7 +6,7 @@ import sys
 
 from tests.support.examples import band
 from restore.io.lame import encode_mp3
-from restore.io.writers import TMP_MARK, file_hash
+from restore.io.writers import TMP_MARK, hash_file
 
 from .conftest import ROOT
 
@@ -35,4 +35,4 @@ def test_two_runs_at_once_share_the_work(tmp_path):
     assert len(flacs) == 6 and not [p for p in out.rglob("*") if TMP_MARK in p.name]
     for marker in (out / "_done" / "01_baseline").glob("*.json"):
         (o,) = json.loads(marker.read_text())["outputs"]
-        assert file_hash(out / o["path"]) == o["hash"]
+        assert hash_file(out / o["path"]) == o["hash"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from restore.io.writers import TMP_MARK, file_hash
+from restore.io.writers import TMP_MARK, hash_file
 
 from .conftest import ROOT, run_cli
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSI
 
 
 def outputs(out):
-    return {p.relative_to(out).as_posix(): file_hash(p) for p in sorted((out / "01_baseline").rglob("*.flac"))
+    return {p.relative_to(out).as_posix(): hash_file(p) for p in sorted((out / "01_baseline").rglob("*.flac"))
             if TMP_MARK not in p.name}
 
 
@@ -32,7 +32,7 @@ def assert_consistent(out, reference):
         assert reference[rel] == digest, f"partial or different output visible: {rel}"
     for marker in (out / "_done").rglob("*.json"):
         for o in json.loads(marker.read_text())["outputs"]:
-            assert file_hash(out / o["path"]) == o["hash"]
+            assert hash_file(out / o["path"]) == o["hash"]
 
 
 @pytest.fixture(scope="module")

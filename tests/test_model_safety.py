@@ -26,7 +26,8 @@ from restore.errors import RestoreError  # noqa: E402
 from restore.models import checkpoints  # noqa: E402
 from restore.models.checkpoints import ModelRefused, load_tensors  # noqa: E402
 from restore.models.devices import choose_device  # noqa: E402
-from restore.models.store import CATALOGUE, check_file, fetch, sha256_of  # noqa: E402
+from restore.io.writers import hash_file  # noqa: E402
+from restore.models.store import CATALOGUE, check_file, fetch  # noqa: E402
 from restore.stages import StageEnv  # noqa: E402
 from restore.stages.bwe_hifigan import HifiganBweStage  # noqa: E402
 from restore.stages.separate import DemucsStage, published  # noqa: E402
@@ -76,7 +77,7 @@ def malicious(path: Path, marker: Path, layout: str = "state_dict") -> Path:
 
 def self_named(path_without_hash: Path) -> Path:
     """Rename `<sig>.th` to `<sig>-<its own sha256[:8]>.th`, as demucs's save_with_checksum names files."""
-    named = path_without_hash.with_name(f"{path_without_hash.stem}-{sha256_of(path_without_hash)[:8]}.th")
+    named = path_without_hash.with_name(f"{path_without_hash.stem}-{hash_file(path_without_hash, 'sha256')[:8]}.th")
     path_without_hash.rename(named)
     return named
 
@@ -136,7 +137,7 @@ def test_more_than_tensors_is_unpickled_only_when_published_or_trusted(tmp_path)
     checkpoint carries): refused unless its bytes are the published file's or it is trusted."""
     path = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": {"w": torch.ones(3)}, "hparams": Namespace(lr=1e-4)}, str(path))
-    spec = dataclasses.replace(AUDIOSR, sha256=sha256_of(path))   # as if this were the published file
+    spec = dataclasses.replace(AUDIOSR, sha256=hash_file(path, "sha256"))   # as if this were the published file
     check = check_file(spec, path)
     assert check.status == "published"
     with pytest.raises(ModelRefused, match="more than tensors"):
@@ -359,7 +360,7 @@ def test_hifigan_unverified_model_loads_with_a_warning_in_log_and_report(tmp_pat
     facts = json.loads((out / "_done" / "08_hifigan" / "0 song.mp3.json").read_text())["stage_facts"]
     assert "is not verified" in facts["bwe_hifigan_model_file"]
     # With the hash `models fetch` records, it is known: no warning.
-    (models / (HIFIGAN.filename + ".sha256")).write_text(f"{sha256_of(path)}  {HIFIGAN.filename}\n")
+    (models / (HIFIGAN.filename + ".sha256")).write_text(f"{hash_file(path, 'sha256')}  {HIFIGAN.filename}\n")
     results = run_variant(songs, tmp_path / "out2", "08", models)
     assert {r.status for r in results} == {"done"}
     log = (tmp_path / "out2" / "_logs" / "0 song.log").read_text()

@@ -79,3 +79,21 @@ def test_model_found_in_its_librarys_cache(tmp_path, monkeypatch):
     own.parent.mkdir()
     own.write_bytes(b"y")
     assert find_model(spec, tmp_path / "models") == own         # the models folder comes first
+
+
+def test_one_hugging_face_cache_for_every_model(monkeypatch, tmp_path):
+    """huggingface_hub's own rules, in order; the AudioSR/HiFi-GAN+ store and the Demucs
+    stage ask the same function."""
+    from restore.models import store
+    from restore.stages import separate
+    assert separate.hf_hub_cache is store.hf_hub_cache
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert store.hf_hub_cache() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert store.hf_hub_cache() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert store.hf_hub_cache() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert store.hf_hub_cache() == tmp_path / "hub"

@@ -74,8 +74,8 @@ def test_full_verify_hashes_each_input_once_for_all_variants(tmp_path, song, sta
                     variants=variants.resolve_variants("01_baseline,90_half"), verify="full")
     assert run(cfg).counts()["done"] == 2
     hashed = []
-    real = markers.file_hash
-    monkeypatch.setattr(markers, "file_hash", lambda p: hashed.append(p.name) or real(p))
+    real = markers.hash_file
+    monkeypatch.setattr(markers, "hash_file", lambda p: hashed.append(p.name) or real(p))
     plan = plan_run(cfg)
     assert [j.reason for j in plan.jobs] == ["done", "done"]
     assert sorted(hashed) == sorted([mp3.name, "s.flac", "s.flac"])  # the MP3 once, each output once

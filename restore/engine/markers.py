@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from restore import __version__
-from restore.io.writers import file_hash, write_bytes_atomic
+from restore.io.writers import hash_file, write_bytes_atomic
 
 SCHEMA = 1
 
@@ -36,7 +36,7 @@ def marker_path(out_dir: Path, variant: str, rel: PurePosixPath) -> Path:
 
 def file_record(path: Path, digest: str | None = None) -> dict:
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or file_hash(path)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or hash_file(path)}
 
 
 def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> str | None:
@@ -53,7 +53,7 @@ def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> st
     hashes = {} if hashes is None else hashes
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in hashes:
-        hashes[key] = file_hash(path)
+        hashes[key] = hash_file(path)
     return None if hashes[key] == record.get("hash") else "changed (content)"
 
 

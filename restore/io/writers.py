@@ -128,13 +128,23 @@ def write_bytes_atomic(final: Path, data: bytes, doing: str = "writing") -> None
             fh.write(data)
 
 
-def file_hash(path: Path) -> str:
-    """blake2b-128 of the file's bytes, hex; reads in 1 MiB blocks."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+_HASHES = {"blake2b": lambda: hashlib.blake2b(digest_size=16), "sha256": hashlib.sha256}
+
+
+def hash_stream(fh, algo: str = "blake2b") -> str:
+    """Hex digest of what is left to read in the binary file object `fh`, read in 1 MiB
+    blocks: "blake2b" (128-bit: the markers' output hashes) or "sha256" (model files, as
+    their publishers give them)."""
+    h = _HASHES[algo]()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def hash_file(path: Path, algo: str = "blake2b") -> str:
+    """Hex digest of the file's bytes (see hash_stream)."""
+    with open(path, "rb") as fh:
+        return hash_stream(fh, algo)
 
 
 def _libsndfile_os_error(exc: Exception, tmp: Path) -> OSError:
@@ -186,7 +196,7 @@ def flac_writer(final: Path, rate: int, channels: int, tags: TagSet | None = Non
         if tags is not None:
             checkpoint("before-tags")
             tags.write_flac(tmp)
-        digest = file_hash(tmp)
+        digest = hash_file(tmp)
     st = final.stat()
     sink.record = {"path": final, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest, "clipped": sink.clipped}
 

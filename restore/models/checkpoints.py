@@ -21,7 +21,6 @@ Whether a file matches the catalogue is decided by restore/models/store.py (`che
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from restore.errors import RestoreError
+from restore.io.writers import hash_stream
 from restore.models.store import FileCheck, ModelSpec, check_file, format_problem
 
 
@@ -128,11 +128,9 @@ def _full_unpickle(path: Path, *, published_sha256: str | None, trusted: bool, w
         raise refusal(path, what, "a full unpickle needs the published file's sha256 or --trust-model-file", fetch_name)
     with open(path, "rb") as fh:
         if published_sha256 is not None:
-            h = hashlib.sha256()
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-            if h.hexdigest() != published_sha256 and not trusted:
-                raise refusal(path, what, f"it changed since it was checked (sha256 {h.hexdigest()[:12]}...)", fetch_name)
+            digest = hash_stream(fh, "sha256")
+            if digest != published_sha256 and not trusted:
+                raise refusal(path, what, f"it changed since it was checked (sha256 {digest[:12]}...)", fetch_name)
             fh.seek(0)
         return torch.load(fh, map_location="cpu", weights_only=False)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from restore.errors import RestoreError
-from restore.io.writers import atomic_output, write_bytes_atomic
+from restore.io.writers import atomic_output, hash_file, write_bytes_atomic
 
 ENV_MODELS = "MP3RESTORE_MODELS"
 
@@ -151,12 +151,14 @@ def models_dir(override: Path | str | None = None) -> Path:
 
 
 def hf_hub_cache() -> Path:
-    """Where huggingface_hub keeps downloads, by its own rules (without importing it)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+    """Where huggingface_hub keeps downloads, by the rules of huggingface_hub.constants
+    (without importing it): $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub,
+    else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
 def candidates(spec: ModelSpec, folder: Path) -> list[Path]:
@@ -184,14 +186,6 @@ def require_model(spec: ModelSpec, folder: Path) -> Path:
     if path is None:
         raise missing(spec, folder)
     return path
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _hashes: dict[tuple, str] = {}
@@ -222,7 +216,7 @@ def file_sha256(path: Path) -> str:
     known = known if isinstance(known, dict) else {}
     text_key = "|".join(map(str, key))
     if not _is_sha256(known.get(text_key)):   # absent, or a 16-digit fingerprint of an older version
-        known[text_key] = sha256_of(path)
+        known[text_key] = hash_file(path, "sha256")
         try:
             write_bytes_atomic(store, json.dumps(known, indent=0).encode("utf-8"), "remembering a model's hash")
         except Exception:
@@ -346,7 +340,7 @@ def verify(spec: ModelSpec, path: Path) -> str | None:
 
 
 def _download_problem(spec: ModelSpec, record: ModelFile, tmp: Path) -> str | None:
-    digest = sha256_of(tmp)
+    digest = hash_file(tmp, "sha256")
     if record.sha256 and digest != record.sha256:
         return f"its sha256 {digest[:12]}... is not the published {record.sha256[:12]}..."
     if record.sha256_prefix and not digest.startswith(record.sha256_prefix):
@@ -380,6 +374,6 @@ def fetch(spec: ModelSpec, folder: Path, progress: Callable[[int, int | None], N
         except OSError as exc:  # URLError is an OSError: no network, DNS, refused, timeout
             raise RestoreError(f"cannot download {spec.name} ({getattr(exc, 'reason', exc)})", record.url,
                                f"download it by hand and put it in {target.parent}") from exc
-        _recorded_hash_path(target).write_text(f"{sha256_of(target)}  {Path(record.filename).name}\n")
+        _recorded_hash_path(target).write_text(f"{hash_file(target, 'sha256')}  {Path(record.filename).name}\n")
         done_files.append(target)
     return done_files

@@ -53,7 +53,7 @@ import numpy as np
 from restore.audio import Audio, fit_frames
 from restore.errors import RestoreError, UsageError
 from restore.models.checkpoints import ModelRefused, is_trusted, load_tensors, read_safetensors, refusal
-from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, models_dir
+from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, hf_hub_cache, models_dir
 from restore.stages.base import Stage, StageContext, package_version
 from restore.stages.options import Option
 
@@ -94,15 +94,6 @@ def _demucs_remote() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0]) / "remote"
-
-
-def hf_hub_cache() -> Path:
-    """Where huggingface_hub keeps downloads: the same rules as huggingface_hub.constants."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.path.expandvars(os.environ[var])).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
 def torch_hub_checkpoints() -> Path:
