@@ -1,6 +1,6 @@
-"""What every stage shares: the stage contract, the installation facts a stage is built with
-(StageEnv), what it may use while processing a song (StageContext), and package versions.
-Imports only restore.audio and restore.errors.
+"""What every stage shares: the stage contract (Stage, and ModelStage for stages backed by
+model files), the installation facts a stage is built with (StageEnv), what it may use while
+processing a song (StageContext), and package versions.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from restore.audio import Audio
+from restore.models.store import models_dir
 from restore.stages.options import Option, parse_options
 
 
@@ -118,3 +119,26 @@ def package_version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "absent"
+
+
+class ModelStage(Stage):
+    """A stage backed by model files: where they are (`models_dir`), which ones the person
+    trusts by name (`--trust-model-file`), and what loading them found (`load_notes`: lines
+    for every song's log; those starting "warning:" also go to the marker's facts, hence
+    the report, as `<facts_key>`)."""
+
+    facts_key: ClassVar[str] = ""   # e.g. "bwe_audiosr_model_file"
+
+    def __init__(self, env: StageEnv | None = None):
+        super().__init__(env)
+        self.models_dir = models_dir(self.env.models_dir)
+        self.trusted = tuple(self.env.trusted_model_files)
+        self.load_notes: list[str] = []
+
+    def report_load_notes(self, ctx: "StageContext") -> None:
+        """Say in the song's log (and, for warnings, its facts) what loading found."""
+        for note in self.load_notes:
+            ctx.log(note)
+        warnings = [n.removeprefix(f"warning: {self.name}: ") for n in self.load_notes if n.startswith("warning:")]
+        if warnings:
+            ctx.facts[self.facts_key or f"{self.name}_model_files"] = "; ".join(warnings)

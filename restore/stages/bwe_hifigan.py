@@ -21,8 +21,8 @@ from restore.audio import Audio
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.analysis.spectrum import level_match_gain
 from restore.models.checkpoints import is_trusted, load_torchscript, model_file_problem, verified_or_refused
-from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from restore.stages.base import Stage, StageContext, package_version
+from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
+from restore.stages.base import ModelStage, StageContext, package_version
 
 OUT_RATE = 48000
 CHUNK_SECONDS = 12.0
@@ -34,21 +34,19 @@ MAX_MATCH_DB = 12.0           # beyond this the model is broken, and matching wo
 WHAT = "the HiFi-GAN+ TorchScript model (hifigan-bwe)"
 
 
-class HifiganBweStage(Stage):
+class HifiganBweStage(ModelStage):
     """HiFi-GAN+ bandwidth extension to 48 kHz (08_hifigan). No options."""
 
     name = "bwe_hifigan"
     revision = 1
     spec = CATALOGUE["hifigan-bwe"]
+    facts_key = "bwe_hifigan_model_file"
 
     def __init__(self, env=None):
         super().__init__(env)
-        self.models_dir = models_dir(self.env.models_dir)
         self.model = None
         self.cpu_model = None
         self.device = None
-        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
-        self.load_notes: list[str] = []   # what loading the model found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
@@ -93,10 +91,7 @@ class HifiganBweStage(Stage):
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
         """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
         import torch
-        for note in self.load_notes:
-            ctx.log(note)
-            if note.startswith("warning:"):   # in the marker's stage_facts, hence in the report
-                ctx.facts["bwe_hifigan_model_file"] = note.removeprefix("warning: bwe_hifigan: ")
+        self.report_load_notes(ctx)
 
         def run(model, device: str):
             def call(items: np.ndarray) -> np.ndarray:  # [B, n] -> [B, n * 48000 / rate]

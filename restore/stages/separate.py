@@ -53,8 +53,8 @@ import numpy as np
 from restore.audio import Audio, fit_frames
 from restore.errors import RestoreError, UsageError
 from restore.models.checkpoints import ModelRefused, is_trusted, load_tensors, read_safetensors, refusal
-from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, hf_hub_cache, models_dir
-from restore.stages.base import Stage, StageContext, package_version
+from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, hf_hub_cache
+from restore.stages.base import ModelStage, StageContext, package_version
 from restore.stages.options import Option
 
 MODELS = {
@@ -319,7 +319,7 @@ OPTIONS = (
 
 # -- the stage --
 
-class DemucsStage(Stage):
+class DemucsStage(ModelStage):
     """Demucs stems (04_stems, and the separation 05-07 start from)."""
 
     name = "separate"
@@ -328,7 +328,6 @@ class DemucsStage(Stage):
 
     def __init__(self, env=None):
         super().__init__(env)
-        self.models_dir = models_dir(self.env.models_dir)
         self.model_name = self.opts["model"]
         # "auto" for shifts and overlap means demucs's defaults as this stage uses them
         self.shifts = 1 if self.opts["shifts"] is None else self.opts["shifts"]
@@ -337,8 +336,6 @@ class DemucsStage(Stage):
         self.bag = None
         self.device = None
         self.weights: Weights | None = None
-        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
-        self.load_notes: list[str] = []   # what loading the weights found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
@@ -410,11 +407,7 @@ class DemucsStage(Stage):
         model's order (drums, bass, other, vocals[, guitar, piano])."""
         if audio.channels > 2:
             raise RestoreError(f"demucs separates mono or stereo songs; this one has {audio.channels} channels")
-        for note in self.load_notes:
-            ctx.log(note)
-        warnings_ = [n.removeprefix("warning: separate: ") for n in self.load_notes if n.startswith("warning:")]
-        if warnings_:   # in the marker's stage_facts, hence in the report
-            ctx.facts["separate_model_files"] = "; ".join(warnings_)
+        self.report_load_notes(ctx)
         mix = audio.samples if audio.channels == 2 else np.repeat(audio.samples, 2, axis=0)
         mix = _resample(mix, audio.rate, MODEL_RATE)
         ref = mix.mean(axis=0)  # demucs's Separator: normalise by the mid channel's mean and std

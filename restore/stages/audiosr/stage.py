@@ -37,8 +37,8 @@ from restore.analysis.spectrum import level_match_gain
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add, plan_chunks
 from restore.errors import RestoreError
 from restore.models.checkpoints import is_trusted, model_file_problem
-from restore.models.store import CATALOGUE, find_model, missing, models_dir, model_version, require_model
-from restore.stages.base import Stage, StageContext, package_version
+from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
+from restore.stages.base import ModelStage, StageContext, package_version
 from restore.stages.options import Option
 from restore.stages.lowpass import FILTER_TYPES, ORDER, lowpass
 
@@ -319,22 +319,20 @@ def load_engine(path, device: str, half: bool, log=lambda line: None, *, spec=No
     return AudioSrEngine(model, device, half)
 
 
-class AudioSrStage(Stage):
+class AudioSrStage(ModelStage):
     """AudioSR bandwidth extension to 48 kHz (02, 03, 10)."""
 
     name = "bwe_audiosr"
     revision = 1
     spec = CATALOGUE["audiosr-basic"]
+    facts_key = "bwe_audiosr_model_file"
     options = OPTIONS
 
     def __init__(self, env=None):
         super().__init__(env)
-        self.models_dir = models_dir(self.env.models_dir)
         self.engine: AudioSrEngine | None = None
         self.cpu_engine: AudioSrEngine | None = None
         self.device = None
-        self.trusted = tuple(self.env.trusted_model_files)   # --trust-model-file
-        self.load_notes: list[str] = []   # what loading the weights found, for every song's log
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
@@ -395,10 +393,7 @@ class AudioSrStage(Stage):
 
         from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
         o = self.opts
-        for note in self.load_notes:
-            ctx.log(note)
-            if note.startswith("warning:"):
-                ctx.facts["bwe_audiosr_model_file"] = note.removeprefix("warning: bwe_audiosr: ")
+        self.report_load_notes(ctx)
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
         x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
         x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)
