@@ -135,3 +135,19 @@ def test_the_architecture_document_names_what_is_there():
     listed = {p.name for p in RESTORE.rglob("*.py") if p.name != "__init__.py"}
     unnamed = listed - modules - {"__main__.py"}
     assert not unnamed, f"modules the layout does not name: {sorted(unnamed)}"
+
+
+def test_stage_warnings_reach_the_reporter_as_messages(tmp_path):
+    """A warning a stage (or the writer) says is a Message event too, not only a log line."""
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
+    from restore.events import Message, RecordingReporter
+    mp3 = write_mp3(tmp_path / "in" / "cut.mp3", band(2.0))
+    mp3.write_bytes(mp3.read_bytes()[:-7000])  # truncated mid-frame: the decode warns under --accept-damaged
+    reporter = RecordingReporter()
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", variants=resolve_variants("01"),
+                            report=False, accept_damaged=True), reporter)
+    assert summary.counts()["done"] == 1
+    warnings = [e.text for e in reporter.events if isinstance(e, Message) and e.level == "warning"]
+    assert warnings and all(w.startswith("cut.mp3: warning:") for w in warnings), warnings

@@ -94,7 +94,7 @@ class SongRun:
         streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
         staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
         share = 0.5 if staged else 1.0
-        ctx = StageContext(options={"accept_damaged": self.config.accept_damaged}, log=self.log.write,
+        ctx = StageContext(options={"accept_damaged": self.config.accept_damaged}, log=self.say,
                            progress=lambda f: self.reporter.handle(SongProgress(self.name, share * f, "decode")))
         t0 = time.monotonic()
         try:
@@ -106,7 +106,7 @@ class SongRun:
             self.source_record = file_record(self.track.path)  # before decoding: what the markers vouch for
             self.tags = read_id3(self.track.path)
             if self.tags.warning:
-                self.log.write(f"warning: {self.tags.warning}")
+                self.say(f"warning: {self.tags.warning}")
             decoding = decoder.stream(self.track.path, ctx)
             records, audio = self._decode_once(decoding, streamed, keep_audio=bool(staged))
             self.facts = decoding.facts()
@@ -122,7 +122,7 @@ class SongRun:
         for n, job in enumerate(staged):
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
                 self.reporter.handle(SongProgress(self.name, 0.5 + 0.5 * (n + fraction) / len(staged), name))
-            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.log.write, progress=progress)
+            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.say, progress=progress)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
         return results
@@ -185,6 +185,13 @@ class SongRun:
                 self.log.write(f"removed {old.name}: a stem of an earlier separation")
         return records
 
+    def say(self, line: str) -> None:
+        """A line for the song's log (what stages say through ctx.log); a warning also goes to
+        the reporter, so the person sees it during the run, not only in the log."""
+        self.log.write(line)
+        if line.startswith("warning:"):
+            self.reporter.handle(Message("warning", f"{self.name}: {line}"))
+
     # -- endings ---------------------------------------------------------------------------
 
     def tags_for(self, job: Job) -> TagSet:
@@ -195,7 +202,7 @@ class SongRun:
         """The output is in place: write the marker that makes it count as done."""
         clipped = sum(r["clipped"] for r in records)
         if clipped:
-            self.log.write(f"warning: {clipped} samples above full scale were clipped in {job.variant.name}")
+            self.say(f"warning: {clipped} samples above full scale were clipped in {job.variant.name}")
         try:
             checkpoint("after-output")
             write_marker(job.marker, variant=job.variant.name, rel=job.track.rel, source_record=self.source_record,

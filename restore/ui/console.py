@@ -99,10 +99,11 @@ class PlainReporter:
 
 
 class QuietReporter(PlainReporter):
-    """-q: no progress; only messages (a --debug traceback, a warning) reach the console."""
+    """-q: no progress and no warnings (they are in the logs and the summary); only a
+    --debug traceback reaches the console."""
 
     def handle(self, event: object) -> None:
-        if isinstance(event, Message):
+        if isinstance(event, Message) and event.level == "debug":
             super().handle(event)
 
 
