@@ -53,16 +53,18 @@ VARIANTS: dict[str, Variant] = {
 
 
 def resolve_variants(spec: str | None) -> list[Variant] | None:
-    """'01_baseline,08' or 'baseline' or 'all' -> Variants, in table order. A name matches a
-    variant by its full name, its number or the words after the number. None or '' gives
-    None: the default set, every variant that can run here (decided by the plan)."""
+    """'01_baseline,08' or '1,9,11' or 'baseline' or 'all' -> Variants, in table order. A
+    name matches a variant by its full name, its number (with or without the leading zero)
+    or the words after the number. None or '' gives None: the default set, every variant
+    that can run here (decided by the plan)."""
     if not spec or spec.strip().lower() == "default":
         return None
     if spec.strip().lower() == "all":
         return list(VARIANTS.values())
     chosen = []
     for word in (w.strip().lower() for w in spec.split(",") if w.strip()):
-        match = [v for v in VARIANTS.values() if word in (v.name, v.name[:2], v.name[3:])]
+        match = [v for v in VARIANTS.values()
+                 if word in (v.name, v.name[:2], v.name[3:]) or (word.isdigit() and int(word) == int(v.name[:2]))]
         if not match:
             raise UsageError(f"unknown variant {word!r}", hint="known: " + ", ".join(VARIANTS))
         chosen.extend(m for m in match if m not in chosen)

@@ -1,54 +1,34 @@
 """The keyboard menu: `mp3restore` with no arguments (or `mp3restore menu`).
 
-The menu is the CLI's twin at the edge. It asks its questions through an `Ask` (rich
-prompts in a terminal; scripted answers in the tests), builds the very argument list the
-command line takes, shows it (so the same job can be pasted into an overnight script) and
-hands it to `restore.ui.cli.main`. Nothing here restores audio; everything the menu can do,
-a flag can do. Works in Windows CMD and PowerShell: numbered choices answered with a key
-and Enter, paths typed or dragged in (quotes and colour codes are cleaned by the CLI).
+The menu is the CLI's twin at the edge. It asks its questions through an `Ask` (arrow keys
+and checkboxes where the console allows, numbered prompts elsewhere, scripted answers in
+the tests: restore/ui/ask.py), builds the very argument list the command line takes, shows
+it quoted for the shell it will be pasted into (so the same job can go into an overnight
+script) and hands it to the CLI, which passed itself in. Nothing here restores audio;
+everything the menu can do, a flag can do. Ctrl+C or end of input at any prompt goes back
+to the menu (at the menu itself, it leaves), never with a traceback.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
-import subprocess
 import sys
+import webbrowser
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from rich.console import Console
 from rich.panel import Panel
-from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
-from restore.ui.console import safe
 from restore.engine.scan import clean_user_path
+from restore.status_codes import EXIT_USAGE
+from restore.ui.ask import Ask, Cancelled, Pick, ask_for, default_output
+from restore.ui.console import safe
 
 ENV_CONFIG = "MP3RESTORE_CONFIG_DIR"
-
-
-class Ask(Protocol):
-    """The questions the menu asks; each returns the answer (defaults on Enter)."""
-    def choice(self, prompt: str, choices: list[str], default: str) -> str: ...
-    def text(self, prompt: str, default: str = "") -> str: ...
-    def confirm(self, prompt: str, default: bool = True) -> bool: ...
-
-
-class RichAsk:
-    """Questions in the terminal through rich's prompts."""
-
-    def __init__(self, console: Console):
-        self.console = console
-
-    def choice(self, prompt: str, choices: list[str], default: str) -> str:
-        return Prompt.ask(prompt, choices=choices, default=default, console=self.console, case_sensitive=False)
-
-    def text(self, prompt: str, default: str = "") -> str:
-        return Prompt.ask(prompt, default=default or None, console=self.console) or ""
-
-    def confirm(self, prompt: str, default: bool = True) -> bool:
-        return Confirm.ask(prompt, default=default, console=self.console)
 
 
 def config_dir() -> Path:
@@ -82,102 +62,179 @@ def last_run() -> list[str] | None:
         return None
 
 
-def command_line(argv: list[str]) -> str:
-    """The argument list as one line a person can paste (Windows quoting on Windows)."""
+_PLAIN = re.compile(r"^[\w@+=:,./-]+$")   # needs no quotes in any of the three shells
+
+
+def command_line(argv: list[str], shell: str | None = None) -> str:
+    """The argument list as one line a person can paste into `shell`: "posix" (sh, bash,
+    zsh), "powershell" or "cmd"; by default the platform's own (CMD on Windows)."""
+    shell = shell or ("cmd" if sys.platform == "win32" else "posix")
+    if shell == "posix":
+        return "mp3restore " + shlex.join(argv)
+    if shell == "powershell":  # single quotes take $, % and ` literally; a ' inside is doubled
+        return "mp3restore " + " ".join(a if _PLAIN.match(a) else "'" + a.replace("'", "''") + "'" for a in argv)
+    return "mp3restore " + " ".join(_cmd_quote(a) for a in argv)
+
+
+def _cmd_quote(arg: str) -> str:
+    """One argument for CMD: in double quotes by the C runtime's rules (backslashes before a
+    quote doubled, the closing one included), each % made literal outside the quotes ("^%"),
+    because inside quotes CMD still expands %NAME%."""
+    if _PLAIN.match(arg):
+        return arg
+    body = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', arg)
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
+    return f'"{body}"'.replace("%", '"^%"')
+
+
+def command_lines(argv: list[str]) -> list[tuple[str, str]]:
+    """(shell, line) for the shells a person on this platform may paste into."""
     if sys.platform == "win32":
-        return "mp3restore " + subprocess.list2cmdline(argv)
-    return "mp3restore " + shlex.join(argv)
+        return [("CMD", command_line(argv, "cmd")), ("PowerShell", command_line(argv, "powershell"))]
+    return [("shell", command_line(argv, "posix"))]
 
 
 MENU = [
-    ("1", "Restore MP3s", "choose the songs, the variants and where they go"),
-    ("2", "Resume the last restore", "finish what an interrupted or crashed run left (finished songs are kept)"),
-    ("3", "Compare report", "rebuild the A/B pages of an output folder"),
-    ("4", "Ghost", "hear what an MP3 threw away, from a lossless original"),
-    ("5", "Variants and models", "what can run here, and what is missing"),
-    ("6", "Fetch a model", "download a model file into the models folder"),
-    ("q", "Quit", ""),
+    ("quick", "Restore with the defaults", "a file or folder, then Enter: every variant that can run here"),
+    ("restore", "Restore, choosing variants and options", "variants, output folder, device, order"),
+    ("resume", "Resume the last restore", "finish what an interrupted or crashed run left"),
+    ("report", "Compare report", "rebuild the A/B pages of an output folder"),
+    ("ghost", "Ghost", "hear what an MP3 threw away, from a lossless original"),
+    ("variants", "Variants and models", "what can run here, and what is missing"),
+    ("fetch", "Fetch a model", "download a model file into the models folder"),
+    ("quit", "Quit", ""),
 ]
 
 
 def menu(run_cli: Callable[[list[str]], int], console: Console | None = None, ask: Ask | None = None) -> int:
     """The menu loop; returns the exit code of the last command it ran (0 if none)."""
     console = console or Console(highlight=False)
-    ask = ask or RichAsk(console)
+    ask = ask or ask_for(console)
+    actions = {"quick": _quick, "restore": _restore, "resume": _resume, "report": _report, "ghost": _ghost,
+               "variants": _variants, "fetch": _fetch}
     code = 0
     while True:
         console.print(Panel.fit("[bold magenta]mp3restore[/]  [dim]bring MP3 archives back to life, honestly[/]",
                                 border_style="magenta"))
-        for key, title, what in MENU:
-            console.print(f"  [bold cyan]{key}[/]  [bold]{title}[/]" + (f"  [dim]{what}[/]" if what else ""))
-        key = ask.choice("Choose", [k for k, _, _ in MENU], "1")
-        if key == "q":
+        picks = [Pick(key, f"{title}  - {what}" if what else title) for key, title, what in MENU]
+        try:
+            key = ask.select("What would you like to do?", picks, "quick")
+        except Cancelled:
             return code
-        argv = {"1": _restore, "2": _resume, "3": _report, "4": _ghost, "5": _variants, "6": _fetch}[key](console, ask, run_cli)
+        if key == "quit":
+            return code
+        try:
+            argv = actions[key](console, ask)
+            if key == "restore" and argv and ask.confirm("Show the plan first (what would run, what is already done)?", True):
+                _run([*argv, "--dry-run"], console, ask, run_cli)
+                argv = argv if ask.confirm("Start?", True) else None
+        except Cancelled:
+            console.print("[dim]cancelled: back to the menu[/]")
+            continue
         if argv:
-            console.print(f"[dim]same as:[/] [green]{safe(command_line(argv))}[/]", soft_wrap=True)
-            code = run_cli(argv)
-            if argv[0] == "run" and "--dry-run" not in argv:
-                remember(argv)
-            console.print(f"[dim]finished with exit code {code}[/]")
+            code = _run(argv, console, ask, run_cli)
 
 
-def _restore(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
-    source = ask.text("MP3 file or folder (you can drag it here)")
-    if not source.strip():
-        return None
-    src = clean_user_path(source)
-    default_out = src.parent / f"{src.stem if src.suffix else src.name} restored"
-    out = ask.text("Output folder", str(default_out))
-    _variants(console, ask)
-    variants = ask.text("Variants (numbers or names, comma-separated; Enter: every one that can run here)", "default")
-    device = ask.choice("Where model stages run", ["auto", "cuda", "mps", "cpu"], "auto")
-    order = ask.choice("Order: all variants of a song, or one variant across all songs (fewer model loads)",
-                       ["song", "stage"], "song")
-    argv = ["run", str(src), "--out", str(clean_user_path(out))]
-    if variants.strip().lower() not in ("", "default"):
-        argv += ["--variants", variants.strip()]
+def _run(argv: list[str], console: Console, ask: Ask, run_cli: Callable[[list[str]], int]) -> int:
+    """Show the command, run it, remember a restore that started, offer its report."""
+    for shell, line in command_lines(argv):
+        console.print(f"[dim]same as ({shell}):[/] [green]{safe(line)}[/]", soft_wrap=True)
+    code = run_cli(argv)
+    console.print(f"[dim]finished with exit code {code}[/]")
+    if argv[0] == "run" and "--dry-run" not in argv and code != EXIT_USAGE:
+        remember(argv)
+    index = _report_index(argv)
+    if index is not None and index.is_file():
+        try:
+            if ask.confirm("Open the compare report in the browser?", True):
+                webbrowser.open(index.resolve().as_uri())
+        except Cancelled:
+            pass
+    return code
+
+
+def _report_index(argv: list[str]) -> Path | None:
+    if argv[0] == "run" and "--out" in argv and not {"--dry-run", "--no-report"} & set(argv):
+        return clean_user_path(argv[argv.index("--out") + 1]) / "_report" / "index.html"
+    if argv[0] == "report" and len(argv) > 1:
+        return clean_user_path(argv[1]) / "_report" / "index.html"
+    return None
+
+
+def _arg(argv: list[str], flag: str | int) -> str:
+    """The value after `flag` in a remembered argument list (or at index `flag`), or ""."""
+    i = flag if isinstance(flag, int) else (argv.index(flag) + 1 if flag in argv else -1)
+    return argv[i] if 0 <= i < len(argv) else ""
+
+
+def _variant_picks(ticked: set[str] | None) -> list[Pick]:
+    """Every variant, ticked as last time (or the default set), with why it cannot run here."""
+    from restore.engine.plan import variant_status
+    from restore.engine.variants import VARIANTS
+    status = variant_status(VARIANTS.values())
+    return [Pick(v.name, f"{v.name}  {v.title}", checked=(v.name in ticked) if ticked else v.default,
+                 why_not=status[v.name]) for v in VARIANTS.values()]
+
+
+def _quick(console: Console, ask: Ask) -> list[str] | None:
+    """The path and one Enter: every variant that can run here, into '<path> restored'."""
+    source = ask.path("MP3 file or folder (type, or drag it here)", _arg(last_run() or [], 1), must_exist=True)
+    out = default_output(source)
+    how = ask.select(f"Restore into {out}?", [Pick("go", "Start with the defaults"),
+                                              Pick("change", "Choose another output folder")], "go")
+    if how == "change":
+        out = ask.path("Output folder", out)
+    return ["run", str(clean_user_path(source)), "--out", str(clean_user_path(out))]
+
+
+def _restore(console: Console, ask: Ask) -> list[str] | None:
+    last = last_run() or []
+    source = ask.path("MP3 file or folder (type, or drag it here)", _arg(last, 1), must_exist=True)
+    out = ask.path("Output folder", default_output(source))
+    ticked = {n for n in _arg(last, "--variants").split(",") if n}
+    chosen = ask.checkbox("Variants (space ticks, Enter confirms)", _variant_picks(ticked))
+    device = ask.select("Where model stages run", [Pick("auto", "auto: the GPU if there is one, else the CPU"),
+                                                   Pick("cuda", "cuda: an NVIDIA GPU"),
+                                                   Pick("mps", "mps: Apple silicon"), Pick("cpu", "cpu")], "auto")
+    order = ask.select("Order", [Pick("song", "song: all variants of a song, then the next (earliest results)"),
+                                 Pick("stage", "stage: one variant across all songs (fewest model loads)")], "song")
+    argv = ["run", str(clean_user_path(source)), "--out", str(clean_user_path(out)), "--variants", ",".join(chosen)]
     if device != "auto":
         argv += ["--device", device]
     if order != "song":
         argv += ["--order", order]
-    if ask.confirm("Show the plan first (what would run, what is already done)?", True):
-        run_cli([*argv, "--dry-run"])
-    return argv if ask.confirm("Start?", True) else None
+    return argv
 
 
-def _resume(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
+def _resume(console: Console, ask: Ask) -> list[str] | None:
     argv = last_run()
     if not argv:
-        console.print("[yellow]No restore to resume yet: choose 1 first.[/]")
+        console.print("[yellow]No restore to resume yet: restore something first.[/]")
         return None
     console.print(f"last restore: [green]{safe(command_line(argv))}[/]", soft_wrap=True)
     return argv if ask.confirm("Run it again (songs already done are skipped)?", True) else None
 
 
-def _report(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
+def _report(console: Console, ask: Ask) -> list[str] | None:
     last = last_run()
     default = last[last.index("--out") + 1] if last and "--out" in last else ""
-    out = ask.text("Output folder of a restore", default)
-    if not out.strip():
-        return None
+    out = ask.path("Output folder of a restore", default, must_exist=True)
     reference = ask.text("Folder or file of lossless originals for reference metrics (Enter: none)", "")
     return ["report", out] + (["--reference", reference] if reference.strip() else [])
 
 
-def _ghost(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
-    original = ask.text("Lossless original (WAV, FLAC or AIFF)")
-    if not original.strip():
-        return None
+def _ghost(console: Console, ask: Ask) -> list[str] | None:
+    original = ask.path("Lossless original (WAV, FLAC or AIFF)", must_exist=True)
     encoded = ask.text("Its MP3 (Enter: encode it here with LAME)", "")
     out = ask.text("Where the ghosts go", str(clean_user_path(original).with_suffix("")) + " ghost")
     argv = ["ghost", original] + ([encoded] if encoded.strip() else []) + ["--out", out]
     if not encoded.strip():
-        argv += ["--bitrate", ask.choice("Bitrate to encode at (kbps)", ["96", "128", "160", "192", "256", "320"], "128")]
+        argv += ["--bitrate", ask.select("Bitrate to encode at (kbps)",
+                                         [Pick(b, f"{b} kbps") for b in ("96", "128", "160", "192", "256", "320")], "128")]
     return argv
 
 
-def _variants(console: Console, ask: Ask, run_cli=None) -> None:
+def _variants(console: Console, ask: Ask) -> None:
     from restore.engine.plan import variant_status
     from restore.engine.variants import VARIANTS
     status = variant_status(VARIANTS.values())
@@ -192,10 +249,8 @@ def _variants(console: Console, ask: Ask, run_cli=None) -> None:
     return None
 
 
-def _fetch(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
+def _fetch(console: Console, ask: Ask) -> list[str] | None:
     from restore.models.store import CATALOGUE
-    names = list(CATALOGUE)
-    for i, name in enumerate(names, 1):
-        console.print(f"  [bold cyan]{i}[/]  {name}  [dim]{safe(CATALOGUE[name].purpose)}[/]")
-    pick = ask.choice("Which model (Enter: back)", [str(i) for i in range(len(names) + 1)], "0")
-    return None if pick == "0" else ["models", "fetch", names[int(pick) - 1]]
+    picks = [Pick(name, f"{name}  {spec.purpose}") for name, spec in CATALOGUE.items()] + [Pick("back", "Back")]
+    pick = ask.select("Which model", picks, "back")
+    return None if pick == "back" else ["models", "fetch", pick]
