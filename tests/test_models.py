@@ -1,4 +1,6 @@
 """Device choice, the model cache's load-once and make-room rules, the models folder."""
+import sys
+
 import pytest
 
 from restore.errors import UsageError
@@ -97,3 +99,59 @@ def test_one_hugging_face_cache_for_every_model(monkeypatch, tmp_path):
     assert store.hf_hub_cache() == tmp_path / "legacy"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert store.hf_hub_cache() == tmp_path / "hub"
+
+
+def test_the_device_line_names_the_device_and_the_torch_build(monkeypatch):
+    from restore.models import devices
+    line, warning = devices.device_line("cpu")
+    assert line.startswith("cpu (") and "GiB free" in line and "torch " in line
+    assert ("CUDA" in line) != ("CPU-only build" in line)
+    monkeypatch.setattr(devices, "torch_available", lambda: False)
+    assert devices.device_line() == ("CPU (torch is not installed: the model variants need it, see README)", None)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine's torch has CUDA")
+def test_a_cpu_torch_beside_an_nvidia_gpu_is_a_warning_with_the_fix(monkeypatch):
+    from restore.models import devices
+    monkeypatch.setattr(devices, "nvidia_gpu_present", lambda: True)  # no NVIDIA driver can exist here
+    line, warning = devices.device_line()
+    assert "CPU-only build" in line
+    assert "CPU-only build" in warning and devices.CUDA_TORCH_INSTALL in warning
+
+
+def test_a_run_with_model_stages_says_where_they_run_first(tmp_path, monkeypatch):
+    """Before any song (and in a dry run), only when a model stage has work."""
+    import numpy as np
+
+    import restore.engine.variants as variants
+    import restore.stages as stages
+    from restore.audio import Audio
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.events import Message, RecordingReporter, SongStarted
+    from restore.stages.base import ModelStage
+    from tests.support.examples import band
+
+    from .conftest import write_mp3
+
+    class Quiet(ModelStage):
+        name = "quiet_model"
+
+        def process(self, audio, ctx):
+            return Audio(audio.samples * np.float32(0.5), audio.rate)
+
+    monkeypatch.setitem(stages._REGISTRY, "quiet_model", f"{__name__}:Quiet")
+    monkeypatch.setattr(sys.modules[__name__], "Quiet", Quiet, raising=False)
+    v = variants.Variant("95_model", "a model stage (test)", steps=("quiet_model",))
+    monkeypatch.setitem(variants.VARIANTS, v.name, v)
+    write_mp3(tmp_path / "in" / "a.mp3", band(1.0))
+    for chosen, dry in (("95", True), ("95", False), ("01", False)):
+        reporter = RecordingReporter()
+        run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / f"out{chosen}", dry_run=dry,
+                      variants=variants.resolve_variants(chosen), report=False), reporter)
+        said = [i for i, e in enumerate(reporter.events) if isinstance(e, Message) and "model stages run on" in e.text]
+        started = [i for i, e in enumerate(reporter.events) if isinstance(e, SongStarted)]
+        if chosen == "01":
+            assert said == []
+        else:
+            assert len(said) == 1 and all(said[0] < i for i in started)

@@ -18,11 +18,12 @@ from restore.engine.scan import scan
 from restore.engine.song import SongRun
 from restore.engine.summary import JobResult, RunSummary
 from restore.errors import RestoreError, SetupError, describe_os_error, printable
-from restore.events import NullReporter, Reporter, RunStarted, SongFinished, SongStarted
+from restore.events import Message, NullReporter, Reporter, RunStarted, SongFinished, SongStarted
 from restore.io.writers import remove_stale_temps
 from restore.models.cache import ModelCache
-from restore.models.devices import choose_device
+from restore.models.devices import choose_device, device_line
 from restore.stages import StageEnv
+from restore.stages.base import ModelStage
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -80,6 +81,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
                         for j in plan.unavailable_jobs]
     songs = plan.work(config.order)
+    _announce_device(plan, songs, config, reporter)
     if config.dry_run:
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
                             for t, jobs in songs for j in jobs]
@@ -129,6 +131,18 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     if config.report:
         _write_report(plan.out_dir, config, runlog)
     return summary
+
+
+def _announce_device(plan: Plan, songs: list, config: RunConfig, reporter: Reporter) -> None:
+    """Say where the model stages of this run will compute, before any song (and in a dry
+    run): the GPU and its free memory or the CPU, the torch build, and how to fix a CPU-only
+    torch beside an NVIDIA GPU. Said only when a model stage has work (it imports torch)."""
+    steps = {step for _, jobs in songs for job in jobs for step in job.variant.steps}
+    if any(isinstance(plan.stages[step], ModelStage) for step in steps):
+        line, warning = device_line(config.device)
+        reporter.handle(Message("info", f"model stages run on {line}"))
+        if warning:
+            reporter.handle(Message("warning", warning))
 
 
 def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile) -> None:

@@ -8,6 +8,7 @@ import gc
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -92,3 +93,36 @@ def release_device_memory(device: DeviceInfo) -> None:
     if device.kind == "cuda":
         import torch
         torch.cuda.empty_cache()
+
+
+# The fix for a CPU-only torch on a machine with an NVIDIA GPU (torch's own CUDA 12.8 wheels:
+# they run on any driver from 570 up; pytorch.org lists the others).
+CUDA_TORCH_INSTALL = "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver is installed (its nvidia-smi is there), whatever torch can see."""
+    import shutil
+    import sys
+    if shutil.which("nvidia-smi"):
+        return True
+    return sys.platform == "win32" and (Path(os.environ.get("SystemRoot", r"C:\Windows")) / "System32" / "nvidia-smi.exe").exists()
+
+
+def device_line(preference: str = "auto") -> tuple[str, str | None]:
+    """(what model stages will use, a warning or None) for a person to read: the device with
+    its free memory, and the torch build (CUDA version or CPU-only). The warning says how to
+    fix a CPU-only torch on a machine with an NVIDIA GPU. Imports torch when it is there."""
+    if not torch_available():
+        return "CPU (torch is not installed: the model variants need it, see README)", None
+    import torch
+    build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build")
+    try:
+        line = f"{choose_device(preference).describe()}; {build}"
+    except UsageError as exc:
+        line = f"{exc.one_line()}; {build}"
+    warning = None
+    if not torch.version.cuda and nvidia_gpu_present():
+        warning = (f"an NVIDIA GPU is here but torch is a CPU-only build, so model variants run on the CPU "
+                   f"(hours per song): {CUDA_TORCH_INSTALL}")
+    return line, warning

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from restore import __version__
 from restore.engine.config import VERIFY_LEVELS, RunConfig
-from restore.ui.console import print_summary, reporter_for, safe
+from restore.ui.console import print_device, print_summary, reporter_for, safe
 from restore.errors import RestoreError, UsageError
 from restore.models.store import ENV_MODELS, default_models_dir
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
@@ -130,6 +130,7 @@ def variants_command(console: Console, models: str | None) -> int:
     from restore.engine.plan import variant_status
     from restore.stages import StageEnv
     status = variant_status(VARIANTS.values(), StageEnv(models_dir=clean_user_path(models) if models else None))
+    print_device(console)
     for v in VARIANTS.values():
         why = status[v.name]
         state = f"[yellow]unavailable:[/] {safe(why)}" if why else "[green]ready[/]"
@@ -176,7 +177,7 @@ def report_command(console: Console, out: str, reference: str | None) -> int:
 
 def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
     summary: RunSummary | None = None
-    reporter = reporter_for(console, quiet or config.dry_run)
+    reporter = reporter_for(console, quiet, plain=config.dry_run)
     try:
         with reporter:
             summary = run(config, reporter)

@@ -107,10 +107,11 @@ class QuietReporter(PlainReporter):
             super().handle(event)
 
 
-def reporter_for(console: Console, quiet: bool = False):
+def reporter_for(console: Console, quiet: bool = False, plain: bool = False):
+    """-q: QuietReporter; `plain` (a dry run) or no terminal: one line per event; else bars."""
     if quiet:
         return QuietReporter(console)
-    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+    return RichReporter(console) if console.is_terminal and not plain else PlainReporter(console)
 
 
 def print_summary(console: Console, summary: RunSummary) -> None:
@@ -144,3 +145,12 @@ def print_summary(console: Console, summary: RunSummary) -> None:
         console.print(f"[yellow]unavailable[/] {', '.join(variants)}: {safe(reason)}", soft_wrap=True)
     if summary.interrupted:
         console.print("[yellow]Interrupted: run the same command again to resume.")
+
+
+def print_device(console: Console) -> None:
+    """The device model stages would use, and how to fix a CPU-only torch beside a GPU."""
+    from restore.models.devices import device_line
+    line, warning = device_line()
+    console.print(f"[bold]model stages run on[/] {safe(line)}", soft_wrap=True)
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {safe(warning)}", soft_wrap=True)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from restore.ui.console import safe
+from restore.ui.console import print_device, safe
 from restore.errors import RestoreError
 from restore.models.store import CATALOGUE, ModelSpec, candidates, check_file, fetch, find_model, format_problem, models_dir
 from restore.status_codes import EXIT_OK, EXIT_SETUP, EXIT_SONGS_FAILED, EXIT_USAGE
@@ -33,6 +33,7 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
         return EXIT_USAGE
     specs = [CATALOGUE[name]] if name else list(CATALOGUE.values())
     if action == "list":
+        print_device(console)
         table = Table(title=f"Models (folder: {safe(folder)})", title_justify="left")
         for column in ("name", "present", "size", "where", "for", "variants"):
             table.add_column(column, overflow="fold")
