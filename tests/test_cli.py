@@ -95,3 +95,17 @@ def test_rich_progress_and_summary_render(tmp_path, library):
 def test_json_is_the_only_stdout(tmp_path, library):
     proc = run_cli("run", str(library), "--out", str(tmp_path / "o"), "--json")
     assert json.loads(proc.stdout)["counts"]["done"] == 3
+
+
+def test_strict_makes_an_asked_for_variant_that_cannot_run_an_error(tmp_path):
+    """Without a model, 08_hifigan is unavailable: listed, exit 0; with --strict, exit 1.
+    The default set (no --variants) asks for nothing in particular: never an error."""
+    from tests.support.examples import band
+    write_mp3(tmp_path / "in" / "a.mp3", band(1.0))
+    common = ("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "no models"))
+    code, summary = cli_json(*common, "--variants", "01,08")
+    assert code == 0 and summary["counts"]["unavailable"] == 1
+    code, summary = cli_json(*common, "--variants", "01,08", "--strict")
+    assert code == 1 and summary["exit_code"] == 1 and summary["counts"]["unavailable"] == 1
+    code, _ = cli_json(*common, "--strict", default_variants=True)
+    assert code == 0

@@ -17,6 +17,7 @@ class RunConfig:
     verify: str = "quick"             # how resume checks compare files (see markers)
     redo: bool = False                # ignore markers and redo every step
     accept_damaged: bool = False      # restore truncated/damaged MP3s as far as they go
+    strict: bool = False              # an asked-for variant that cannot run here counts as failed (exit 1)
     dry_run: bool = False             # plan only, write nothing
     debug: bool = False               # tracebacks on the console
     device: str = "auto"              # auto, cuda, mps or cpu: where model stages run

@@ -74,7 +74,7 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
     files removed, its claims released) and the partial summary is written."""
     reporter = reporter or NullReporter()
     plan = plan_run(config)
-    summary = RunSummary(plan.out_dir, dry_run=config.dry_run)
+    summary = RunSummary(plan.out_dir, dry_run=config.dry_run, strict=config.strict and config.variants is not None)
     summary.results += [JobResult(printable(p), None, "failed", reason) for p, reason in plan.problems]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "skipped", "already done", output=str(j.output))
                         for j in plan.done_jobs]

@@ -33,6 +33,7 @@ class RunSummary:
     dry_run: bool = False
     interrupted: bool = False
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
+    strict: bool = False       # --strict: unavailable variants make the exit code 1
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
@@ -42,7 +43,8 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_SONGS_FAILED if self.counts()["failed"] else EXIT_OK
+        counts = self.counts()
+        return EXIT_SONGS_FAILED if counts["failed"] or (self.strict and counts["unavailable"]) else EXIT_OK
 
     def to_dict(self) -> dict:
         return {

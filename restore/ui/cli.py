@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="resume check: 'quick' hashes files only when size or mtime changed; 'full' re-hashes all")
     r.add_argument("--redo", action="store_true", help="redo every step even if its marker says done")
     r.add_argument("--accept-damaged", action="store_true", help="restore truncated or damaged MP3s as far as they go (with a warning)")
+    r.add_argument("--strict", action="store_true",
+                   help="an asked-for variant that cannot run here (a missing model) fails the run (exit 1), for overnight scripts")
     r.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto",
                    help="where model stages run (auto: CUDA, then Apple MPS, then the CPU)")
     r.add_argument("--models-dir", metavar="DIR", help=f"the models folder (default: ${ENV_MODELS} or {default_models_dir()})")
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = RunConfig(
             inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),
-            verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged,
+            verify=args.verify, redo=args.redo, accept_damaged=args.accept_damaged, strict=args.strict,
             dry_run=args.dry_run, debug=args.debug, device=args.device,
             models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
