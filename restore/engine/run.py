@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -66,12 +67,14 @@ class RunModels:
             self.cache.release_all()
 
 
-def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
+def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Event | None = None) -> RunSummary:
     """Execute the run described by `config`. With dry_run, only plan.
     Raises UsageError (bad inputs) or SetupError (output folder unusable) before any song
     starts; everything that goes wrong with one song ends up in the summary instead.
     KeyboardInterrupt propagates after the song in progress is cleaned up (its temporary
-    files removed, its claims released) and the partial summary is written."""
+    files removed, its claims released) and the partial summary is written. `stop`, once
+    set (a first Ctrl+C), ends the run the same way at the next decoded block, model chunk
+    or step, without killing anything mid-write."""
     reporter = reporter or NullReporter()
     plan = plan_run(config)
     summary = RunSummary(plan.out_dir, dry_run=config.dry_run, strict=config.strict and config.variants is not None)
@@ -106,7 +109,9 @@ def run(config: RunConfig, reporter: Reporter | None = None) -> RunSummary:
         for index, (track, jobs) in enumerate(songs, 1):
             t0 = time.monotonic()
             reporter.handle(SongStarted(index, track.rel.as_posix()))
-            results = SongRun(track, config, plan.out_dir, reporter).run(jobs, decoder, models)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            results = SongRun(track, config, plan.out_dir, reporter, stop).run(jobs, decoder, models)
             models.finished(index - 1)
             summary.results += results
             for r in results:

@@ -8,6 +8,7 @@ around by hand; `engine/run.py` decides the order and the models' lifetime aroun
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class SongRun:
     config: RunConfig
     out_dir: Path
     reporter: Reporter
+    stop: threading.Event | None = None  # set by a first Ctrl+C: stop at the next block, chunk or step
     log: LogFile = field(init=False)
     tags: TagSet | None = None        # read from the MP3 before decoding
     source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
@@ -95,7 +97,7 @@ class SongRun:
         staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
         share = 0.5 if staged else 1.0
         ctx = StageContext(options={"accept_damaged": self.config.accept_damaged}, log=self.say,
-                           progress=lambda f: self.reporter.handle(SongProgress(self.name, share * f, "decode")))
+                           progress=lambda f: self.progress(share * f, "decode"))
         t0 = time.monotonic()
         try:
             for job in jobs:
@@ -120,8 +122,9 @@ class SongRun:
         results = [self.finish(job, [records[job.variant.name]], t0) for job in streamed]
         shared = SharedSteps(audio, [job.variant.steps for job in staged])
         for n, job in enumerate(staged):
+            self.stopping()
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
-                self.reporter.handle(SongProgress(self.name, 0.5 + 0.5 * (n + fraction) / len(staged), name))
+                self.progress(0.5 + 0.5 * (n + fraction) / len(staged), name)
             stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.say, progress=progress)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
@@ -184,6 +187,16 @@ class SongRun:
                 old.unlink()
                 self.log.write(f"removed {old.name}: a stem of an earlier separation")
         return records
+
+    def progress(self, fraction: float, doing: str) -> None:
+        """Report progress; every report (each decoded block, each model chunk) is also where a
+        stop request takes effect: KeyboardInterrupt, cleaned up like a Ctrl+C."""
+        self.reporter.handle(SongProgress(self.name, fraction, doing))
+        self.stopping()
+
+    def stopping(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt
 
     def say(self, line: str) -> None:
         """A line for the song's log (what stages say through ctx.log); a warning also goes to

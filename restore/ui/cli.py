@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from rich.console import Console
 
@@ -77,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (restore/status_codes.py). A Ctrl+C that
+    arrives before a run has set up its own handling (while starting up, in a prompt) ends
+    with one line and exit code 130, never a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]Interrupted.[/]")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     console = Console(stderr=True, highlight=False)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv == ["menu"]:  # no arguments: the keyboard menu, where a person can answer it
@@ -180,12 +193,23 @@ def report_command(console: Console, out: str, reference: str | None) -> int:
 def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
     summary: RunSummary | None = None
     reporter = reporter_for(console, quiet, plain=config.dry_run)
+    stop = threading.Event()
+
+    def on_ctrl_c(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt   # the second: stop now
+        stop.set()
+        console.print("[yellow]stopping after this step (press Ctrl+C again to stop now)[/]")
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         with reporter:
-            summary = run(config, reporter)
+            summary = run(config, reporter, stop)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
     print_summary(console, summary)
     if config.report and not config.dry_run:
         index = summary.out_dir / "_report" / "index.html"

@@ -57,8 +57,11 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
     total = max(1, audio.channels * (-(-(n48_guess + facts.delay) // facts.hop)))
     done = [0]
     lock = threading.Lock()
+    given_up = threading.Event()   # the caller stopped waiting (Ctrl+C, an error): channels stop too
 
     def count(frames: int) -> None:
+        if given_up.is_set():
+            raise _GivenUp
         with lock:
             done[0] += frames
 
@@ -72,12 +75,16 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
     workers = max(1, min(audio.channels, threads or os.cpu_count() or 1))
     with ThreadPoolExecutor(workers, thread_name_prefix="denoise") as pool:
         futures = [pool.submit(one, c) for c in range(audio.channels)]
-        while True:
-            finished, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
-            if progress is not None:
-                progress(min(1.0, done[0] / total))
-            if not pending or any(f.exception() for f in finished):
-                break
+        try:
+            while True:
+                finished, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                if progress is not None:
+                    progress(min(1.0, done[0] / total))   # may raise KeyboardInterrupt: a stop request
+                if not pending or any(f.exception() for f in finished):
+                    break
+        except BaseException:
+            given_up.set()   # the pool's exit waits for the channels: let them end now, not at the song's end
+            raise
         for f in futures:
             f.result()   # re-raises a channel's error here
     if mix < 1.0:
@@ -87,6 +94,10 @@ def denoise(audio: Audio, atten_db: float = DEFAULT_ATTEN_DB, mix: float = DEFAU
         stats["lsnr_db"] = [round(float(np.median(l)), 2) if len(l) else None for l in lsnr_of]
         stats["frames"] = int(total // audio.channels)
     return Audio(wet, audio.rate)
+
+
+class _GivenUp(Exception):
+    """Raised in a channel's thread when the caller has stopped waiting for it."""
 
 
 BLOCK_SECONDS = 10.0   # the song streams through resampler, model and resampler in blocks this long

@@ -1,0 +1,86 @@
+"""Ctrl+C in a run: the first asks the run to stop at the next block, chunk or step (and
+says so), the second stops at once; either way no partial file, the finished work kept,
+exit code 130, and the same command resumes. Waits for what the run reports, never for a
+fixed time."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from restore.io.writers import TMP_MARK
+
+from .conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT as a terminal would (POSIX)")
+
+
+@pytest.fixture(scope="module")
+def long_song(tmp_path_factory):
+    """One 4-minute song: its denoise takes many seconds of work, its decode a second."""
+    from restore.io.lame import encode_mp3
+    from tests.support.examples import band
+    folder = tmp_path_factory.mktemp("stop") / "in"
+    folder.mkdir()
+    (folder / "long.mp3").write_bytes(encode_mp3(band(30.0, seed=31), bitrate=128) * 8)
+    return folder
+
+
+def _start(library, out, variants):
+    return subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out),
+                             "--no-report", "--variants", variants],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+def _wait_for_log(path, words, proc, limit_s=300.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if path.exists() and words in path.read_text(encoding="utf-8"):
+            return
+        assert proc.poll() is None, f"the run ended before its log said {words!r}"
+        time.sleep(0.01)
+    raise AssertionError(f"the log never said {words!r}")
+
+
+def test_first_ctrl_c_stops_inside_a_model_stage_not_after_it(tmp_path, long_song):
+    """Mid-denoise (minutes of work on a long song, threads per channel): the run stops at
+    its next progress report, long before the stage would have finished."""
+    out = tmp_path / "out"
+    proc = _start(long_song, out, "09")
+    _wait_for_log(out / "_logs" / "long.log", "decoded", proc)   # the denoise starts right after
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    stopped_s = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert "stopping after this step" in err and "run the same command again" in err
+    assert "leaked" not in err and "Traceback" not in err
+    log = (out / "_logs" / "long.log").read_text(encoding="utf-8")
+    assert "done 09_denoised" not in log                   # it stopped inside the stage
+    assert not (out / "09_denoised" / "long.flac").exists()
+    assert [p for p in out.rglob("*") if TMP_MARK in p.name] == []
+    print(f"stopped {stopped_s:.2f} s after Ctrl+C")
+    again = run_cli("run", str(long_song), "--out", str(out), "-q", "--variants", "09")
+    assert again.returncode == 0, again.stderr
+    assert (out / "09_denoised" / "long.flac").is_file()
+
+
+def test_second_ctrl_c_stops_at_once_mid_decode(tmp_path, long_song):
+    out, log = tmp_path / "out", tmp_path / "checkpoints.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(long_song), "--out", str(out),
+                             "--no-report", "--variants", "01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, encoding="utf-8", env={**os.environ, "MP3RESTORE_CHECKPOINT_LOG": str(log)})
+    t0 = time.monotonic()
+    while not (log.exists() and "mid-audio 1" in log.read_text()):   # the baseline's FLAC is being written
+        assert proc.poll() is None and time.monotonic() - t0 < 300, "the run never started writing"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not (out / "01_baseline" / "long.flac").exists()
+    assert [p for p in out.rglob("*") if TMP_MARK in p.name] == []
