@@ -69,8 +69,18 @@ _OS_REASONS = {
 }
 
 
+# Windows' own error numbers (OSError.winerror) that say more than the errno they map to.
+_WINDOWS_REASONS = {
+    32: ("the file is open in another program (a music player?)", "close it there and run again"),  # sharing violation
+    33: ("part of the file is locked by another program", "close it there and run again"),          # lock violation
+    206: ("path too long for Windows (260 characters)", "use a shorter output folder, or enable long paths in Windows"),
+}
+
+
 def describe_os_error(exc: OSError) -> tuple[str, str | None]:
     """A short reason and a hint for an OSError, e.g. ('disk full', 'free some space ...')."""
+    if getattr(exc, "winerror", None) in _WINDOWS_REASONS:
+        return _WINDOWS_REASONS[exc.winerror]
     if exc.errno in _OS_REASONS:
         return _OS_REASONS[exc.errno]
     return (exc.strerror or exc.__class__.__name__, None)

@@ -146,3 +146,32 @@ def test_full_disk(tmp_path, small_disk):
     assert not (out / "01_baseline" / "2 long.flac").exists()
     assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
     assert os.statvfs(small_disk).f_bfree > 0               # the failed song's temp space was given back
+
+
+def test_windows_path_limit_fails_only_that_song_with_its_name(tmp_path, monkeypatch):
+    """Simulated (Windows' 260-character limit cannot exist on Linux): a song whose output
+    would pass the limit fails with one line naming it; the other songs are restored."""
+    from restore.engine import plan as plan_module
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
+    from tests.support.examples import band
+    monkeypatch.setattr(plan_module, "long_paths_allowed", lambda: False)
+    write_mp3(tmp_path / "in" / "short.mp3", band(1.0))
+    long_name = "a very long song title " * 8 + ".mp3"
+    write_mp3(tmp_path / "in" / long_name, band(1.0))
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", variants=resolve_variants("01"),
+                            report=False))
+    failed = [r for r in summary.results if r.status == "failed"]
+    assert summary.counts()["done"] == 1 and len(failed) == 1
+    assert "Windows' 260-character limit" in failed[0].reason and "a very long song title" in failed[0].song
+
+
+def test_a_file_held_open_by_a_player_is_said_so(tmp_path):
+    """Simulated: Windows' sharing violation (winerror 32) is its own message, not
+    'permission denied, choose an output folder you can write to'."""
+    from restore.errors import describe_failure
+    exc = PermissionError(13, "The process cannot access the file because it is being used by another process")
+    exc.winerror = 32
+    line = describe_failure(exc, "writing 01_baseline")
+    assert "open in another program" in line and "close it" in line and "output folder" not in line

