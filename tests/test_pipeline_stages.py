@@ -244,3 +244,16 @@ def test_the_report_finds_songs_and_stems_from_the_markers(tmp_path, chain_varia
     # Without the marker the same folder reads as two songs, s/first and s/second.
     (out / "_done" / "94_split" / "s.mp3.json").unlink()
     assert sorted(s.key for s in find_songs(out)) == ["s/first", "s/second"]
+
+
+def test_progress_names_the_variant_and_the_step_at_work(tmp_path):
+    from restore.events import RecordingReporter, SongProgress
+    write_mp3(tmp_path / "in" / "s.mp3", band(3.0, seed=8), bitrate=128)
+    reporter = RecordingReporter()
+    run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", variants=variants.resolve_variants("11"),
+                  report=False), reporter)
+    doing = [e.doing for e in reporter.events if isinstance(e, SongProgress)]
+    assert "decode" in doing
+    assert any(d.startswith("11_offline_restore: offline_restore ") and d.endswith("%") for d in doing), doing
+    fractions = [e.fraction for e in reporter.events if isinstance(e, SongProgress)]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1.0

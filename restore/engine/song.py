@@ -43,6 +43,7 @@ class SongRun:
     tags: TagSet | None = None        # read from the MP3 before decoding
     source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
     facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
+    step: str = ""                    # the stage at work now, for progress
 
     def __post_init__(self) -> None:
         self.log = song_log(self.out_dir, self.track.rel)
@@ -124,7 +125,7 @@ class SongRun:
         for n, job in enumerate(staged):
             self.stopping()
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
-                self.progress(0.5 + 0.5 * (n + fraction) / len(staged), name)
+                self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
             stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.say, progress=progress)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
@@ -156,6 +157,7 @@ class SongRun:
             if done:
                 self.log.write(f"{job.variant.name}: reusing {', '.join(steps[:done])} from an earlier variant of this song")
             for k, step in enumerate(steps[done:], done + 1):
+                self.step = step
                 before = audio
                 audio = models.get(step).process(audio, ctx)
                 _check_shape(step, before, audio)

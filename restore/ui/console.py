@@ -51,9 +51,11 @@ class RichReporter:
         elif isinstance(event, SongStarted):
             if self.song is not None:
                 p.remove_task(self.song)
-            self.song = p.add_task(safe(event.song)[-60:], total=1000)
+            self.song_name = safe(event.song)[-50:]
+            self.song = p.add_task(self.song_name, total=1000)
         elif isinstance(event, SongProgress) and self.song is not None:
-            p.update(self.song, completed=int(event.fraction * 1000))
+            p.update(self.song, completed=int(event.fraction * 1000),
+                     description=f"{self.song_name} [dim]- {safe(event.doing)}[/]")
         elif isinstance(event, SongFinished):
             if self.song is not None:
                 p.update(self.song, completed=1000)
@@ -89,7 +91,8 @@ class PlainReporter:
         elif isinstance(event, SongStarted):
             self.index = event.index
         elif isinstance(event, SongFinished):
-            line = f"[{self.index}/{self.total}] {event.status} {printable(event.song)} ({event.seconds:.1f} s)"
+            line = (f"{time.strftime('%H:%M:%S')} [{self.index}/{self.total}] {event.status} {printable(event.song)} "
+                    f"({event.seconds:.1f} s)")
             if event.reason:
                 line += f": {printable(event.reason)}"
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
