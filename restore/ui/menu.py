@@ -172,8 +172,14 @@ def _variant_picks(ticked: set[str] | None) -> list[Pick]:
     from restore.engine.plan import variant_status
     from restore.engine.variants import VARIANTS
     status = variant_status(VARIANTS.values())
-    return [Pick(v.name, f"{v.name}  {v.title}", checked=(v.name in ticked) if ticked else v.default,
-                 why_not=status[v.name]) for v in VARIANTS.values()]
+    return [Pick(v.name, f"{v.name}  {_short(v.title)}", checked=(v.name in ticked) if ticked else v.default,
+                 why_not=_short(status[v.name]) if status[v.name] else None) for v in VARIANTS.values()]
+
+
+def _short(text: str, most: int = 36) -> str:
+    """The first clause of a title or a reason, so each variant stays on one line."""
+    first = re.split(r"[:;(]", text, maxsplit=1)[0].strip()
+    return first if len(first) <= most else first[:most - 1].rstrip() + "…"
 
 
 def _quick(console: Console, ask: Ask) -> list[str] | None:
