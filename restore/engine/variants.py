@@ -63,9 +63,32 @@ def resolve_variants(spec: str | None) -> list[Variant] | None:
         return list(VARIANTS.values())
     chosen = []
     for word in (w.strip().lower() for w in spec.split(",") if w.strip()):
+        word, plus, extra = word.partition("+")
+        word = word.strip()
         match = [v for v in VARIANTS.values()
                  if word in (v.name, v.name[:2], v.name[3:]) or (word.isdigit() and int(word) == int(v.name[:2]))]
         if not match:
             raise UsageError(f"unknown variant {word!r}", hint="known: " + ", ".join(VARIANTS))
+        if plus:
+            if extra.strip() != "master":
+                raise UsageError(f"'{word}+{extra}': only +master can follow a variant", hint="e.g. --variants 11+master")
+            match = [mastered(v) for v in match]
         chosen.extend(m for m in match if m not in chosen)
-    return sorted(chosen, key=list(VARIANTS.values()).index)
+    order = list(VARIANTS)
+    return sorted(chosen, key=lambda v: (order.index(v.name.removesuffix(MASTERED)), v.name))
+
+
+MASTERED = "_mastered"
+
+
+def mastered(v: Variant) -> Variant:
+    """`v` with the master stage after its steps (loudness, true-peak ceiling, width: see
+    restore/stages/master.py), written beside it as `<name>_mastered`: `--variants 11+master`
+    masters the offline restore the way 07_mastered masters the remix of the stems."""
+    if v.stems:
+        raise UsageError(f"{v.name} makes stems, not a mix: there is nothing to master",
+                         hint="07_mastered masters the remix of the stems")
+    if "master" in v.steps:
+        raise UsageError(f"{v.name} is mastered already")
+    return Variant(v.name + MASTERED, f"{v.title}; mastered", steps=(*v.steps, "master"), bits=v.bits,
+                   keeps_loudness=False, default=False)
