@@ -36,6 +36,7 @@ import soundfile as sf
 from restore.analysis import blocks, compare, levels, loudness, spectrum
 from restore.report import plots
 from restore.audio import Audio
+from restore.engine.markers import read_marker
 from restore.errors import RestoreError, UsageError, describe_failure, printable
 from restore.report.plots import SpectrogramScale, spectrogram_png
 from restore.report.html import REPORT_DIR, index_page, song_page
@@ -358,13 +359,13 @@ def how_made(out_dir: Path, variant: str, key: str) -> dict | None:
     try:  # the marker is <song file name>.json, and the song's suffix may be .mp3 or .MP3
         candidates = sorted(f for f in os.listdir(folder)
                             if f.endswith(".json") and f[:-5].rsplit(".", 1)[0] == name and TMP_MARK not in f)
-        marker = json.loads((folder / candidates[0]).read_text(encoding="utf-8")) if candidates else None
-    except (OSError, ValueError):
+    except OSError:
         return None
-    if not isinstance(marker, dict):
+    marker = read_marker(folder / candidates[0])[0] if candidates else None  # None unless its shape is right
+    if marker is None:
         return None
-    steps = [s for s in (marker.get("config") or {}).get("steps", []) if s.get("stage") != "decode"]
-    return {"steps": steps, "facts": marker.get("stage_facts") or {}}
+    steps = [s for s in marker.get("config", {}).get("steps", []) if s.get("stage") != "decode"]
+    return {"steps": steps, "facts": marker.get("stage_facts", {})}
 
 
 def _mathtext_safe(text: str) -> str:
