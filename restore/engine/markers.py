@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from restore import __version__
+from restore.errors import input_read_error
 from restore.io.writers import file_hash, write_bytes_atomic
 
 SCHEMA = 1
@@ -40,8 +41,12 @@ def marker_path(out_dir: Path, variant: str, rel: PurePosixPath) -> Path:
 
 
 def file_record(path: Path, digest: str | None = None) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or file_hash(path)}
+    """The input's fingerprint {size, mtime_ns, hash}. A read error is an InputError naming it."""
+    try:
+        st = path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or file_hash(path)}
+    except OSError as exc:
+        raise input_read_error(path, exc) from exc
 
 
 def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> str | None:
@@ -58,7 +63,10 @@ def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> st
     hashes = {} if hashes is None else hashes
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in hashes:
-        hashes[key] = file_hash(path)
+        try:
+            hashes[key] = file_hash(path)
+        except OSError:
+            return "unreadable"
     return None if hashes[key] == record.get("hash") else "changed (content)"
 
 

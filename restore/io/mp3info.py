@@ -18,7 +18,7 @@ from pathlib import Path
 from mutagen import MutagenError
 from mutagen.id3 import ID3
 
-from restore.errors import InputError
+from restore.errors import InputError, input_read_error
 
 # Samples every layer III decoder puts in front of the encoder's output (the synthesis
 # filterbank's 528, plus 1): a gapless decode skips the encoder delay and these.
@@ -396,7 +396,15 @@ def _what_is_it(head: bytes) -> str | None:
 
 
 def inspect(path: Path) -> Mp3Info:
-    """Read the facts of the MP3 at `path`. Raises InputError for files that are no MP3."""
+    """Read the facts of the MP3 at `path`. Raises InputError for files that are no MP3 or
+    cannot be read (a permission, a disk error: named as the input's, not the output's)."""
+    try:
+        return _inspect(path)
+    except OSError as exc:
+        raise input_read_error(path, exc) from exc
+
+
+def _inspect(path: Path) -> Mp3Info:
     size = path.stat().st_size
     if size == 0:
         raise InputError("empty file (0 bytes)", path, "the copy or download failed; restore it from a backup")

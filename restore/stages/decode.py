@@ -29,7 +29,7 @@ import miniaudio
 import numpy as np
 
 from restore.audio import Audio, BlockBuffer
-from restore.errors import InputError
+from restore.errors import InputError, input_read_error
 from restore.analysis.levels import PeakMeter
 from restore.analysis.spectrum import cutoff_from_spectrum, SpectrumAccumulator
 from restore.io.mp3info import DECODER_DELAY, Mp3Info, inspect
@@ -119,7 +119,11 @@ class Decoding:
     def _raw_blocks(self) -> Iterator[np.ndarray]:
         """Every sample the decoder makes of the audio frames, untrimmed."""
         info = self.info
-        with _AudioBytes(self.path, info.audio_start, info.audio_end) as source:
+        try:
+            source = _AudioBytes(self.path, info.audio_start, info.audio_end)
+        except OSError as exc:
+            raise input_read_error(self.path, exc) from exc
+        with source:
             try:
                 stream = miniaudio.stream_any(source, miniaudio.FileFormat.MP3, miniaudio.SampleFormat.FLOAT32,
                                               self.channels, self.rate, BLOCK_FRAMES)
@@ -130,8 +134,7 @@ class Decoding:
             except miniaudio.DecodeError as exc:
                 raise InputError(f"cannot decode ({exc})", self.path, "the file is damaged or not an MP3") from exc
             if source.error is not None:
-                raise InputError(f"cannot read it ({source.error.strerror or source.error})", self.path,
-                                 "check the disk or the network share") from source.error
+                raise input_read_error(self.path, source.error) from source.error
 
     def __iter__(self) -> Iterator[np.ndarray]:
         info = self.info
