@@ -22,6 +22,8 @@ for LAME; 1057 for shine) and the padding at the end. We say so, and why, in the
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -74,22 +76,40 @@ class DecodeStage(Stage):
         return buffer.audio(decoding.rate), decoding.facts()
 
 
+@contextlib.contextmanager
+def _callback_errors() -> Iterator[list[BaseException]]:
+    """Collect the exceptions raised inside miniaudio's read callback. They cannot cross
+    its C code: cffi hands them to sys.unraisablehook, and the decoder takes the failed
+    read for the end of its input. A Ctrl+C that arrives during a decoder call lands there
+    (the callback is the first Python code to run), so without this it would vanish and
+    the song end early. The caller raises what was collected."""
+    caught: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if "cffi callback" in (unraisable.err_msg or "") and unraisable.exc_value is not None:
+            caught.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous
+
+
 class _AudioBytes(miniaudio.StreamableSource):
     """The bytes [start, end) of a file, as the decoder's input: what lies outside (tags)
-    never reaches it. A read error is kept in `error` (miniaudio would only stop early)."""
+    never reaches it. miniaudio keeps an exception of `read` in `error_in_readcallback`."""
 
     def __init__(self, path: Path, start: int, end: int):
         self.fh = open(path, "rb")
         self.start, self.end, self.pos = start, end, start
-        self.error: OSError | None = None
         self.fh.seek(start)
 
     def read(self, num_bytes: int) -> bytes:
-        try:
-            data = self.fh.read(max(min(num_bytes, self.end - self.pos), 0))
-        except OSError as exc:
-            self.error = exc
-            raise
+        data = self.fh.read(max(min(num_bytes, self.end - self.pos), 0))
         self.pos += len(data)
         return data
 
@@ -116,8 +136,10 @@ class Decoding:
         self._spectrum = SpectrumAccumulator(info.expected_samples, info.channels)
         self._peak = PeakMeter()
 
-    def _raw_blocks(self) -> Iterator[np.ndarray]:
-        """Every sample the decoder makes of the audio frames, untrimmed."""
+    def _raw_blocks(self, caught: list[BaseException]) -> Iterator[np.ndarray]:
+        """Every sample the decoder makes of the audio frames, untrimmed. The decoder must
+        read every byte of them: if it stops short (an exception in its read callback), the
+        song fails or the exception (a Ctrl+C) goes on, never a short decode."""
         info = self.info
         try:
             source = _AudioBytes(self.path, info.audio_start, info.audio_end)
@@ -128,31 +150,48 @@ class Decoding:
                 stream = miniaudio.stream_any(source, miniaudio.FileFormat.MP3, miniaudio.SampleFormat.FLOAT32,
                                               self.channels, self.rate, BLOCK_FRAMES)
                 for chunk in stream:
+                    if caught:
+                        raise caught[0]
                     if not len(chunk):
                         break
                     yield np.frombuffer(chunk, dtype=np.float32).reshape(-1, self.channels).T
             except miniaudio.DecodeError as exc:
+                failed = source.error_in_readcallback
+                if isinstance(failed, OSError):
+                    raise input_read_error(self.path, failed) from failed
                 raise InputError(f"cannot decode ({exc})", self.path, "the file is damaged or not an MP3") from exc
-            if source.error is not None:
-                raise input_read_error(self.path, source.error) from source.error
+            if caught:
+                raise caught[0]
+            if isinstance(source.error_in_readcallback, OSError):
+                raise input_read_error(self.path, source.error_in_readcallback) from source.error_in_readcallback
+            if source.pos < source.end:
+                raise InputError(f"the decoder stopped at byte {source.pos} of {source.end}", self.path,
+                                 "the file is damaged")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         info = self.info
         skip = info.encoder_delay + DECODER_DELAY if info.gapless else 0
         keep = info.expected_samples if info.gapless else None
         raw = 0
-        for block in self._raw_blocks():
-            lo, raw = max(skip - raw, 0), raw + block.shape[1]
-            block = block[:, lo:] if keep is None else block[:, lo:lo + keep - self.frames]
-            if block.shape[1]:
-                block = np.ascontiguousarray(block)
-                self.frames += block.shape[1]
-                self._spectrum.feed(block)
-                self._peak.feed(block)
-                self.ctx.progress(min(self.frames / max(self.max_frames, 1), 1.0))
-                yield block
-            if keep is not None and self.frames >= keep:
-                break
+        with _callback_errors() as caught:
+            blocks = self._raw_blocks(caught)
+            try:
+                for block in blocks:
+                    lo, raw = max(skip - raw, 0), raw + block.shape[1]
+                    block = block[:, lo:] if keep is None else block[:, lo:lo + keep - self.frames]
+                    if block.shape[1]:
+                        block = np.ascontiguousarray(block)
+                        self.frames += block.shape[1]
+                        self._spectrum.feed(block)
+                        self._peak.feed(block)
+                        self.ctx.progress(min(self.frames / max(self.max_frames, 1), 1.0))
+                        yield block
+                    if keep is not None and self.frames >= keep:
+                        break  # the rest is the encoder's padding
+            finally:
+                blocks.close()
+            if caught:  # a Ctrl+C while the padding was decoded: the song is whole, the run stops
+                raise caught[0]
         if self.frames == 0:
             raise InputError("no audio: the decoder found no samples", self.path)
         if info.gapless and self.frames != info.expected_samples:
