@@ -5,6 +5,7 @@ Tracebacks are for the song's log and for --debug; a person sees `one_line()`.
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -20,14 +21,19 @@ def printable(text: object) -> str:
 class RestoreError(Exception):
     """An error a person can act on. Exit codes map from the subclass (see cli)."""
 
-    def __init__(self, what: str, path: Path | str | None = None, hint: str | None = None):
+    def __init__(self, what: str, path: Path | str | None = None, hint: str | None = None, *,
+                 path_in_reason: bool = False):
         self.what = what
         self.path = path
         self.hint = hint
+        self.path_in_reason = path_in_reason  # the path is not the song's (a file in the way)
         super().__init__(self.one_line())
 
     def reason(self) -> str:
-        """The error without its path: for a table whose row already names the song."""
+        """The error without its path, for a table whose row already names the song; with it
+        where the path is something else the person must find (the file in the way)."""
+        if self.path_in_reason and self.path is not None:
+            return self.one_line()
         return printable(f"{self.what} ({self.hint})" if self.hint else self.what)
 
     def one_line(self) -> str:
@@ -86,9 +92,37 @@ def describe_os_error(exc: OSError) -> tuple[str, str | None]:
     return (exc.strerror or exc.__class__.__name__, None)
 
 
+def path_of(exc: OSError, default: Path | str) -> Path | str:
+    """The path to name for an OSError: for "in the way" errors the thing that is in the
+    way (the file where a folder must go, e.g. `OUT/_logs`, not the folder that could not
+    be made, nor the output folder above it); otherwise `default`."""
+    if exc.errno not in (errno.ENOTDIR, errno.EEXIST) or not isinstance(exc.filename, (str, os.PathLike)):
+        return default
+    target = Path(exc.filename)
+    for candidate in (target, *target.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return target if candidate.is_dir() else candidate
+    return target
+
+
 def output_error(doing: str, path: Path | str, exc: OSError) -> OutputError:
     reason, hint = describe_os_error(exc)
-    return OutputError(f"{doing} failed, {reason}", path, hint)
+    in_the_way = path_of(exc, path)
+    return OutputError(f"{doing} failed, {reason}", in_the_way, hint, path_in_reason=in_the_way != path)
+
+
+_INPUT_REASONS = {  # the output's hints ("choose an output folder...") are wrong for an input
+    errno.EACCES: ("permission denied", "give yourself read access to it, or copy it somewhere you can read"),
+    errno.EPERM: ("operation not permitted", "give yourself read access to it, or copy it somewhere you can read"),
+    errno.EIO: ("the disk reports a read error", "copy the file from a backup"),
+    errno.ENOENT: ("it is gone", "it was moved or deleted after the scan"),
+}
+
+
+def input_read_error(path: Path | str, exc: OSError) -> InputError:
+    """An input file that cannot be read, as a one-line InputError that names the input."""
+    reason, hint = _INPUT_REASONS.get(exc.errno, (exc.strerror or exc.__class__.__name__, None))
+    return InputError(f"cannot read the file, {reason}", path, hint)
 
 
 def describe_failure(exc: BaseException, doing: str | None = None) -> str:

@@ -107,6 +107,7 @@ def test_blocked_variant_folder_fails_that_song_only(tmp_path, library):
     assert status["Loose.mp3"][0] == "done" and extra.exists()
     for song in ("Artist/Album/01 One.mp3", "Artist/Album/02 Two.mp3"):
         assert status[song][0] == "failed" and "a file is in the way of a folder" in status[song][1]
+        assert str(out / "01_baseline" / "Artist") in status[song][1]  # which file
 
 
 def test_unusable_output_folder_is_a_setup_error(tmp_path, library):
@@ -175,3 +176,73 @@ def test_a_file_held_open_by_a_player_is_said_so(tmp_path):
     exc.winerror = 32
     line = describe_failure(exc, "writing 01_baseline")
     assert "open in another program" in line and "close it" in line and "output folder" not in line
+def test_a_file_in_the_way_is_named(tmp_path, library):
+    """The file where the tool wanted a folder, not the output folder above it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_logs").write_text("a file where the logs folder must go")
+    proc = run_cli("run", str(library), "--out", str(out))
+    assert proc.returncode == 3
+    assert f"a file is in the way: {out / '_logs'}" in proc.stderr
+
+
+@pytest.fixture
+def unreadable():
+    """Make a file unreadable: by its permissions where they bind; as root (for whom they do
+    not) by making open() of that one file fail as the OS would, with EACCES."""
+    import builtins
+    import errno
+    patched = []
+
+    def make(path):
+        if os.geteuid() != 0:
+            os.chmod(path, 0)
+            patched.append(lambda: os.chmod(path, 0o644))
+            return
+        real_open = builtins.open
+
+        def fake_open(file, *args, **kw):
+            if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, *args, **kw)
+        builtins.open = fake_open
+        patched.append(lambda: setattr(builtins, "open", real_open))
+    yield make
+    for undo in patched:
+        undo()
+
+
+def test_an_unreadable_input_is_named_as_the_input(tmp_path, library, unreadable):
+    """Not "permission denied (choose an output folder you can write to)"."""
+    from .conftest import run_lib
+    song = library / "Artist" / "Album" / "02 Two.mp3"
+    unreadable(song)
+    summary = run_lib([library], tmp_path / "out")
+    got = {r.song: r for r in summary.results}
+    reason = got["Artist/Album/02 Two.mp3"].reason
+    assert got["Artist/Album/02 Two.mp3"].status == "failed"
+    assert reason.startswith("cannot read the file, permission denied") and "output folder" not in reason, reason
+    assert got["Artist/Album/01 One.mp3"].status == "done"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted read-only)."""
+    folder = tmp_path / "out" / "01_baseline" / "Art"
+    folder.mkdir(parents=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", f"mp3restore-{uuid.uuid4().hex[:6]}", str(folder)],
+                          capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({proc.stderr.decode().strip()})")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_variant_folder_that_cannot_be_written_says_why(tmp_path, read_only_folder):
+    """libsndfile says "System error." for any failing system call; the reason is the OS's."""
+    write_mp3(tmp_path / "in" / "Art" / "s.mp3", band(1.0))
+    write_mp3(tmp_path / "in" / "Other" / "t.mp3", band(1.0))
+    code, summary = cli_json("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"))
+    got = {r["song"]: r for r in summary["results"]}
+    assert code == 1 and got["Other/t.mp3"]["status"] == "done"
+    assert got["Art/s.mp3"]["reason"].startswith("writing FLAC failed, read-only file system"), got["Art/s.mp3"]

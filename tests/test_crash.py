@@ -25,6 +25,15 @@ def temps(out):
     return [p for p in out.rglob("*") if TMP_MARK in p.name]
 
 
+def wait_for(condition, proc, what, timeout=300.0):
+    """Poll `condition` until it holds while `proc` runs; fail if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.005)
+
+
 def assert_consistent(out, reference):
     """Every visible output is whole (identical to the uninterrupted run's), and every marker
     vouches only for outputs that exist with its hash."""
@@ -132,14 +141,15 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "--no-report",
                              "--variants", "01_baseline"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Not after a fixed time (a loaded machine finished first): when a FLAC is being written.
+    wait_for(lambda: [p for p in temps(out) if p.suffix == ".flac"], proc, "a FLAC being written")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "run the same command again" in err
     assert temps(out) == []
     summary = json.loads((out / "_report" / "last_run.json").read_text())
-    assert summary["interrupted"] is True
+    assert summary["interrupted"] is True and summary["counts"]["done"] < 3
     again = run_cli("run", str(library), "--out", str(out), "-q", "--json")
     assert again.returncode == 0
     statuses = [r["status"] for r in json.loads(again.stdout)["results"]]

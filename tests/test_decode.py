@@ -87,3 +87,36 @@ def test_layer_check_and_damage_flags(tmp_path, song):
         decode(data)
     audio, facts = decode(data, accept_damaged=True)
     assert facts["truncated"] and 0.4 * song.frames < audio.frames < 0.6 * song.frames + 2000
+
+
+def _failing_read(monkeypatch, exc, at_call=3):
+    """Make the decoder's n-th read of the file raise `exc`, inside miniaudio's C callback:
+    where a Ctrl+C lands when it arrives during a decoder call."""
+    from restore.stages import decode as decode_module
+    real, calls = decode_module._AudioBytes.read, []
+
+    def read(self, num_bytes):
+        calls.append(num_bytes)
+        if len(calls) == at_call:
+            raise exc
+        return real(self, num_bytes)
+    monkeypatch.setattr(decode_module._AudioBytes, "read", read)
+    return calls
+
+
+def test_ctrl_c_inside_the_decoder_stops_the_decode_never_shortens_it(tmp_path, song, monkeypatch):
+    """cffi cannot pass an exception through C: it went to sys.unraisablehook and the decoder
+    took the failed read for the end of the file: a short decode, written as finished."""
+    path = write_mp3(tmp_path / "s.mp3", song)
+    calls = _failing_read(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        decode(path)
+    assert len(calls) >= 3
+
+
+def test_a_read_error_mid_song_fails_the_song_as_an_input_error(tmp_path, song, monkeypatch):
+    import errno
+    path = write_mp3(tmp_path / "s.mp3", song)
+    _failing_read(monkeypatch, OSError(errno.EIO, "Input/output error"))
+    with pytest.raises(InputError, match="cannot read the file, the disk reports a read error"):
+        decode(path)

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from restore.engine.markers import marker_path
 from tests.support.examples import band
 from restore.engine.run import plan_run
@@ -104,3 +106,58 @@ def test_redo_flag_redoes_everything(library, tmp_path):
     out = tmp_path / "out"
     run_lib([library], out)
     assert sorted(by_status(run_lib([library], out, redo=True))["done"]) == SONGS
+
+
+# Valid JSON of the wrong shape once crashed the plan with a traceback before any song ran.
+BAD_MARKERS = {
+    "a list": ("[]", "marker damaged (not an object but list)"),
+    "null": ("null", "marker damaged (not an object but NoneType)"),
+    "no input": ({"input": None}, "marker damaged (input is not an object)"),
+    "outputs a string": ({"outputs": "x"}, "marker damaged (outputs is not a list)"),
+    "an output not an object": ({"outputs": ["x"]}, "marker damaged (output 1 is not an object)"),
+    "a size as text": ({"input": {"size": "12", "mtime_ns": 1, "hash": "x"}}, "marker damaged (input's size is not a whole number)"),
+    "a size as true": ({"input": {"size": True, "mtime_ns": 1, "hash": "x"}}, "marker damaged (input's size is not a whole number)"),
+    "versions a list": ({"versions": []}, "marker damaged (versions is not an object)"),
+    "an output outside": ({"outputs": [{"path": "../../elsewhere.flac", "size": 1, "mtime_ns": 1, "hash": "x"}]},
+                          "marker damaged (output 1's path is not a path inside the output folder)"),
+    "an absolute output": ({"outputs": [{"path": "C:\\\\x.flac", "size": 1, "mtime_ns": 1, "hash": "x"}]},
+                           "marker damaged (output 1's path is not a path inside the output folder)"),
+    "no outputs": ({"outputs": []}, "marker damaged (it lists no outputs)"),
+    "steps a string": ({"config": {"steps": "x"}}, "marker damaged (config's steps are not a list of objects)"),
+    "another schema": ({"schema": 99}, "marker from another version"),
+    "deeply nested": ("[" * 100000 + "]" * 100000, "marker unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MARKERS, ids=list(BAD_MARKERS))
+def test_a_marker_of_the_wrong_shape_means_redo_with_the_reason(library, tmp_path, case):
+    out = tmp_path / "out"
+    run_lib([library], out)
+    path = out / "_done" / "01_baseline" / "Artist" / "Album" / "01 One.mp3.json"
+    content, reason = BAD_MARKERS[case]
+    if isinstance(content, dict):
+        content = json.dumps({**json.loads(path.read_text()), **content})
+    path.write_text(content)
+    assert reasons(library, out) == {SONGS[0]: reason, SONGS[1]: "done", SONGS[2]: "done"}
+    summary = run_lib([library], out)
+    assert by_status(summary) == {"done": [SONGS[0]], "skipped": [SONGS[1], SONGS[2]]}
+    log = next((out / "_logs").rglob("01 One*.log")).read_text(encoding="utf-8")
+    assert f"(reason: {reason})" in log
+    assert reasons(library, out)[SONGS[0]] == "done"  # the redo wrote a good marker
+
+
+def test_the_report_reads_no_marker_of_the_wrong_shape(library, tmp_path):
+    from restore.report.discover import find_songs
+    from restore.report.measure import how_made
+    out = tmp_path / "out"
+    run_lib([library], out)
+    path = out / "_done" / "01_baseline" / "Artist" / "Album" / "01 One.mp3.json"
+    good = json.loads(path.read_text())
+
+    def made():
+        song = next(s for s in find_songs(out) if s.key == "Artist/Album/01 One")  # found by its FLAC all the same
+        return how_made(song.markers.get("01_baseline"))
+    assert made() == {"steps": [], "facts": {}}
+    for bad in ({"config": {"steps": "x"}}, {"config": []}, {"stage_facts": "x"}, {"config": {"steps": [1]}}):
+        path.write_text(json.dumps({**good, **bad}))
+        assert made() is None, bad

@@ -57,8 +57,32 @@ def test_temp_names_keep_the_extension_and_stale_ones_are_removed(tmp_path):
     tmp.write_bytes(b"stale")
     other = temp_path_for(tmp_path / "Other.flac")
     other.write_bytes(b"not ours")
-    assert remove_stale_temps(final) == 1
-    assert not tmp.exists() and other.exists()
+    legacy = tmp_path / ".Song [live].flac.1a2b3c4d.mp3restore-tmp.flac"  # an earlier version's
+    legacy.write_bytes(b"stale")
+    assert remove_stale_temps(final) == 2
+    assert not tmp.exists() and not legacy.exists() and other.exists()
+
+
+def test_temp_names_are_short_whatever_the_target(tmp_path):
+    """The target's name inside the temporary's made names of 221 bytes or more fail on a
+    255-byte file system ("path too long", or "the FLAC encoder failed (System error.)")."""
+    lengths = {len(temp_path_for(tmp_path / ("x" * n + ".flac")).name.encode()) for n in (1, 100, 250)}
+    assert lengths == {33}
+    assert len(temp_path_for(tmp_path / "Song.a-very-long-suffix").name) == 32  # an odd suffix becomes .tmp
+    final = tmp_path / ("é" * 123 + ".flac")  # 251 bytes in UTF-8: the file system's limit is 255
+    record = write_flac(Audio(np.zeros((2, 4410), np.float32), 44100), final)
+    assert record["size"] == final.stat().st_size and os.listdir(tmp_path) == [final.name]
+    with atomic_output(tmp_path / ("b" * 250 + ".json")) as tmp:
+        tmp.write_bytes(b"{}")
+    assert remove_stale_temps(final) == 0
+
+
+def test_a_song_with_a_name_near_the_limit_is_restored(tmp_path, song):
+    """A 250-byte MP3 name: its FLAC is 251 bytes and its marker 255, both within the limit."""
+    name = "s" * 246 + ".mp3"
+    summary = run_lib([write_mp3(tmp_path / "in" / name, song)], tmp_path / "out")
+    assert summary.exit_code == 0, [r.reason for r in summary.results]
+    assert (tmp_path / "out" / "01_baseline" / ("s" * 246 + ".flac")).is_file()
 
 
 def test_tags_and_cover_art_survive(tmp_path, song):

@@ -5,6 +5,11 @@ A marker holds the input's fingerprint (size, mtime, blake2b of its bytes), the 
 config hash, the versions that decide its output, and each output's path, size, mtime
 and hash. `check_marker` says whether a step can be skipped, and if not, why.
 
+A marker is checked against its schema before anything in it is used (`marker_problem`):
+valid JSON of the wrong shape (`[]`, `null`, an input that is not a record, outputs that
+are not a list, an output path that leaves the output folder) means "redo this step",
+with the reason, never a crash of the whole run's plan.
+
 Verification levels: "quick" (default) trusts a file whose size and mtime are unchanged
 and hashes only when they differ, so a touched but identical input is not redone; "full"
 re-hashes every input and output.
@@ -15,10 +20,11 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from restore import __version__
+from restore.errors import input_read_error
 from restore.io.writers import hash_file, write_bytes_atomic
 
 SCHEMA = 1
@@ -35,8 +41,12 @@ def marker_path(out_dir: Path, variant: str, rel: PurePosixPath) -> Path:
 
 
 def file_record(path: Path, digest: str | None = None) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or hash_file(path)}
+    """The input's fingerprint {size, mtime_ns, hash}. A read error is an InputError naming it."""
+    try:
+        st = path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest or hash_file(path)}
+    except OSError as exc:
+        raise input_read_error(path, exc) from exc
 
 
 def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> str | None:
@@ -53,8 +63,71 @@ def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> st
     hashes = {} if hashes is None else hashes
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in hashes:
-        hashes[key] = hash_file(path)
+        try:
+            hashes[key] = hash_file(path)
+        except OSError:
+            return "unreadable"
     return None if hashes[key] == record.get("hash") else "changed (content)"
+
+
+_RECORD = (("size", int), ("mtime_ns", int), ("hash", str))
+_TOP = (("input", dict), ("config_hash", str), ("versions", dict), ("outputs", list))
+_OPTIONAL = (("config", dict), ("facts", dict), ("stage_facts", dict))
+_KIND = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _record_problem(record: Any, name: str) -> str | None:
+    if not isinstance(record, dict):
+        return f"{name} is not an object"
+    for key, kind in _RECORD:
+        if not _is(record.get(key), kind):
+            return f"{name}'s {key} is not {_KIND[kind]}"
+    return None
+
+
+def _inside(rel: str) -> bool:
+    """A path relative to the output folder that stays inside it (POSIX or Windows spelling)."""
+    if not rel or "\x00" in rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).anchor:
+        return False
+    return ".." not in PurePosixPath(rel.replace("\\", "/")).parts
+
+
+def marker_problem(marker: Any) -> str | None:
+    """What makes a parsed marker unusable (its shape, not whether it matches), or None.
+    The schema version is checked first: another version's marker is not damaged."""
+    if not isinstance(marker, dict):
+        return f"marker damaged (not an object but {type(marker).__name__})"
+    if marker.get("schema") != SCHEMA:
+        return "marker from another version"
+    for key, kind in (*_TOP, *(o for o in _OPTIONAL if o[0] in marker)):
+        if not _is(marker.get(key), kind):
+            return f"marker damaged ({key} is not {_KIND[kind]})"
+    why = _record_problem(marker["input"], "input") or ("it lists no outputs" if not marker["outputs"] else None)
+    for i, out in enumerate(marker["outputs"]):
+        why = why or _record_problem(out, f"output {i + 1}")
+        if not why and not (isinstance(out.get("path"), str) and _inside(out["path"])):
+            why = f"output {i + 1}'s path is not a path inside the output folder"
+    steps = marker.get("config", {}).get("steps", [])
+    if not why and not (isinstance(steps, list) and all(isinstance(s, dict) for s in steps)):
+        why = "config's steps are not a list of objects"
+    return f"marker damaged ({why})" if why else None
+
+
+def read_marker(path: Path) -> tuple[dict | None, str]:
+    """(the marker, "ok") or (None, why not: "new", "marker unreadable", "marker damaged (...)",
+    "marker from another version"). Never raises for what a marker file holds."""
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "new"
+    except (OSError, ValueError, RecursionError):  # not JSON, not UTF-8, nested beyond reason
+        return None, "marker unreadable"
+    why = marker_problem(marker)
+    return (None, why) if why else (marker, "ok")
 
 
 @dataclass
@@ -67,24 +140,19 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
                  hashes: dict | None = None) -> MarkerCheck:
     """Can the step whose marker is at `path` be skipped for `source`? Pass one `hashes`
     dict across the checks of a plan to hash each file at most once."""
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return MarkerCheck(False, "new")
-    except (OSError, ValueError):
-        return MarkerCheck(False, "marker unreadable")
-    if marker.get("schema") != SCHEMA:
-        return MarkerCheck(False, "marker from another version")
-    why = _same_file(source, marker.get("input", {}), verify, hashes)
+    marker, why = read_marker(path)
+    if marker is None:
+        return MarkerCheck(False, why)
+    why = _same_file(source, marker["input"], verify, hashes)
     if why:
         return MarkerCheck(False, f"input {why}")
     if marker.get("config_hash") != cfg_hash:
         return MarkerCheck(False, "config changed")
-    if marker.get("versions") != versions:
-        changed = sorted(k for k in set(versions) | set(marker.get("versions", {}))
-                         if versions.get(k) != marker.get("versions", {}).get(k))
+    if marker["versions"] != versions:
+        changed = sorted(k for k in set(versions) | set(marker["versions"])
+                         if versions.get(k) != marker["versions"].get(k))
         return MarkerCheck(False, f"versions changed ({', '.join(changed)})")
-    for out in marker.get("outputs", []):
+    for out in marker["outputs"]:
         why = _same_file(out_dir / out["path"], out, verify, hashes)
         if why:
             return MarkerCheck(False, f"output {why}: {out['path']}")

@@ -18,7 +18,7 @@ from restore.engine.plan import Plan, make_plan
 from restore.engine.scan import scan
 from restore.engine.song import SongRun
 from restore.engine.summary import JobResult, RunSummary
-from restore.errors import RestoreError, SetupError, describe_os_error, printable
+from restore.errors import RestoreError, SetupError, describe_os_error, path_of, printable
 from restore.events import Message, NullReporter, Reporter, RunStarted, SongFinished, SongStarted
 from restore.io.writers import remove_stale_temps
 from restore.models.cache import ModelCache
@@ -171,7 +171,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
         os.remove(probe)
     except OSError as exc:
         reason, hint = describe_os_error(exc)
-        raise SetupError(f"cannot write to the output folder, {reason}", out_dir, hint) from exc
+        raise SetupError(f"cannot write to the output folder, {reason}", path_of(exc, out_dir), hint) from exc
 
 
 def _song_status(results: list[JobResult]) -> tuple[str, str]:

@@ -3,16 +3,26 @@
 `inspect(path)` walks every frame header once (0.6 s for an hour of audio at 192 kbps)
 and returns `Mp3Info`: rate, channels, bitrate (average; VBR or not), frame count,
 the Xing/Info/LAME or VBRI tag (encoder, encoder delay and padding, the encoder's
-own lowpass) and damage (bytes skipped between frames, a cut-off last frame, fewer
-frames than the tag promises). A file that is not MPEG audio at all raises
-`InputError` naming what it is instead (WAV, FLAC, an empty file...).
+own lowpass), where the audio frames lie between the tags (ID3v2 at the start; ID3v1,
+APEv1/2, Lyrics3 v1/v2 and ID3v2 with a footer at the end; ID3v2 tags between frames),
+the gapless data to use (the LAME tag, else an iTunes `iTunSMPB` comment) or why there is
+none, and damage (bytes skipped between frames, a cut-off last frame, fewer frames than
+the tag promises). A file that is not MPEG audio at all raises `InputError` naming what
+it is instead (WAV, FLAC, an empty file...).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from restore.errors import InputError
+from mutagen import MutagenError
+from mutagen.id3 import ID3
+
+from restore.errors import InputError, input_read_error
+
+# Samples every layer III decoder puts in front of the encoder's output (the synthesis
+# filterbank's 528, plus 1): a gapless decode skips the encoder delay and these.
+DECODER_DELAY = 529
 
 # Bitrates in kbps by (MPEG version family, layer); index 0 is "free format".
 _BITRATES = {
@@ -107,8 +117,8 @@ class Mp3Info:
     vbr: bool                     # frames of different bitrates, or a tag that says VBR/ABR
     vbr_method: str | None        # from the LAME tag, when there is one
     encoder: str | None           # e.g. "LAME3.100"
-    encoder_delay: int | None     # samples the encoder put in front (from the LAME tag)
-    encoder_padding: int | None   # samples the encoder appended (from the LAME tag)
+    encoder_delay: int | None     # samples the encoder put in front (LAME tag or iTunSMPB), when trusted
+    encoder_padding: int | None   # samples the encoder appended (idem); the decoder delay is not in either
     encoder_lowpass_hz: int | None
     gapless: bool                 # delay and padding are known, so the decode is trimmed exactly
     tag_frames: int | None        # frame count the Xing/Info/VBRI tag promises
@@ -116,6 +126,11 @@ class Mp3Info:
     skipped_bytes: int            # junk between frames: a sign of damage
     truncated: bool               # the last frame is cut off, or frames are missing
     problems: list[str] = field(default_factory=list)
+    gapless_from: str | None = None   # "LAME tag" or "iTunSMPB" when gapless
+    gapless_note: str | None = None   # why the decode cannot be trimmed, when it cannot
+    audio_start: int = 0              # byte offset of the first audio frame (after any Xing/VBRI frame)
+    audio_end: int = 0                # byte offset just after the last whole audio frame
+    tags: list[str] = field(default_factory=list)  # tags found, in file order, e.g. ["ID3v2.4", "APEv2", "ID3v1"]
 
     @property
     def expected_samples(self) -> int:
@@ -174,39 +189,79 @@ class FileWindow:
         return -1
 
 
-def _id3v2_size(b) -> int:
-    """Bytes taken by ID3v2 tags at the start (several may follow each other)."""
+def _syncsafe(data: bytes) -> int | None:
+    """A 28-bit ID3v2 "syncsafe" size (7 bits a byte), or None if a byte has its top bit set."""
+    if len(data) != 4 or any(byte & 0x80 for byte in data):
+        return None
+    return (data[0] << 21) | (data[1] << 14) | (data[2] << 7) | data[3]
+
+
+def _id3v2_at(b, pos: int, end: int) -> tuple[int, str] | None:
+    """(length, "ID3v2.N") of a valid ID3v2 tag starting at b[pos], ending by `end`, or None."""
+    head = bytes(b[pos:pos + 10])
+    if len(head) < 10 or head[:3] != b"ID3" or head[3] not in (2, 3, 4) or head[4] == 0xFF:
+        return None
+    size = _syncsafe(head[6:10])
+    if size is None:
+        return None
+    length = 10 + size + (10 if head[3] == 4 and head[5] & 0x10 else 0)  # a v2.4 footer
+    return (length, f"ID3v2.{head[3]}") if pos + length <= end else None
+
+
+def _id3v2_size(b, tags: list[str] | None = None) -> int:
+    """Bytes taken by ID3v2 tags at the start (several may follow each other); their kinds
+    are appended to `tags`."""
     pos = 0
-    while len(b) >= pos + 10 and bytes(b[pos:pos + 3]) == b"ID3":
-        size_bytes = bytes(b[pos + 6:pos + 10])
-        size = 0
-        for byte in size_bytes:
-            size = (size << 7) | (byte & 0x7F)
-        footer = 10 if b[pos + 5] & 0x10 else 0
-        pos += 10 + size + footer
+    while (found := _id3v2_at(b, pos, len(b))) is not None:
+        pos += found[0]
+        if tags is not None:
+            tags.append(found[1])
     return pos
 
 
-def _trailing_tag_start(b) -> int:
-    """Where trailing tags (ID3v1, APEv2, Lyrics3) begin; audio frames end before it."""
-    end = len(b)
-    changed = True
-    while changed:
-        changed = False
-        if end >= 128 and bytes(b[end - 128:end - 125]) == b"TAG":
-            end -= 128
-            changed = True
-        if end >= 32 and bytes(b[end - 32:end - 24]) == b"APETAGEX":
-            size = int.from_bytes(b[end - 20:end - 16], "little")
-            flags = int.from_bytes(b[end - 12:end - 8], "little")
-            end -= size + (32 if flags & 0x80000000 else 0)
-            end = max(end, 0)
-            changed = True
-        if end >= 15 and bytes(b[end - 9:end]) == b"LYRICS200":
-            size = int(bytes(b[end - 15:end - 9]) or b"0")
-            end = max(end - 15 - size, 0)
-            changed = True
-    return end
+def _tag_ending_at(b, end: int) -> tuple[int, str] | None:
+    """(start, kind) of the tag that ends exactly at `end`, or None. Each kind is checked
+    by its own markers at both ends where it has them, so audio is never taken for a tag."""
+    if end >= 128 and bytes(b[end - 128:end - 125]) == b"TAG":
+        start = end - 128
+        if start >= 227 and bytes(b[start - 227:start - 223]) == b"TAG+":  # the "enhanced" block before it
+            return start - 227, "ID3v1 (enhanced)"
+        return start, "ID3v1"
+    if end >= 32 and bytes(b[end - 32:end - 24]) == b"APETAGEX":
+        version = int.from_bytes(bytes(b[end - 24:end - 20]), "little")
+        size = int.from_bytes(bytes(b[end - 20:end - 16]), "little")  # items + footer, not the header
+        flags = int.from_bytes(bytes(b[end - 12:end - 8]), "little")
+        start = end - size - (32 if flags & 0x80000000 else 0)
+        if size >= 32 and start >= 0 and (not flags & 0x80000000 or bytes(b[start:start + 8]) == b"APETAGEX"):
+            return start, "APEv2" if version >= 2000 else "APEv1"
+    if end >= 15 and bytes(b[end - 9:end]) == b"LYRICS200":
+        digits = bytes(b[end - 15:end - 9])
+        if digits.isdigit():
+            start = end - 15 - int(digits)
+            if start >= 0 and bytes(b[start:start + 11]) == b"LYRICSBEGIN":
+                return start, "Lyrics3v2"
+    if end >= 20 and bytes(b[end - 9:end]) == b"LYRICSEND":
+        lo = max(end - 5100 - 20, 0)  # Lyrics3 v1 holds at most 5100 bytes of lyrics
+        at = bytes(b[lo:end]).rfind(b"LYRICSBEGIN")
+        if at >= 0:
+            return lo + at, "Lyrics3v1"
+    if end >= 20 and bytes(b[end - 10:end - 7]) == b"3DI":  # an ID3v2.4 tag with a footer, appended
+        size = _syncsafe(bytes(b[end - 4:end]))
+        if size is not None and end - size - 20 >= 0:
+            start = end - size - 20
+            if bytes(b[start:start + 3]) == b"ID3":
+                return start, f"ID3v2.{b[end - 7:end - 6][0]}"
+    return None
+
+
+def _tags_at_end(b, limit: int) -> tuple[int, list[str]]:
+    """(where the trailing tags begin, their kinds in file order). Audio frames end before
+    it. Tags are peeled from the end one by one, in any order, but never past `limit`."""
+    end, kinds = len(b), []
+    while (found := _tag_ending_at(b, end)) is not None and found[0] >= limit:
+        end = found[0]
+        kinds.append(found[1])
+    return end, kinds[::-1]
 
 
 def _find_sync(b, pos: int, end: int) -> tuple[int, FrameHeader] | None:
@@ -234,8 +289,20 @@ def _side_info_length(h: FrameHeader) -> int:
     return 9 if h.channels == 1 else 17
 
 
+def _crc16(data: bytes) -> int:
+    """CRC-16 (polynomial 0x8005, reflected, start 0): the LAME tag's own checksum."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
 def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
-    """The Xing/Info (+LAME) or VBRI tag in the frame at pos, as a dict, or None."""
+    """The Xing/Info (+LAME extension) or VBRI tag in the frame at pos, as a dict, or None.
+    `lame` is True when a LAME extension is there and its checksum holds (a damaged or
+    pre-3.90 LAME tag has none that holds: its delay and padding are not trusted)."""
     if h.layer != 3:
         return None
     start = pos + 4 + (2 if h.protected else 0) + _side_info_length(h)
@@ -243,7 +310,7 @@ def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
     if ident in (b"Xing", b"Info"):
         flags = int.from_bytes(b[start + 4:start + 8], "big")
         p = start + 8
-        tag = {"kind": ident.decode(), "frames": None}
+        tag = {"kind": ident.decode(), "frames": None, "lame": False}
         if flags & 1:
             tag["frames"] = int.from_bytes(b[p:p + 4], "big")
             p += 4
@@ -254,19 +321,67 @@ def _read_vbr_tag(b, pos: int, h: FrameHeader) -> dict | None:
         if flags & 8:
             p += 4
         enc = bytes(b[p:p + 9])
-        if p + 24 <= pos + h.length and enc[:4].isalpha():
+        if p + 36 <= pos + h.length and enc[:4].isalpha():
             tag["encoder"] = enc.rstrip(b"\x00 ").decode("latin-1", "replace")
             tag["vbr_method"] = _VBR_METHODS.get(b[p + 9] & 15, "unknown")
             tag["lowpass_hz"] = b[p + 10] * 100 or None
             d = bytes(b[p + 21:p + 24])
             tag["delay"] = (d[0] << 4) | (d[1] >> 4)
             tag["padding"] = ((d[1] & 15) << 8) | d[2]
+            tag["lame"] = _crc16(bytes(b[pos:p + 34])) == int.from_bytes(bytes(b[p + 34:p + 36]), "big")
         return tag
     vbri = pos + 4 + 32
     if bytes(b[vbri:vbri + 4]) == b"VBRI":
-        return {"kind": "VBRI", "frames": int.from_bytes(b[vbri + 14:vbri + 18], "big"),
-                "encoder": "FhG (VBRI)", "delay": None, "padding": None, "vbr_method": "VBR"}
+        return {"kind": "VBRI", "frames": int.from_bytes(b[vbri + 14:vbri + 18], "big"), "lame": False,
+                "encoder": "FhG (VBRI)", "vbr_method": "VBR"}
     return None
+
+
+def _itunes_gapless(path: Path) -> tuple[int, int, int] | None:
+    """(delay, padding, length) from an iTunes `iTunSMPB` comment (ID3v2 COMM or TXXX:
+    " 00000000 DDDDDDDD PPPPPPPP LLLLLLLLLLLLLLLL ...", hexadecimal samples), or None.
+    As in the LAME tag, the delay is the encoder's: the decoder's 529 samples come on top
+    (iTunes' own MP3 encoder writes 0x210 = 528, the ISO reference encoder's delay)."""
+    try:
+        tags = ID3(path)
+    except (MutagenError, ValueError, OSError):
+        return None
+    for frame in (*tags.getall("COMM"), *tags.getall("TXXX")):
+        if frame.desc.lower() == "itunsmpb" and frame.text:
+            fields = str(frame.text[0]).split()
+            try:
+                return int(fields[1], 16), int(fields[2], 16), int(fields[3], 16)
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _gapless(tag: dict, path: Path, has_id3v2: bool, total: int) -> tuple[int | None, int | None, str | None, str | None]:
+    """(delay, padding, where from, None) when the decode can be trimmed exactly, else
+    (None, None, None, what the file lacks). `total` is frames * samples per frame. The
+    LAME tag comes first (it is in the stream), then iTunSMPB, checked against `total`."""
+    if tag.get("lame") and (tag["delay"] or tag["padding"]):
+        return tag["delay"], tag["padding"], "LAME tag", None
+    if tag.get("lame"):
+        notes = [f"the {tag['encoder']} tag gives delay 0 and padding 0"]  # ffmpeg's, for encoders it cannot ask
+    elif tag.get("kind") == "VBRI":
+        notes = ["a VBRI header (FhG): it gives no padding, and tools disagree on how to read its delay"]
+    elif tag.get("encoder"):
+        notes = [f"the {tag['encoder']} tag's checksum does not hold"]
+    elif tag:
+        notes = [f"an {tag['kind']} header without LAME extension"]
+    else:
+        notes = ["no LAME tag"]
+    itunes = _itunes_gapless(path) if has_id3v2 else None
+    if itunes is None:
+        notes.append("no iTunSMPB")
+    else:
+        delay, padding, length = itunes
+        if length and delay + padding + length == total:
+            return delay, padding, "iTunSMPB", None
+        notes.append(f"an iTunSMPB that does not match the file (delay {delay} + padding {padding} + "
+                     f"length {length} is not its {total} samples)")
+    return None, None, None, ", ".join(notes)
 
 
 def _what_is_it(head: bytes) -> str | None:
@@ -281,14 +396,23 @@ def _what_is_it(head: bytes) -> str | None:
 
 
 def inspect(path: Path) -> Mp3Info:
-    """Read the facts of the MP3 at `path`. Raises InputError for files that are no MP3."""
+    """Read the facts of the MP3 at `path`. Raises InputError for files that are no MP3 or
+    cannot be read (a permission, a disk error: named as the input's, not the output's)."""
+    try:
+        return _inspect(path)
+    except OSError as exc:
+        raise input_read_error(path, exc) from exc
+
+
+def _inspect(path: Path) -> Mp3Info:
     size = path.stat().st_size
     if size == 0:
         raise InputError("empty file (0 bytes)", path, "the copy or download failed; restore it from a backup")
+    tags: list[str] = []
     with open(path, "rb") as fh:
         b = FileWindow(fh, size)
-        id3 = _id3v2_size(b)
-        end = _trailing_tag_start(b)
+        id3 = _id3v2_size(b, tags)
+        end, tags_at_end = _tags_at_end(b, id3)
         if id3 >= end:
             raise InputError("no audio: the file holds only tags, no MP3 frames", path)
         other = _what_is_it(bytes(b[id3:id3 + 12]))
@@ -300,12 +424,17 @@ def inspect(path: Path) -> Mp3Info:
         first, h0 = found
         skipped = first - id3
         tag = _read_vbr_tag(b, first, h0)
-        pos = first + h0.length if tag else first
+        pos = audio_start = audio_end = first + h0.length if tag else first
 
         frames, bytes_sum, bitrates, truncated = 0, 0, set(), False
         while pos < end:
             h = parse_header(b, pos)
             if h is None or not _compatible(h0, h):
+                inner = _id3v2_at(b, pos, end)  # an ID3v2 tag after the audio or between two songs
+                if inner is not None:
+                    tags.append(inner[1])
+                    pos += inner[0]
+                    continue
                 again = _find_sync(b, pos + 1, end)
                 if again is None:
                     skipped += end - pos
@@ -319,6 +448,7 @@ def inspect(path: Path) -> Mp3Info:
             bytes_sum += h.length
             bitrates.add(h.bitrate_kbps)
             pos += h.length
+            audio_end = pos
 
     if frames == 0:
         raise InputError("no audio: the file has a header frame but no audio frames", path)
@@ -334,7 +464,9 @@ def inspect(path: Path) -> Mp3Info:
         problems.append("truncated: the last frame is cut off")
     if skipped > 4096:  # a few bytes of junk are common; more is damage
         problems.append(f"damaged: {skipped} bytes of junk between frames")
-    gapless = tag.get("delay") is not None and tag.get("padding") is not None and not truncated
+    delay, padding, gapless_from, note = _gapless(tag, path, id3 > 0, frames * spf)
+    if truncated and gapless_from:
+        note = "the file is cut off, so its end is where the file ends"
     vbr_method = tag.get("vbr_method")
     return Mp3Info(
         version=h0.version, layer=h0.layer, rate=h0.rate, channels=h0.channels, mode=h0.mode,
@@ -342,7 +474,9 @@ def inspect(path: Path) -> Mp3Info:
         bitrate_kbps=round(bytes_sum * 8 * h0.rate / (frames * spf) / 1000, 1),
         vbr=len(bitrates) > 1 or (vbr_method or "").startswith(("VBR", "ABR")),
         vbr_method=vbr_method, encoder=tag.get("encoder"),
-        encoder_delay=tag.get("delay"), encoder_padding=tag.get("padding"),
-        encoder_lowpass_hz=tag.get("lowpass_hz"), gapless=gapless, tag_frames=tag_frames,
-        id3v2_bytes=id3, skipped_bytes=skipped, truncated=truncated, problems=problems,
+        encoder_delay=delay, encoder_padding=padding,
+        encoder_lowpass_hz=tag.get("lowpass_hz"), gapless=gapless_from is not None and not truncated,
+        tag_frames=tag_frames, id3v2_bytes=id3, skipped_bytes=skipped, truncated=truncated, problems=problems,
+        gapless_from=gapless_from if not truncated else None, gapless_note=note,
+        audio_start=audio_start, audio_end=audio_end, tags=tags + tags_at_end,
     )

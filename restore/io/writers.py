@@ -5,6 +5,12 @@ final rename never crosses a disk; real extension kept, so libraries pick the ri
 format), flushed, fsynced and `os.replace`d. A crash at any moment leaves either the
 old file, the new file or no file at a path, and at worst a stale temporary file that
 the next run removes (`remove_stale_temps`).
+
+Temporary names have one length whatever the target's (`.mp3restore-<8 hex of the
+target's name><8 random hex>.flac`, 33 bytes): a name that fits the file system as a
+target fits as a temporary (the target's name inside the temporary's made names of 221
+bytes or more fail on the usual 255-byte limit). The name's hash lets a sweep find the
+temporaries of one target only.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import time
@@ -26,17 +33,28 @@ from restore.errors import output_error
 from restore.faults import checkpoint
 from restore.io.tags import TagSet
 
-TMP_MARK = ".mp3restore-tmp"
+TMP_MARK = ".mp3restore-"  # in every temporary name (this version's and the earlier `.<name>.<hex>.mp3restore-tmp.<ext>`)
+_TEMP = re.compile(r"\.mp3restore-([0-9a-f]{8})[0-9a-f]{8}(\.[A-Za-z0-9]{1,8})?")
 _WRITE_BLOCK = 1 << 16  # frames per block: bounds the int conversion buffers
 
 
+def _name_hash(name: str) -> str:
+    return hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+
+
 def temp_path_for(final: Path) -> Path:
-    """A fresh temporary name beside `final`, e.g. `.Song.flac.1a2b3c4d.mp3restore-tmp.flac`."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TMP_MARK}{final.suffix}")
+    """A fresh temporary name beside `final`, 33 bytes or so whatever final's length, e.g.
+    `.mp3restore-1a2b3c4d5e6f7a8b.flac`: a hash of final's name, random digits, its suffix."""
+    suffix = final.suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", final.suffix) else ".tmp"
+    return final.with_name(f"{TMP_MARK}{_name_hash(final.name)}{secrets.token_hex(4)}{suffix}")
 
 
 def is_temp_of(candidate: str, final: Path) -> bool:
-    return candidate.startswith(f".{final.name}.") and TMP_MARK in candidate
+    """Whether the file name `candidate` is a temporary of `final` (this version's or an earlier one's)."""
+    match = _TEMP.fullmatch(candidate)
+    if match:
+        return match.group(1) == _name_hash(final.name)
+    return candidate.startswith(f".{final.name}.") and ".mp3restore-tmp" in candidate
 
 
 def remove_stale_temps(final: Path) -> int:
@@ -148,7 +166,13 @@ def hash_file(path: Path, algo: str = "blake2b") -> str:
 
 
 def _libsndfile_os_error(exc: Exception, tmp: Path) -> OSError:
-    """libsndfile reports a full disk as "System error": look at the disk to say which."""
+    """libsndfile says "System error." for any failing system call: find the real cause.
+    Opening the file ourselves gives the OS's own error (permission denied, read-only file
+    system, a path too long); failing that, a nearly empty disk says it was full."""
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o666))
+    except OSError as real:
+        return real
     try:
         free = shutil.disk_usage(tmp.parent).free
     except OSError:

@@ -14,7 +14,6 @@ the one place that reads a checkpoint, and decides from that verdict what it may
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys

@@ -9,12 +9,12 @@ another variant has a song at the folder's path and this variant does not.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore.engine.markers import read_marker
 from restore.errors import UsageError
 from restore.io.writers import TMP_MARK
 
@@ -65,16 +65,16 @@ def _marker_outputs(marker) -> tuple[str, str, bool, list[str]] | None:
 
 
 def read_markers(out_dir: Path) -> list[dict]:
-    """Every readable `_done/**/*.json` marker (temporary files and unreadable ones skipped)."""
+    """Every `_done/**/*.json` marker of the right shape (engine/markers.py's one check);
+    temporary files, unreadable and damaged markers are skipped."""
     found = []
     for root, dirs, files in os.walk(out_dir / "_done"):
         dirs.sort()
         for name in sorted(files):
             if name.endswith(".json") and TMP_MARK not in name:
-                try:
-                    found.append(json.loads((Path(root) / name).read_text(encoding="utf-8")))
-                except (OSError, ValueError):
-                    continue
+                marker, _ = read_marker(Path(root) / name)
+                if marker is not None:
+                    found.append(marker)
     return found
 
 

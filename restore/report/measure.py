@@ -233,9 +233,10 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
 
 def how_made(marker: dict | None) -> dict | None:
     """What a variant's marker says made it: its steps after the decode, with their options,
-    and what those steps measured or chose (`stage_facts`). None without a readable marker
-    (a file put there by hand, or a run from an older version)."""
-    if not isinstance(marker, dict) or not isinstance(marker.get("config"), dict):
+    and what those steps measured or chose (`stage_facts`). None without a marker (a file
+    put there by hand, or a run from an older version); markers come checked by
+    report/discover.py."""
+    if marker is None:
         return None
     steps = [s for s in marker["config"].get("steps", []) if isinstance(s, dict) and s.get("stage") != "decode"]
     facts = marker.get("stage_facts")
