@@ -11,6 +11,7 @@ the whole file. It binds to 127.0.0.1 only: nothing on the network can reach it.
 """
 from __future__ import annotations
 
+import io
 import json
 import threading
 from functools import partial
@@ -56,6 +57,22 @@ class ReportHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")  # choices.json and rebuilt pages are never stale
         super().end_headers()
 
+    def send_head(self):
+        """choices.json before any choice is made: an empty one (not a 404 in the console)."""
+        if urlsplit(self.path).path == f"/{REPORT_DIR}/{CHOICES}" and not (self.server.out_dir / REPORT_DIR / CHOICES).is_file():
+            return io.BytesIO(self._send_json({"version": 1, "songs": {}}, body=False))  # do_GET copies it
+        return super().send_head()
+
+    def _send_json(self, data, body: bool = True) -> bytes:
+        raw = json.dumps(data).encode("utf-8")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        if body:
+            self.wfile.write(raw)
+        return raw
+
     def do_POST(self) -> None:
         if urlsplit(self.path).path != CHOICES_ENDPOINT:
             self.send_error(HTTPStatus.NOT_FOUND)
@@ -81,12 +98,7 @@ class ReportHandler(SimpleHTTPRequestHandler):
                             exc.one_line())
             return
         self.server.log(f"report: saved the choice for {body.get('song')}")
-        data = json.dumps({"version": 1, "songs": songs}).encode("utf-8")
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._send_json({"version": 1, "songs": songs})
 
     def log_message(self, format: str, *args) -> None:  # requests are not news; errors are
         if args and str(args[0]).startswith(("4", "5")) and len(args) >= 2:
