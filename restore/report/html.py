@@ -36,6 +36,8 @@ class Row:
     warn: Callable[[object, dict], bool] | None = None  # (value, the variant's metrics) -> flag it
     none_text: str = "\u2014"   # what None shows (cutoff: "none", the band reaches Nyquist)
     tol: float = 0.0            # values this close to the best are as good (the measure's resolution)
+    same_loudness: bool = False # loudness moves it: starred only among variants as loud as the
+                                # baseline (within LOUDNESS_MATCH_LU), see starred_values
 
 
 def _num(v) -> bool:
@@ -57,12 +59,15 @@ SONG_ROWS = [
     Row("true_peak_dbtp", "True peak (dBTP)", None, "{:.2f}", "above 0 may distort on playback",
         warn=lambda v, m: _num(v) and v > 0),
     Row("peak_dbfs", "Sample peak (dBFS)", None, "{:.2f}", ""),
-    Row("crest_factor_db", "Crest factor (dB)", "higher", "{:.1f}", "higher = more dynamic, less squashed", tol=0.5),
+    Row("crest_factor_db", "Crest factor (dB)", "higher", "{:.1f}",
+        "higher = more dynamic, less squashed; \u2605 only among variants as loud as the baseline (a variant that "
+        "removed sound reads as more dynamic)", tol=0.5, same_loudness=True),
     Row("stereo_correlation", "Stereo correlation", None, "{:.3f}", "+1 mono, 0 wide, below 0: phase trouble",
         warn=lambda v, m: _num(v) and v < 0),
     Row("stereo_width_db", "Stereo width (dB, side over mid)", None, "{:.1f}", "a change means the image was changed"),
-    Row("clipped_samples", "Clipped samples", "lower", "{:.0f}", "fewer is better",
-        warn=lambda v, m: _num(v) and v > 0),
+    Row("clipped_samples", "Clipped samples", "lower", "{:.0f}",
+        "fewer is better; \u2605 only among variants as loud as the baseline (quieter clips less)",
+        warn=lambda v, m: _num(v) and v > 0, same_loudness=True),
 ]
 REFERENCE_ROWS = [
     Row("lsd_full", "Log-spectral distance, full band (dB)", "lower", "{:.2f}", "lower is closer to the original", tol=0.05),
@@ -112,6 +117,21 @@ def _rank_value(row: Row, value, entry: dict):
     if row.key == "cutoff_hz" and value is None and entry.get("metrics") is not None and entry.get("rate"):
         return entry["rate"] / 2  # no cliff found: the band reaches Nyquist
     return value if _num(value) else None
+
+
+LOUDNESS_MATCH_LU = 1.0  # "as loud as the baseline" for rows that loudness moves
+
+
+def starred_values(row: Row, values: dict[str, object], lufs: dict[str, object], base: str | None) -> dict[str, object]:
+    """The values a row's star may go to: all of them, or for a row that loudness moves
+    (crest factor, clipping) only those of variants within LOUDNESS_MATCH_LU of the
+    baseline's integrated loudness (none without a measured baseline)."""
+    if not row.same_loudness:
+        return values
+    ref = lufs.get(base)
+    if not _num(ref):
+        return {}
+    return {v: x for v, x in values.items() if _num(lufs.get(v)) and abs(lufs[v] - ref) <= LOUDNESS_MATCH_LU}
 
 
 def best_of(row: Row, values: dict[str, object], base: str | None) -> set[str]:
@@ -188,7 +208,9 @@ def metric_table(rows: list[Row], record: dict, which: str, caption: str) -> str
     out = [f'<table class="metrics {which}">\n<caption class="note">{esc(caption)}</caption>\n<tr><th>metric</th>{head}</tr>']
     for row in rows:
         values = {v: dicts[v].get(row.key) for v in entries}
-        best = best_of(row, {v: _rank_value(row, values[v], entries[v]) for v in entries}, base)
+        ranked = {v: _rank_value(row, values[v], entries[v]) for v in entries}
+        lufs = {v: (entries[v].get("metrics") or {}).get("integrated_lufs") for v in entries}
+        best = best_of(row, starred_values(row, ranked, lufs, base), base)
         cells = []
         for v in entries:
             x = values[v]
