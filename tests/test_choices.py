@@ -1,7 +1,10 @@
 """Choosing in the report: the keep choice and blind tests saved to _report/choices.json by
 `mp3restore report --serve` (127.0.0.1 only, the report and variant folders only), or kept
 in the browser when a page is opened from a file; the index's summary and filters. The
-pages run in the real headless Chromium of tests/test_report.py."""
+pages run in the real headless Chromium of tests/test_report.py.
+
+MP3RESTORE_CHOOSING_SCREENSHOT=docs/choosing.png python -m pytest tests/test_choices.py
+refreshes the README's picture of choosing (otherwise it goes to a temporary folder)."""
 from __future__ import annotations
 
 import http.client
@@ -21,7 +24,7 @@ from restore.report.choices import load_choices
 from restore.report.serve import ReportServer
 
 from .conftest import ROOT
-from .test_report import browser, flac_batch, js_errors, wait_for  # noqa: F401  (the browser fixture)
+from .test_report import browser, flac_batch, js_errors, small_png, wait_for  # noqa: F401  (the browser fixture)
 
 SONGS = ["Artist/Album/one", "Artist/Other/two"]
 
@@ -134,7 +137,7 @@ def checked(browser) -> str:  # noqa: F811
     return browser.execute_script("const r = document.querySelector('#keep-choice input:checked'); return r && r.value")
 
 
-def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out, server, browser):  # noqa: F811
+def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out, server, browser, tmp_path):  # noqa: F811
     base = server.url[:-len("index.html")]
     browser.get(song_url(base, SONGS[0]))
     assert checked(browser) == ""                                  # undecided
@@ -158,6 +161,15 @@ def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out,
     entry = load_choices(out)[SONGS[0]]
     assert entry["keep"] == "08_hifigan" and len(entry["abx"]) == 1
     assert entry["abx"][0]["trials"] == 5 and {entry["abx"][0]["a"], entry["abx"][0]["b"]} == {"01_baseline", "08_hifigan"}
+
+    # the README's picture of choosing: the players, the choice and the blind test's result
+    shot = Path(os.environ.get("MP3RESTORE_CHOOSING_SCREENSHOT") or tmp_path / "choosing.png")
+    shot = shot if shot.is_absolute() else ROOT / shot
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shot))
+    small_png(shot, 150_000, height=browser.execute_script(
+        "return Math.ceil(document.getElementById('abx').getBoundingClientRect().bottom + window.scrollY) + 10"))
+    assert 0 < shot.stat().st_size < 150_000
 
     # the index: per song the choice and blind test, a summary, filters
     browser.get(base + "index.html")

@@ -10,6 +10,7 @@ markers first), measures them with a cache (report/measure.py) and writes `out_d
     metrics.csv, metrics.json       every metric, song by song, variant by variant
     cache/<song>.json               what was measured, keyed by each FLAC's size and mtime
     assets/report.css, report.js    the pages' style and behaviour
+    choices.json                    the person's choices (report/choices.py): read, never written here
 
 Pages work from the file system (file://): every link is relative and nothing is fetched
 from the network. Names are shown through `printable` and `html.escape`, URLs are
