@@ -141,9 +141,18 @@ def test_a_rerun_after_a_changed_choice_rewrites_only_that_song(out, tmp_path):
     assert len(again.unchanged) == 3 and not again.written and not again.retagged
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
+    edited = FLAC(str(kept(lib, "01 One")))   # the person tags a kept file in their player
+    edited["COMMENT"] = ["mine"]
+    edited.save()
+    before[kept(lib, "01 One")] = kept(lib, "01 One").stat().st_mtime_ns
+    lines: list[str] = []
+    assert len(keep(out, lib, log=lines.append).unchanged) == 3
+    assert "keep: Artist/Album/01 One: changed in the library since it was kept: left as it is" in lines
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
     choose(out, "02 Two", QUIET)
     audio_before = read_flac(kept(lib, "01 One"))[0]
-    lines: list[str] = []
+    lines = []
     third = keep(out, lib, log=lines.append)
     assert third.written == ["Artist/Album/02 Two"], lines
     assert FLAC(str(kept(lib, "02 Two")))["MP3RESTORE_VARIANT"] == [QUIET]
@@ -155,6 +164,7 @@ def test_a_rerun_after_a_changed_choice_rewrites_only_that_song(out, tmp_path):
     assert changed == {kept(lib, "01 One"), kept(lib, "02 Two")}
     one = FLAC(str(kept(lib, "01 One")))
     assert gain_of(one["REPLAYGAIN_ALBUM_GAIN"][0]) > gain_of(one["REPLAYGAIN_TRACK_GAIN"][0]) + 1  # now the quieter album
+    assert one["COMMENT"] == ["mine"]         # retagged in place: the person's edit stays
 
     # a song that moves from a file to stems loses the old file
     choose(out, "02 Two", None)

@@ -23,8 +23,10 @@ and the next run would make it again).
 Resumable and atomic: every file is written to a temporary name and moved into place
 (restore/io/writers.py), and `LIBRARY/.mp3restore-keep/<song>.json` records what was kept
 (variant, the source files' size and mtime, the tags written, the measured loudness). A
-rerun writes a song again only when its choice, its source or its tags changed (a changed
-song can move its album's gain: the album's other songs are then retagged, nothing else).
+rerun writes a song again only when its choice or its source changed, or its file is gone
+from the library. A changed song can move its album's gain: the album's other songs are
+then retagged in place (their audio, and any tag edited in the library, stay). A file
+edited in the library since (a tag, the cover) is otherwise left as it is.
 """
 from __future__ import annotations
 
@@ -141,15 +143,18 @@ def _identity(pick: Pick) -> dict:
     return {"variant": pick.variant, "stems": pick.stems, "sources": sources}
 
 
-def _targets_intact(library: Path, state: dict) -> bool:
-    for rel, (size, mtime_ns) in (state.get("targets") or {}).items():
+def _targets_state(library: Path, state: dict) -> str:
+    """"intact" (every file as it was written), "edited" (all there, some changed since: a
+    tag edited in a player) or "missing" (some gone, or nothing recorded)."""
+    targets = state.get("targets") or {}
+    edited = False
+    for rel, (size, mtime_ns) in targets.items():
         try:
             st = (library / rel).stat()
         except OSError:
-            return False
-        if [st.st_size, st.st_mtime_ns] != [size, mtime_ns]:
-            return False
-    return bool(state.get("targets"))
+            return "missing"
+        edited |= [st.st_size, st.st_mtime_ns] != [size, mtime_ns]
+    return "missing" if not targets else "edited" if edited else "intact"
 
 
 def _measure(path: Path) -> dict:
@@ -248,7 +253,7 @@ def keep(out_dir: Path, library: Path, default: str = "01_baseline", dry_run: bo
             log(f"keep: {printable(key)}: cannot read {pick.variant}: {describe_failure(exc)}")
             continue
         state = _read_state(library, key)
-        same = state.get("identity") == identity and _targets_intact(library, state)
+        same = state.get("identity") == identity and _targets_state(library, state) != "missing"
         if dry_run:
             what = ("unchanged" if same else f"would write {pick.variant} ({pick.how})"
                     + (f", was {state['identity']['variant']}" if state.get("identity") else ""))
@@ -280,14 +285,20 @@ def keep(out_dir: Path, library: Path, default: str = "01_baseline", dry_run: bo
     for pick, state, identity, measured in todo:
         key = pick.song.key
         tags = _tags(pick, measured, album_values.get(pick.album) if measured is not None else None)
-        if state.get("identity") == identity and state.get("tags") == tags and _targets_intact(library, state):
+        there = _targets_state(library, state) if state.get("identity") == identity else "missing"
+        if there != "missing" and state.get("tags") == tags:
             summary.unchanged.append(key)
+            if there == "edited":
+                log(f"keep: {printable(key)}: changed in the library since it was kept: left as it is")
             continue
-        retag = state.get("identity") == identity and _targets_intact(library, state)
+        # Same audio, new tags (its album's gain moved): retag the library's own file, so that
+        # what the person edited there (tags, cover) stays; otherwise copy from the variant.
+        retag = there != "missing"
         targets = {}
         for src, rel in pick.files:
             file_tags = {**tags, "MP3RESTORE_STEM": rel.stem} if pick.stems else tags
-            targets[rel.as_posix()] = _copy_tagged(src, library / Path(*rel.parts), file_tags)
+            final = library / Path(*rel.parts)
+            targets[rel.as_posix()] = _copy_tagged(final if retag else src, final, file_tags)
         for old in set(state.get("targets") or {}) - set(targets):  # a choice moved from a file to stems, or back
             try:
                 (library / old).unlink()
