@@ -75,3 +75,26 @@ def test_no_arguments_without_a_terminal_is_a_usage_error(monkeypatch):
     """A script or a pipe calling `mp3restore` with nothing gets usage, not a menu waiting for keys."""
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main([]) == 2
+
+
+def test_the_menu_serves_the_report_and_keeps_the_best(tmp_path, monkeypatch):
+    monkeypatch.setenv("MP3RESTORE_CONFIG_DIR", str(tmp_path / "config"))
+    write_mp3(tmp_path / "in" / "song.mp3", band(2.0, seed=1), bitrate=128)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "in"), "--out", str(out), "--variants", "01", "-q", "--no-report"]) == 0
+    ran = []
+
+    def run_cli(argv):
+        ran.append(argv)
+        return 0 if "--serve" in argv else main(argv)  # serving would wait for Ctrl+C
+
+    script = Script(["7", str(out), "8", str(out), str(tmp_path / "lib"), "skip", True, True, "q"])
+    assert menu(run_cli, Console(file=io.StringIO(), width=200), script) == 0
+    keep = ["keep", str(out), "--to", str(tmp_path / "lib"), "--default", "skip"]
+    assert ran == [["report", str(out), "--serve"], [*keep, "--dry-run"], keep]
+    assert not (tmp_path / "lib").exists() or not list((tmp_path / "lib").rglob("*.flac"))  # nothing chosen: skipped
+    script = Script(["8", str(out), str(tmp_path / "lib"), None, False, True, "q"])
+    ran.clear()
+    assert menu(run_cli, Console(file=io.StringIO(), width=200), script) == 0
+    assert ran == [["keep", str(out), "--to", str(tmp_path / "lib"), "--default", "01_baseline"]]
+    assert (tmp_path / "lib" / "song.flac").is_file()

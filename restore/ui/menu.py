@@ -96,6 +96,8 @@ MENU = [
     ("4", "Ghost", "hear what an MP3 threw away, from a lossless original"),
     ("5", "Variants and models", "what can run here, and what is missing"),
     ("6", "Fetch a model", "download a model file into the models folder"),
+    ("7", "Choose in the report", "open the report through a local server that saves your choices"),
+    ("8", "Keep the best", "build your library from the choices (each song's chosen variant, tagged)"),
     ("q", "Quit", ""),
 ]
 
@@ -113,7 +115,8 @@ def menu(run_cli: Callable[[list[str]], int], console: Console | None = None, as
         key = ask.choice("Choose", [k for k, _, _ in MENU], "1")
         if key == "q":
             return code
-        argv = {"1": _restore, "2": _resume, "3": _report, "4": _ghost, "5": _variants, "6": _fetch}[key](console, ask, run_cli)
+        argv = {"1": _restore, "2": _resume, "3": _report, "4": _ghost, "5": _variants, "6": _fetch, "7": _choose,
+                "8": _keep}[key](console, ask, run_cli)
         if argv:
             console.print(f"[dim]same as:[/] [green]{safe(command_line(argv))}[/]", soft_wrap=True)
             code = run_cli(argv)
@@ -163,6 +166,32 @@ def _report(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
         return None
     reference = ask.text("Folder or file of lossless originals for reference metrics (Enter: none)", "")
     return ["report", out] + (["--reference", reference] if reference.strip() else [])
+
+
+def _last_out() -> str:
+    last = last_run()
+    return last[last.index("--out") + 1] if last and "--out" in last else ""
+
+
+def _choose(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
+    out = ask.text("Output folder of a restore", _last_out())
+    if not out.strip():
+        return None
+    console.print("Open the address it prints in your browser; Ctrl+C here stops it.")
+    return ["report", out, "--serve"]
+
+
+def _keep(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
+    out = ask.text("Output folder of a restore", _last_out())
+    if not out.strip():
+        return None
+    src = clean_user_path(out)
+    library = ask.text("Library folder to create or update", str(src.parent / f"{src.name} library"))
+    default = ask.text("Songs with no choice get (a variant's name, or skip)", "01_baseline")
+    argv = ["keep", str(src), "--to", str(clean_user_path(library)), "--default", default.strip() or "01_baseline"]
+    if ask.confirm("Show what it would do first?", True):
+        run_cli([*argv, "--dry-run"])
+    return argv if ask.confirm("Start?", True) else None
 
 
 def _ghost(console: Console, ask: Ask, run_cli=None) -> list[str] | None:
