@@ -155,8 +155,13 @@ def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out,
     # a blind test's result is saved beside the choice
     browser.execute_script("document.getElementById('abx-trials').value = '5'")
     browser.find_element("id", "abx-start").click()
-    for _ in range(5):
-        browser.find_element("id", "abx-answer-a").click()
+    body = browser.find_element("tag name", "body")
+    for trial in range(5):                                         # by keyboard: play X, answer
+        assert browser.find_element("id", "abx-progress").text == f"Trial {trial + 1} of 5"
+        body.send_keys("x")
+        body.send_keys("s")
+        body.send_keys("1")
+    assert browser.find_element("id", "abx-result").is_displayed()
     wait_for(browser, "return document.getElementById('keep-status').textContent === 'Saved to choices.json.'")
     entry = load_choices(out)[SONGS[0]]
     assert entry["keep"] == "08_hifigan" and len(entry["abx"]) == 1
@@ -224,5 +229,21 @@ def test_keys_switch_variants_at_the_same_position(out, browser):  # noqa: F811
     wait_for(browser, f"return {players}[0].paused && !{players}[1].paused")
     first, second = browser.execute_script(f"return [{players}[0].currentTime, {players}[1].currentTime]")
     assert second >= first - 0.05
+    browser.execute_script(f"{players}[1].pause()")
+    assert js_errors(browser) == []
+
+
+def test_a_loop_region_sends_the_playing_variant_back_to_its_start(out, browser):  # noqa: F811
+    browser.get((out / "_report" / "songs" / "Artist" / "Album" / "one.html").as_uri())
+    players = "document.querySelectorAll('audio.variant-player')"
+    wait_for(browser, f"return Array.from({players}).every(a => a.readyState >= 1)")
+    browser.execute_script("document.getElementById('loop-start').value = '0.2';"
+                           "document.getElementById('loop-end').value = '0.6';")
+    browser.find_element("id", "loop").click()
+    browser.execute_script(f"window.seen = []; {players}[1].addEventListener('timeupdate', "
+                           f"e => window.seen.push(e.target.currentTime)); {players}[1].play()")
+    # it went back (twice) and never reached the 1 s end
+    wait_for(browser, "const s = window.seen; return s.filter((t, i) => i && t < s[i - 1] - 0.1).length >= 2")
+    assert browser.execute_script(f"return !{players}[1].ended && Math.max(...window.seen) < 0.9")
     browser.execute_script(f"{players}[1].pause()")
     assert js_errors(browser) == []

@@ -248,6 +248,11 @@ def _players(record: dict, playable: list[str], out_dir: Path, page_dir: Path) -
            '<label><input type="checkbox" id="match-loudness" checked> Match loudness: every variant plays '
            'at the quietest one\'s loudness (louder always sounds better)</label>'
            '<label><input type="checkbox" id="keep-position" checked> Keep the position when switching</label></p>\n'
+           '<p class="controls" id="loop-controls"><label><input type="checkbox" id="loop"> Loop from</label> '
+           '<input type="number" id="loop-start" min="0" step="0.1" value="0"> s to '
+           '<input type="number" id="loop-end" min="0" step="0.1" value="0"> s '
+           '<button type="button" id="loop-set-start">start here</button>'
+           '<button type="button" id="loop-set-end">end here</button></p>\n'
            '<table class="players">\n<tr><th>variant</th><th>player</th><th>loudness</th><th>playback gain</th></tr>\n']
     for v in playable:
         e = record["variants"][v]
@@ -290,7 +295,7 @@ def _abx(record: dict, playable: list[str]) -> str:
     return (
         '<h2>Blind test (ABX)</h2>\n<div id="abx">\n<p class="note">Two variants are hidden behind A and B '
         '(shuffled); X is A or B at random in each trial. Listen as often as you like, then say which one X is. Names '
-        'and score come only at the end. Guessing gets about half right; 9 of 10 or better happens by chance about once '
+        'and score come only at the end (keys: A, B, X play, S stops, 1 says X is A, 2 says X is B). Guessing gets about half right; 9 of 10 or better happens by chance about once '
         'in 100 tries, so such a score means you hear a difference. Blind trials always play loudness-matched.</p>\n'
         f'<div id="abx-setup"><label>Compare <select id="abx-first">{options(first)}</select></label> '
         f'<label>with <select id="abx-second">{options(second)}</select></label> '

@@ -5,6 +5,7 @@
  *   <body data-root="../../">            the way from this page to the report folder
  *   <audio class="variant-player" data-variant="NAME" data-lufs="-14.2" src="...">
  *   #match-loudness, #keep-position      the two switches above the players
+ *   #loop, #loop-start, #loop-end        a loop region (seconds) for whichever player plays
  *   #keep-choice (radios name="keep")    which variant to keep (song pages)
  *   #choice-data                         the choices.json entries when the report was built
  *   #abx ...                             the blind test (see startAbx)
@@ -69,6 +70,35 @@
       current = el;
     });
   });
+
+  // ---- a loop region: whichever player plays goes back to the start at the end ------------
+  const loopBox = document.getElementById("loop");
+  const loopStart = document.getElementById("loop-start"), loopEnd = document.getElementById("loop-end");
+  function loopBounds() {
+    const a = parseFloat(loopStart.value), b = parseFloat(loopEnd.value);
+    return Number.isFinite(a) && Number.isFinite(b) && b > a + 0.05 ? [a, b] : null;
+  }
+  function loopTick() {
+    const playing = players.find(function (p) { return !p.paused; });
+    const bounds = loopBounds();
+    if (playing && bounds && loopBox.checked) {
+      if (playing.currentTime >= bounds[1] || playing.currentTime < bounds[0] - 0.25) seek(playing, bounds[0]);
+      window.requestAnimationFrame(loopTick);  // every frame while it plays: a tight loop
+    }
+  }
+  if (loopBox) {
+    const here = function (input) {
+      return function () {
+        input.value = position(players.find(function (p) { return !p.paused; }) || current).toFixed(2);
+        if (!loopBox.checked && loopBounds()) loopBox.checked = true;
+        loopTick();
+      };
+    };
+    document.getElementById("loop-set-start").addEventListener("click", here(loopStart));
+    document.getElementById("loop-set-end").addEventListener("click", here(loopEnd));
+    loopBox.addEventListener("change", loopTick);
+    players.forEach(function (el) { el.addEventListener("play", loopTick); });
+  }
 
   // ---- keys 1-9: switch to that variant at the same position ---------------------------
   document.addEventListener("keydown", function (ev) {
@@ -408,5 +438,18 @@
   $("abx-answer-b").addEventListener("click", function () { answer("B"); });
   Array.from(abx.querySelectorAll("button[data-abx-play]")).forEach(function (b) {
     b.addEventListener("click", function () { play(b.dataset.abxPlay); });
+  });
+  // keys during a blind test: A, B, X play; S stops; 1 answers "X is A", 2 "X is B"
+  document.addEventListener("keydown", function (ev) {
+    if (!state || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const tag = ev.target && ev.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+    const key = ev.key.toLowerCase();
+    if (key === "a" || key === "b" || key === "x") play(key.toUpperCase());
+    else if (key === "s") stopAll();
+    else if (key === "1") answer("A");
+    else if (key === "2") answer("B");
+    else return;
+    ev.preventDefault();
   });
 })();
