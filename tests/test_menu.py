@@ -198,3 +198,26 @@ def test_without_a_console_the_menu_says_so_and_numbers_it(monkeypatch):
     console = Console(file=io.StringIO())
     assert isinstance(ask_for(console), NumberedAsk)
     assert "cannot take arrow keys" in console.file.getvalue()
+
+
+
+def test_the_menu_serves_the_report_and_keeps_the_best(tmp_path, config):
+    write_mp3(tmp_path / "in" / "song.mp3", band(2.0, seed=1), bitrate=128)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "in"), "--out", str(out), "--variants", "01", "-q", "--no-report"]) == 0
+    ran = []
+
+    def run_cli(argv):
+        ran.append(argv)
+        return 0 if "--serve" in argv else main(argv)  # serving would wait for Ctrl+C
+
+    script = Script(["choose", str(out), "keep", str(out), str(tmp_path / "lib"), "skip", True, True, "quit"])
+    assert menu(run_cli, Console(file=io.StringIO(), width=200), script) == 0
+    keep = ["keep", str(out), "--to", str(tmp_path / "lib"), "--default", "skip"]
+    assert ran == [["report", str(out), "--serve"], [*keep, "--dry-run"], keep]
+    assert not (tmp_path / "lib").exists() or not list((tmp_path / "lib").rglob("*.flac"))  # nothing chosen: skipped
+    script = Script(["keep", str(out), str(tmp_path / "lib"), None, False, "quit"])
+    ran.clear()
+    assert menu(run_cli, Console(file=io.StringIO(), width=200), script) == 0
+    assert ran == [["keep", str(out), "--to", str(tmp_path / "lib"), "--default", "01_baseline"]]
+    assert (tmp_path / "lib" / "song.flac").is_file()

@@ -317,3 +317,17 @@ def test_a_cliff_into_a_quiet_top_band_is_found():
     freqs = np.linspace(0, rate / 2, n)
     s_db = np.where(freqs < 16000, -18.0, -67.0)
     assert 15800 < cutoff_from_spectrum(s_db, rate) <= 16050
+
+
+def test_a_floor_that_ends_higher_up_is_not_band():
+    """A denoised MP3 as DeepFilterNet leaves it (48 kHz and back): the band stops at 16.7 kHz,
+    a floor 67 dB down goes on to 21.2 kHz, where the resampler cuts it to -115 dB. The
+    floor's own end once read as the cutoff (21.2 kHz, "+4.5 kHz vs the baseline") while the
+    spectrogram showed the baseline's cliff."""
+    rate, n = 44100, 2049
+    freqs = np.linspace(0, rate / 2, n)
+    s_db = np.select([freqs < 16700, freqs < 21200], [0.0, -68.0], -115.0)
+    assert 16500 < cutoff_from_spectrum(s_db, rate) <= 16750
+    # a band that reaches on (an extension 20 dB down, not a floor) is still band
+    s_db = np.select([freqs < 16700, freqs < 21200], [0.0, -20.0], -115.0)
+    assert 21000 < cutoff_from_spectrum(s_db, rate) <= 21250

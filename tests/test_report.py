@@ -370,3 +370,31 @@ def test_temporary_files_of_a_killed_report_are_swept(tmp_path, song):
     build_report(out, log=lines.append)
     assert not left.exists() and any("removed 1 temporary" in line for line in lines)
     assert (out / "_report" / "songs" / "s.html").is_file()
+
+
+def test_a_star_that_loudness_moves_goes_only_to_variants_as_loud_as_the_baseline(tmp_path):
+    """A denoiser that removed 5 dB of sound keeps its peaks: its crest factor rises. That is
+    not "more dynamic", so crest factor (and clipping, which a quieter variant has less of)
+    is starred only among variants within 1 LU of the baseline's loudness."""
+    from restore.report.html import starred_values
+    crest = next(r for r in SONG_ROWS if r.key == "crest_factor_db")
+    values = {"01_baseline": 12.0, "09_denoised": 17.0, "08_hifigan": 12.1}
+    lufs = {"01_baseline": -14.0, "09_denoised": -19.0, "08_hifigan": -14.3}
+    assert best_of(crest, values, "01_baseline") == {"09_denoised"}               # what it once did
+    assert best_of(crest, starred_values(crest, values, lufs, "01_baseline"), "01_baseline") == set()
+    assert starred_values(crest, values, {}, None) == {}                          # no baseline: no star
+    cutoff = next(r for r in SONG_ROWS if r.key == "cutoff_hz")
+    assert starred_values(cutoff, values, lufs, "01_baseline") == values          # loudness does not move it
+
+    out = tmp_path / "out"   # on the page: a variant 5 dB quieter whose peaks stayed
+    song = band(2.0, seed=0)
+    write_flac(song, out / BASELINE / "s.flac")
+    quiet = song.samples * 10 ** (-5 / 20)
+    peaks = np.abs(song.samples) > 0.5 * np.abs(song.samples).max()
+    write_flac(Audio(np.where(peaks, song.samples, quiet).astype(np.float32), song.rate), out / "09_denoised" / "s.flac")
+    build_report(out, log=lambda line: None)
+    page = (out / "_report" / "songs" / "s.html").read_text("utf-8")
+    row = next(line for line in page.splitlines() if line.startswith('<tr><th class="row">Crest factor'))
+    metrics = {r["variant"]: r["metrics"] for r in rows_of(out)}
+    assert metrics["09_denoised"]["crest_factor_db"] > metrics[BASELINE]["crest_factor_db"] + 2
+    assert "best" not in row

@@ -96,8 +96,21 @@ def _lufs(power: np.ndarray) -> np.ndarray:
         return -0.691 + 10 * np.log10(power)
 
 
+def gating_blocks(at_edges: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The mean square of every 400 ms gating block (75 % overlap), channels summed: what
+    integrated loudness is gated from. An album's loudness is `gated_loudness` of all its
+    tracks' blocks together (BS.1770-4 measures a programme, not an average of tracks)."""
+    return _window_power(at_edges, edges, 4)
+
+
 def integrated_from(at_edges: np.ndarray, edges: np.ndarray) -> float | None:
-    power = _window_power(at_edges, edges, 4)        # 400 ms blocks, 75 % overlap
+    return gated_loudness(gating_blocks(at_edges, edges))
+
+
+def gated_loudness(power: np.ndarray) -> float | None:
+    """Integrated loudness (LUFS) of gating blocks' mean squares: gated at -70 LUFS, then
+    10 LU under the mean of what passed. None when nothing passes."""
+    power = np.asarray(power, dtype=np.float64)
     loud = _lufs(power)
     keep = loud > _ABS_GATE
     if not keep.any():

@@ -112,8 +112,10 @@ def effective_cutoff_hz(audio: Audio) -> float | None:
 
 def cutoff_from_spectrum(s_db: np.ndarray | None, rate: int) -> float | None:
     """The frequency above which the spectrum falls away: the MP3 encoder's lowpass, or the
-    top of the music's own band. It is the highest frequency with a cliff of at least 30 dB
-    to everything above it (looked at 250 Hz higher up, so that the filter's slope counts).
+    top of the music's own band. It is the lowest frequency with a cliff of at least 30 dB
+    to everything above it (looked at 250 Hz higher up, so that the filter's slope counts),
+    the deepest such cliff where several bins in a row have one; a floor further down that
+    ends higher up (a resampler's) is not band.
     None when there is no such cliff (full band up to Nyquist) or the track is silent.
     Resolution is about 20 Hz; measured -388..+134 Hz from LAME 3.100's nominal lowpass at 96-320 kbps (two songs, 8 bitrates)."""
     if s_db is None:
@@ -128,11 +130,15 @@ def cutoff_from_spectrum(s_db: np.ndarray | None, rate: int) -> float | None:
     # Running maximum of everything above each bin: "stays down up to Nyquist".
     ceiling_above = np.maximum.accumulate(smooth[::-1])[::-1]
     lowest = int(2000 / bin_hz)
-    # The highest run of bins with such a cliff, and in it the deepest cliff: the top of a
-    # steep filter's skirt (a brickwall's leakage falling -76, -90, -100 dB) has a 30 dB
-    # cliff of its own, but the edge of the band is where the cliff is deepest.
+    # The lowest run of bins with such a cliff, and in it the deepest cliff. The lowest: a
+    # cliff means everything above stays at least 30 dB down, so a higher cliff can only be
+    # one in that remainder (a noise floor's own end, such as a 48 kHz model's resampler
+    # cutting the floor at 21 kHz: a denoised MP3 would read 21.2 kHz where its band stops
+    # at 16.7 kHz). The deepest in the run: the top of a steep filter's skirt (a
+    # brickwall's leakage falling -76, -90, -100 dB) has a 30 dB cliff of its own, but the
+    # edge of the band is where the cliff is deepest.
     hit, deepest = None, 0.0
-    for k in range(n - gap - 2, lowest, -1):
+    for k in range(lowest + 1, n - gap - 1):
         cliff = np.median(smooth[k - below_w:k]) - ceiling_above[k + gap]
         if cliff >= _CLIFF_DB:
             if cliff > deepest:

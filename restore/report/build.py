@@ -10,6 +10,7 @@ markers first), measures them with a cache (report/measure.py) and writes `out_d
     metrics.csv, metrics.json       every metric, song by song, variant by variant
     cache/<song>.json               what was measured, keyed by each FLAC's size and mtime
     assets/report.css, report.js    the pages' style and behaviour
+    choices.json                    the person's choices (report/choices.py): read, never written here
 
 Pages work from the file system (file://): every link is relative and nothing is fetched
 from the network. Names are shown through `printable` and `html.escape`, URLs are
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from restore.errors import UsageError, printable
 from restore.io.writers import remove_temps_in, write_bytes_atomic
+from restore.report.choices import load_choices
 from restore.report.discover import ReferenceIndex, find_songs, variant_folders
 from restore.report.html import REPORT_DIR, index_page, song_page
 from restore.report.measure import BASELINE, Log, code_fingerprint, measure_song, write_json
@@ -103,6 +105,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
     songs = find_songs(out_dir)
     refs = ReferenceIndex(Path(reference) if reference is not None else None, len(songs))
     fingerprint = code_fingerprint()
+    choices = load_choices(out_dir)  # written by the pages (report --serve), never by a build
     records, problems, measured = [], [], 0
     if not songs:
         problems.append("no variant folders with FLACs found (folders named like 01_baseline)")
@@ -117,7 +120,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
             measured += 1
             log(f"report: {printable(song.key)}: measured {', '.join(record['measured'])}")
         problems += [f"{printable(song.key)}: {p}" for p in record["problems"]]
-        write_bytes_atomic(report_dir / "songs" / f"{song.key}.html", song_page(record, out_dir).encode("utf-8"),
+        write_bytes_atomic(report_dir / "songs" / f"{song.key}.html", song_page(record, out_dir, choices.get(song.key)).encode("utf-8"),
                            "writing the report")
         records.append(record)
     _install_assets(report_dir)
@@ -127,6 +130,6 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
                                               "variants": variant_folders(out_dir), "rows": rows, "problems": problems},
                 "writing the report")
     index = report_dir / "index.html"
-    write_bytes_atomic(index, index_page(records, out_dir, problems).encode("utf-8"), "writing the report")
+    write_bytes_atomic(index, index_page(records, out_dir, problems, choices).encode("utf-8"), "writing the report")
     log(f"report: {len(records)} song(s), {measured} measured, {len(records) - measured} unchanged: {printable(index)}")
     return index

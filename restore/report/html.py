@@ -36,6 +36,8 @@ class Row:
     warn: Callable[[object, dict], bool] | None = None  # (value, the variant's metrics) -> flag it
     none_text: str = "\u2014"   # what None shows (cutoff: "none", the band reaches Nyquist)
     tol: float = 0.0            # values this close to the best are as good (the measure's resolution)
+    same_loudness: bool = False # loudness moves it: starred only among variants as loud as the
+                                # baseline (within LOUDNESS_MATCH_LU), see starred_values
 
 
 def _num(v) -> bool:
@@ -57,12 +59,15 @@ SONG_ROWS = [
     Row("true_peak_dbtp", "True peak (dBTP)", None, "{:.2f}", "above 0 may distort on playback",
         warn=lambda v, m: _num(v) and v > 0),
     Row("peak_dbfs", "Sample peak (dBFS)", None, "{:.2f}", ""),
-    Row("crest_factor_db", "Crest factor (dB)", "higher", "{:.1f}", "higher = more dynamic, less squashed", tol=0.5),
+    Row("crest_factor_db", "Crest factor (dB)", "higher", "{:.1f}",
+        "higher = more dynamic, less squashed; \u2605 only among variants as loud as the baseline (a variant that "
+        "removed sound reads as more dynamic)", tol=0.5, same_loudness=True),
     Row("stereo_correlation", "Stereo correlation", None, "{:.3f}", "+1 mono, 0 wide, below 0: phase trouble",
         warn=lambda v, m: _num(v) and v < 0),
     Row("stereo_width_db", "Stereo width (dB, side over mid)", None, "{:.1f}", "a change means the image was changed"),
-    Row("clipped_samples", "Clipped samples", "lower", "{:.0f}", "fewer is better",
-        warn=lambda v, m: _num(v) and v > 0),
+    Row("clipped_samples", "Clipped samples", "lower", "{:.0f}",
+        "fewer is better; \u2605 only among variants as loud as the baseline (quieter clips less)",
+        warn=lambda v, m: _num(v) and v > 0, same_loudness=True),
 ]
 REFERENCE_ROWS = [
     Row("lsd_full", "Log-spectral distance, full band (dB)", "lower", "{:.2f}", "lower is closer to the original", tol=0.05),
@@ -114,6 +119,21 @@ def _rank_value(row: Row, value, entry: dict):
     return value if _num(value) else None
 
 
+LOUDNESS_MATCH_LU = 1.0  # "as loud as the baseline" for rows that loudness moves
+
+
+def starred_values(row: Row, values: dict[str, object], lufs: dict[str, object], base: str | None) -> dict[str, object]:
+    """The values a row's star may go to: all of them, or for a row that loudness moves
+    (crest factor, clipping) only those of variants within LOUDNESS_MATCH_LU of the
+    baseline's integrated loudness (none without a measured baseline)."""
+    if not row.same_loudness:
+        return values
+    ref = lufs.get(base)
+    if not _num(ref):
+        return {}
+    return {v: x for v, x in values.items() if _num(lufs.get(v)) and abs(lufs[v] - ref) <= LOUDNESS_MATCH_LU}
+
+
 def best_of(row: Row, values: dict[str, object], base: str | None) -> set[str]:
     """The variants holding the row's best value; empty where "best" means nothing here."""
     if row.better == "baseline":
@@ -157,11 +177,19 @@ def _fmt(row: Row, value) -> str:
 
 
 def _page(title: str, up: str, body: str, script: bool = False) -> str:
+    """A page; `up` leads from it to the report folder (report.js finds choices.json by it)."""
     js = f'\n<script src="{up}assets/report.js"></script>' if script else ""
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<title>{esc(title)}</title>\n<link rel="icon" href="data:,">\n'
-            f'<link rel="stylesheet" href="{up}assets/report.css">\n</head>\n<body>\n{body}{js}\n</body>\n</html>\n')
+            f'<link rel="stylesheet" href="{up}assets/report.css">\n</head>\n'
+            f'<body data-root="{url(up or "./")}">\n{body}{js}\n</body>\n</html>\n')
+
+
+def json_script(element_id: str, data) -> str:
+    """Data for report.js in the page: JSON that no text inside can end the script early."""
+    text = json.dumps(data, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{element_id}">{text}</script>\n'
 
 
 def _title_of(variant: str) -> str:
@@ -180,7 +208,9 @@ def metric_table(rows: list[Row], record: dict, which: str, caption: str) -> str
     out = [f'<table class="metrics {which}">\n<caption class="note">{esc(caption)}</caption>\n<tr><th>metric</th>{head}</tr>']
     for row in rows:
         values = {v: dicts[v].get(row.key) for v in entries}
-        best = best_of(row, {v: _rank_value(row, values[v], entries[v]) for v in entries}, base)
+        ranked = {v: _rank_value(row, values[v], entries[v]) for v in entries}
+        lufs = {v: (entries[v].get("metrics") or {}).get("integrated_lufs") for v in entries}
+        best = best_of(row, starred_values(row, ranked, lufs, base), base)
         cells = []
         for v in entries:
             x = values[v]
@@ -196,8 +226,9 @@ def metric_table(rows: list[Row], record: dict, which: str, caption: str) -> str
     return "\n".join(out) + "\n</table>\n"
 
 
-def song_page(record: dict, out_dir: Path) -> str:
-    """The song's page: players, ABX, spectrograms, metrics, stems, problems."""
+def song_page(record: dict, out_dir: Path, choice: dict | None = None) -> str:
+    """The song's page: players, the keep choice (`choice`: its choices.json entry), ABX,
+    spectrograms, metrics, stems, problems."""
     key = record["song"]
     page_dir = (out_dir / REPORT_DIR / "songs" / key).parent
     up = "../" * (key.count("/") + 1)
@@ -205,7 +236,8 @@ def song_page(record: dict, out_dir: Path) -> str:
     parts = [f'<nav><a href="{up}index.html">All songs</a></nav>\n<h1>{esc(key)}</h1>\n<p class="honest">{esc(HONEST)}</p>\n']
     if record["problems"]:
         parts.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in record["problems"]) + "</ul>\n")
-    parts += [_players(record, playable, out_dir, page_dir), _abx(record, playable), _pictures(record, playable),
+    parts += [_players(record, playable, out_dir, page_dir), _keep(record, playable, choice), _abx(record, playable),
+              _pictures(record, playable),
               _measurements(record, playable), _stems(record, out_dir, page_dir), _how_made(record)]
     return _page(f"{key} \u00b7 mp3restore", up, "".join(parts), script=True)
 
@@ -216,6 +248,11 @@ def _players(record: dict, playable: list[str], out_dir: Path, page_dir: Path) -
            '<label><input type="checkbox" id="match-loudness" checked> Match loudness: every variant plays '
            'at the quietest one\'s loudness (louder always sounds better)</label>'
            '<label><input type="checkbox" id="keep-position" checked> Keep the position when switching</label></p>\n'
+           '<p class="controls" id="loop-controls"><label><input type="checkbox" id="loop"> Loop from</label> '
+           '<input type="number" id="loop-start" min="0" step="0.1" value="0"> s to '
+           '<input type="number" id="loop-end" min="0" step="0.1" value="0"> s '
+           '<button type="button" id="loop-set-start">start here</button>'
+           '<button type="button" id="loop-set-end">end here</button></p>\n'
            '<table class="players">\n<tr><th>variant</th><th>player</th><th>loudness</th><th>playback gain</th></tr>\n']
     for v in playable:
         e = record["variants"][v]
@@ -227,6 +264,23 @@ def _players(record: dict, playable: list[str], out_dir: Path, page_dir: Path) -
                    f'<td class="num">{esc(f"{lufs:.1f} LUFS" if _num(lufs) else "unknown")}</td>'
                    f'<td class="num gain"></td></tr>\n')
     return "".join(out) + "</table>\n"
+
+
+def _keep(record: dict, playable: list[str], choice: dict | None) -> str:
+    """"Keep this one": a choice per variant (and stems variant) that report.js saves to
+    choices.json (through `report --serve`) or in the browser; `mp3restore keep` reads it."""
+    chosen = (choice or {}).get("keep")
+    options = [*playable, *record["stems"]] + ([chosen] if chosen and chosen not in playable and chosen not in record["stems"] else [])
+    labels = "".join(
+        f'<label class="keep-option"><input type="radio" name="keep" value="{esc(v)}"{" checked" if v == chosen else ""}> '
+        f'{esc(v)}{" (stems)" if v in record["stems"] else ""}</label>' for v in options)
+    undecided = f'<label class="keep-option"><input type="radio" name="keep" value=""{"" if chosen else " checked"}> undecided</label>'
+    return (f'<h2 id="keep">Keep</h2>\n<div id="keep-choice" data-song="{esc(record["song"])}">'
+            '<p class="note">Which variant goes into your library (<code>mp3restore keep OUT --to LIBRARY</code>). '
+            'Keys 1-9 switch the players at the same position.</p>\n'
+            f'<p>{labels}{undecided}</p>\n<p id="keep-status" class="note"></p>'
+            '<button type="button" class="download-choices" hidden>Download choices.json</button>\n</div>\n'
+            + json_script("choice-data", {record["song"]: choice} if choice else {}))
 
 
 def _abx(record: dict, playable: list[str]) -> str:
@@ -241,7 +295,7 @@ def _abx(record: dict, playable: list[str]) -> str:
     return (
         '<h2>Blind test (ABX)</h2>\n<div id="abx">\n<p class="note">Two variants are hidden behind A and B '
         '(shuffled); X is A or B at random in each trial. Listen as often as you like, then say which one X is. Names '
-        'and score come only at the end. Guessing gets about half right; 9 of 10 or better happens by chance about once '
+        'and score come only at the end (keys: A, B, X play, S stops, 1 says X is A, 2 says X is B). Guessing gets about half right; 9 of 10 or better happens by chance about once '
         'in 100 tries, so such a score means you hear a difference. Blind trials always play loudness-matched.</p>\n'
         f'<div id="abx-setup"><label>Compare <select id="abx-first">{options(first)}</select></label> '
         f'<label>with <select id="abx-second">{options(second)}</select></label> '
@@ -333,25 +387,60 @@ INDEX_COLUMNS = [("duration_s", "length s", "{:.2f}"), ("rate", "rate Hz", "{:.0
 INDEX_REF_COLUMNS = [("lsd_full", "LSD dB (lower = closer)", "{:.2f}"), ("si_sdr", "SI-SDR dB (higher = closer)", "{:.2f}")]
 
 
-def index_page(records: list[dict], out_dir: Path, problems: list[str]) -> str:
-    """Every song with a link to its page and a few key numbers per variant."""
+def artist_album(key: str) -> tuple[str, str]:
+    """(artist, album) from a song's path, Artist/Album/Song as a run mirrors it; "" where
+    the path is shorter."""
+    parts = key.split("/")
+    return (parts[-3] if len(parts) >= 3 else "", parts[-2] if len(parts) >= 2 else "")
+
+
+def index_page(records: list[dict], out_dir: Path, problems: list[str], choices: dict[str, dict] | None = None) -> str:
+    """Every song with a link to its page, its choice and blind test (from `choices`, kept
+    up to date by report.js), a few key numbers per variant; a summary of the choices and
+    filters by artist, album, status and text."""
+    from restore.report.choices import abx_line
+    choices = choices or {}
     with_ref = any(e.get("reference_metrics") for r in records for e in r["variants"].values())
     cols = INDEX_COLUMNS + (INDEX_REF_COLUMNS if with_ref else [])
     head = "".join(f"<th>{esc(label)}</th>" for _, label, _ in cols)
     parts = [f'<h1>mp3restore report</h1>\n<p class="honest">{esc(HONEST)}</p>\n'
              f'<p class="note">{len(records)} song(s) in {esc(out_dir)}. Open a song to listen (loudness-matched), '
-             'take a blind test and see every measurement.</p>\n']
+             'take a blind test, see every measurement and choose the variant to keep; then '
+             '<code>mp3restore keep OUT --to LIBRARY</code> builds your library from the choices.</p>\n']
     if problems:
         parts.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul>\n")
-    parts.append(f'<table class="index">\n<tr><th>song</th><th>variant</th>{head}<th>notes</th></tr>\n')
+    decided = sum(1 for r in records if (choices.get(r["song"]) or {}).get("keep"))
+    artists = sorted({artist_album(r["song"])[0] for r in records} - {""}, key=str.casefold)
+    albums = sorted({artist_album(r["song"])[1] for r in records} - {""}, key=str.casefold)
+
+    def select(element_id: str, label: str, values: list[str]) -> str:
+        return (f'<label>{label} <select id="{element_id}"><option value="">all</option>'
+                + "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values) + "</select></label> ")
+    parts.append(f'<h2>Choices</h2>\n<div id="summary"><p>{decided} of {len(records)} song(s) decided.</p></div>\n'
+                 '<p class="controls" id="filters"><label>Search <input type="search" id="filter-text" '
+                 'placeholder="artist, album or song"></label> ' + select("filter-artist", "Artist", artists)
+                 + select("filter-album", "Album", albums)
+                 + '<label>Status <select id="filter-status"><option value="">all</option><option value="decided">decided'
+                 '</option><option value="undecided">undecided</option></select></label> '
+                 '<button type="button" class="download-choices" hidden>Download choices.json</button>'
+                 '<span id="keep-status" class="note"></span></p>\n')
+    parts.append(f'<table class="index">\n<tr><th>song</th><th>kept</th><th>blind test</th><th>variant</th>{head}'
+                 '<th>notes</th></tr>\n')
     for r in records:
         variants = list(r["variants"].items()) or [("", {"error": "stems only", "metrics": None})]
         link = f'<a href="{url("songs/" + r["song"] + ".html")}">{esc(r["song"])}</a>'
+        entry = choices.get(r["song"]) or {}
+        artist, album = artist_album(r["song"])
+        attrs = f' data-song="{esc(r["song"])}" data-artist="{esc(artist)}" data-album="{esc(album)}"'
         for i, (v, e) in enumerate(variants):
-            song_cell = f'<td class="song" rowspan="{len(variants)}">{link}</td>' if i == 0 else ""
+            song_cell = "" if i else (
+                f'<td class="song" rowspan="{len(variants)}">{link}</td>'
+                f'<td class="kept" rowspan="{len(variants)}">{esc(entry.get("keep") or "undecided")}</td>'
+                f'<td class="abx" rowspan="{len(variants)}">{esc(abx_line(entry) or "")}</td>')
             m = {**(e.get("metrics") or {}), **(e.get("reference_metrics") or {})}
             nums = "".join(f'<td class="num">{esc(_fmt(Row(k, k, fmt=f), m.get(k)) if m else "")}</td>' for k, _, f in cols)
             note = e["error"] or "; ".join(e.get("problems") or [])
-            parts.append(f"<tr>{song_cell}<td>{esc(v)}</td>{nums}<td>{esc(note)}</td></tr>\n")
+            parts.append(f"<tr{attrs}>{song_cell}<td>{esc(v)}</td>{nums}<td>{esc(note)}</td></tr>\n")
     parts.append("</table>\n")
-    return _page("mp3restore report", "", "".join(parts))
+    parts.append(json_script("choice-data", {r["song"]: choices[r["song"]] for r in records if r["song"] in choices}))
+    return _page("mp3restore report", "", "".join(parts), script=True)

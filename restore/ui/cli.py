@@ -17,6 +17,7 @@ from restore.ui.console import print_device, print_summary, reporter_for, safe
 from restore.errors import RestoreError, UsageError
 from restore.models.store import ENV_MODELS, default_models_dir
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
+from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
 from restore.engine.run import run
 from restore.engine.scan import clean_user_path
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
     rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
+    rp.add_argument("--serve", action="store_true",
+                    help="then serve it on 127.0.0.1 so its pages save your choices to _report/choices.json (Ctrl+C stops)")
+    rp.add_argument("--port", type=int, default=8765, metavar="N", help="with --serve: the port (0: any free one; default 8765)")
+
+    add_keep_parser(sub)
 
     add_ghost_parser(sub)
 
@@ -107,7 +113,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "ghost":
         return ghost_command(args, console)
     if args.command == "report":
-        return report_command(console, args.out, args.reference)
+        code = report_command(console, args.out, args.reference)
+        return serve_command(console, args.out, args.port) if code == 0 and args.serve else code
+    if args.command == "keep":
+        return keep_command(args, console)
     try:
         config = RunConfig(
             inputs=args.inputs, out_dir=clean_user_path(args.out), variants=resolve_variants(args.variants),

@@ -102,6 +102,8 @@ MENU = [
     ("ghost", "Ghost", "hear what an MP3 threw away, from a lossless original"),
     ("variants", "Variants and models", "what can run here, and what is missing"),
     ("fetch", "Fetch a model", "download a model file into the models folder"),
+    ("choose", "Choose in the report", "open the report through a local server that saves your choices"),
+    ("keep", "Keep the best", "build your library from the choices (each song's chosen variant, tagged)"),
     ("quit", "Quit", ""),
 ]
 
@@ -111,7 +113,7 @@ def menu(run_cli: Callable[[list[str]], int], console: Console | None = None, as
     console = console or Console(highlight=False)
     ask = ask or ask_for(console)
     actions = {"quick": _quick, "restore": _restore, "resume": _resume, "report": _report, "ghost": _ghost,
-               "variants": _variants, "fetch": _fetch}
+               "variants": _variants, "fetch": _fetch, "choose": _choose, "keep": _keep}
     code = 0
     while True:
         console.print(Panel.fit("[bold magenta]mp3restore[/]  [dim]bring MP3 archives back to life, honestly[/]",
@@ -125,7 +127,7 @@ def menu(run_cli: Callable[[list[str]], int], console: Console | None = None, as
             return code
         try:
             argv = actions[key](console, ask)
-            if key == "restore" and argv and ask.confirm("Show the plan first (what would run, what is already done)?", True):
+            if key in ("restore", "keep") and argv and ask.confirm("Show what it would do first?", True):
                 _run([*argv, "--dry-run"], console, ask, run_cli)
                 argv = argv if ask.confirm("Start?", True) else None
         except Cancelled:
@@ -227,6 +229,25 @@ def _report(console: Console, ask: Ask) -> list[str] | None:
     out = ask.path("Output folder of a restore", default, must_exist=True)
     reference = ask.text("Folder or file of lossless originals for reference metrics (Enter: none)", "")
     return ["report", out] + (["--reference", reference] if reference.strip() else [])
+
+
+def _last_out() -> str:
+    return _arg(last_run() or [], "--out")
+
+
+def _choose(console: Console, ask: Ask) -> list[str] | None:
+    out = ask.path("Output folder of a restore", _last_out(), must_exist=True)
+    console.print("Open the address it prints in your browser; Ctrl+C here stops it.")
+    return ["report", out, "--serve"]
+
+
+def _keep(console: Console, ask: Ask) -> list[str] | None:
+    out = ask.path("Output folder of a restore", _last_out(), must_exist=True)
+    src = clean_user_path(out)
+    library = ask.path("Library folder to create or update", str(src.parent / f"{src.name} library"))
+    default = ask.select("Songs with no choice get", [Pick("01_baseline", "01_baseline: the clean decode"),
+                                                      Pick("skip", "nothing: they are skipped")], "01_baseline")
+    return ["keep", str(src), "--to", str(clean_user_path(library)), "--default", default]
 
 
 def _ghost(console: Console, ask: Ask) -> list[str] | None:

@@ -1,9 +1,18 @@
-/* mp3restore compare report: loudness-matched players and a blind ABX test.
+/* mp3restore compare report: loudness-matched players, the keep choice, a blind ABX test,
+ * and on the index the choices' summary and filters.
  *
- * Reads everything from the page (no network, no libraries, works from file://):
+ * Reads everything from the page (no libraries, works from file://):
+ *   <body data-root="../../">            the way from this page to the report folder
  *   <audio class="variant-player" data-variant="NAME" data-lufs="-14.2" src="...">
  *   #match-loudness, #keep-position      the two switches above the players
+ *   #loop, #loop-start, #loop-end        a loop region (seconds) for whichever player plays
+ *   #keep-choice (radios name="keep")    which variant to keep (song pages)
+ *   #choice-data                         the choices.json entries when the report was built
  *   #abx ...                             the blind test (see startAbx)
+ *   tr[data-song], #summary, #filter-*   the index's rows, summary and filters
+ * Choices are saved to choices.json through the report's own server (`mp3restore report
+ * --serve`, same origin, POST <root>choices); a page opened from a file keeps them in this
+ * browser's localStorage and offers choices.json as a download.
  * Names reach the page only through textContent, never innerHTML.
  */
 (function () {
@@ -62,13 +71,239 @@
     });
   });
 
+  // ---- a loop region: whichever player plays goes back to the start at the end ------------
+  const loopBox = document.getElementById("loop");
+  const loopStart = document.getElementById("loop-start"), loopEnd = document.getElementById("loop-end");
+  function loopBounds() {
+    const a = parseFloat(loopStart.value), b = parseFloat(loopEnd.value);
+    return Number.isFinite(a) && Number.isFinite(b) && b > a + 0.05 ? [a, b] : null;
+  }
+  function loopTick() {
+    const playing = players.find(function (p) { return !p.paused; });
+    const bounds = loopBounds();
+    if (playing && bounds && loopBox.checked) {
+      if (playing.currentTime >= bounds[1] || playing.currentTime < bounds[0] - 0.25) seek(playing, bounds[0]);
+      window.requestAnimationFrame(loopTick);  // every frame while it plays: a tight loop
+    }
+  }
+  if (loopBox) {
+    const here = function (input) {
+      return function () {
+        input.value = position(players.find(function (p) { return !p.paused; }) || current).toFixed(2);
+        if (!loopBox.checked && loopBounds()) loopBox.checked = true;
+        loopTick();
+      };
+    };
+    document.getElementById("loop-set-start").addEventListener("click", here(loopStart));
+    document.getElementById("loop-set-end").addEventListener("click", here(loopEnd));
+    loopBox.addEventListener("change", loopTick);
+    players.forEach(function (el) { el.addEventListener("play", loopTick); });
+  }
+
+  // ---- keys 1-9: switch to that variant at the same position ---------------------------
+  document.addEventListener("keydown", function (ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || abxRunning()) return;
+    const tag = ev.target && ev.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+    const n = parseInt(ev.key, 10);
+    if (!(n >= 1 && n <= 9) || !players[n - 1]) return;
+    const next = players[n - 1];
+    const from = players.find(function (p) { return !p.paused; }) || current;
+    const at = position(from);
+    if (from && from !== next) from.pause();
+    seek(next, at);
+    current = next;
+    const started = next.play();
+    if (started && started.catch) started.catch(function () { /* the browser wants a click first */ });
+    ev.preventDefault();
+  });
+
+  // ---- choices: which variant to keep, and the blind tests run ---------------------------
+  const root = new URL(document.body.dataset.root || "./", location.href);
+  const served = location.protocol.indexOf("http") === 0;
+  const storeKey = "mp3restore-choices:" + root.pathname;
+  const statusEl = document.getElementById("keep-status");
+  const keepChoice = document.getElementById("keep-choice");
+  const thisSong = keepChoice ? keepChoice.dataset.song : null;
+  let choices = {};
+
+  function parsed(text) {
+    try { const v = JSON.parse(text || "{}"); return v && typeof v === "object" ? v : {}; } catch (e) { return {}; }
+  }
+  function embedded() {
+    const el = document.getElementById("choice-data");
+    return el ? parsed(el.textContent) : {};
+  }
+  function stored() {
+    try { return parsed(window.localStorage.getItem(storeKey)); } catch (e) { return {}; }
+  }
+  function newer(a, b) {
+    if (!a) return b;
+    if (!b) return a;
+    return (b.at || "") > (a.at || "") ? b : a;
+  }
+  function merged(base, extra) {
+    const out = Object.assign({}, base);
+    Object.keys(extra).forEach(function (k) { out[k] = newer(out[k], extra[k]); });
+    return out;
+  }
+  function say(text) { if (statusEl) statusEl.textContent = text; }
+  function keepLocally(song, entry) {
+    try {
+      const all = stored();
+      all[song] = entry;
+      window.localStorage.setItem(storeKey, JSON.stringify(all));
+      return true;
+    } catch (e) { return false; }
+  }
+
+  function load() {
+    const local = merged(embedded(), stored());
+    if (!served) return Promise.resolve(local);
+    return fetch(new URL("choices.json", root), { cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : { songs: {} }; })
+      .then(function (d) { return merged(embedded(), (d && d.songs) || {}); })
+      .catch(function () { return local; });
+  }
+
+  function save(song, entry) {
+    entry.at = new Date().toISOString();
+    choices[song] = entry;
+    show();
+    if (!served) {
+      say(keepLocally(song, entry)
+        ? "Saved in this browser (the page is opened from a file). To keep it for `mp3restore keep`, use " +
+          "Download choices.json and put the file in the report folder, or open the report through " +
+          "`mp3restore report OUT --serve`."
+        : "This browser cannot store it: open the report through `mp3restore report OUT --serve`.");
+      return Promise.resolve(false);
+    }
+    return fetch(new URL("choices", root), {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ song: song, entry: entry }),
+    }).then(function (r) {
+      if (!r.ok) throw new Error(r.status + " " + r.statusText);
+      say("Saved to choices.json.");
+      return true;
+    }).catch(function (err) {
+      keepLocally(song, entry);
+      say("The report server did not save it (" + err.message + "): kept in this browser only.");
+      return false;
+    });
+  }
+
+  function download() {
+    const blob = new Blob([JSON.stringify({ version: 1, songs: choices }, null, 1)], { type: "application/json" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "choices.json";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+  Array.from(document.querySelectorAll("button.download-choices")).forEach(function (b) {
+    b.hidden = served;
+    b.addEventListener("click", download);
+  });
+
+  function abxText(entry) {
+    const tests = (entry && entry.abx) || [];
+    if (!tests.length) return "";
+    const t = tests[tests.length - 1];
+    return t.correct + "/" + t.trials + " " + t.a + " vs " + t.b +
+      (typeof t.p === "number" ? " (p = " + t.p.toFixed(3) + ")" : "");
+  }
+
+  // Everything on the page that shows the choices, from `choices`.
+  function show() {
+    if (keepChoice) {
+      const want = (choices[thisSong] && choices[thisSong].keep) || "";
+      Array.from(keepChoice.querySelectorAll("input[name=keep]")).forEach(function (r) { r.checked = r.value === want; });
+    }
+    const rows = Array.from(document.querySelectorAll("tr[data-song]"));
+    if (!rows.length) return;
+    const counts = {}, undecided = [];
+    const seen = {};
+    rows.forEach(function (tr) {
+      const song = tr.dataset.song, entry = choices[song];
+      const kept = tr.querySelector("td.kept"), abxCell = tr.querySelector("td.abx");
+      if (kept) kept.textContent = (entry && entry.keep) || "undecided";
+      if (abxCell) abxCell.textContent = abxText(entry);
+      tr.dataset.status = entry && entry.keep ? "decided" : "undecided";
+      if (seen[song]) return;
+      seen[song] = true;
+      if (entry && entry.keep) counts[entry.keep] = (counts[entry.keep] || 0) + 1;
+      else undecided.push(tr);
+    });
+    const summary = document.getElementById("summary");
+    if (summary) {
+      summary.textContent = "";
+      const total = Object.keys(seen).length;
+      const line = document.createElement("p");
+      line.textContent = (total - undecided.length) + " of " + total + " song(s) decided" +
+        (Object.keys(counts).length ? ": " + Object.keys(counts).sort().map(function (v) {
+          return v + " \u00d7 " + counts[v];
+        }).join(", ") : "") + ".";
+      summary.appendChild(line);
+      if (undecided.length) {
+        const p = document.createElement("p");
+        p.className = "undecided";
+        p.appendChild(document.createTextNode("Still to decide: "));
+        undecided.forEach(function (tr, i) {
+          const a = tr.querySelector("td.song a").cloneNode(true);
+          if (i) p.appendChild(document.createTextNode(", "));
+          p.appendChild(a);
+        });
+        summary.appendChild(p);
+      }
+    }
+    filter();
+  }
+
+  function filter() {
+    const get = function (id) { const el = document.getElementById(id); return el ? el.value : ""; };
+    const text = get("filter-text").toLowerCase(), artist = get("filter-artist"), album = get("filter-album");
+    const status = get("filter-status");
+    Array.from(document.querySelectorAll("tr[data-song]")).forEach(function (tr) {
+      const d = tr.dataset;
+      tr.hidden = !((!text || d.song.toLowerCase().indexOf(text) >= 0) && (!artist || d.artist === artist) &&
+                    (!album || d.album === album) && (!status || d.status === status));
+    });
+  }
+  ["filter-text", "filter-artist", "filter-album", "filter-status"].forEach(function (id) {
+    const el = document.getElementById(id);
+    if (el) el.addEventListener(el.tagName === "INPUT" ? "input" : "change", filter);
+  });
+
+  if (keepChoice) {
+    Array.from(keepChoice.querySelectorAll("input[name=keep]")).forEach(function (r) {
+      r.addEventListener("change", function () {
+        if (!r.checked) return;
+        const entry = Object.assign({ abx: [] }, choices[thisSong] || {});
+        entry.keep = r.value || null;
+        save(thisSong, entry);
+      });
+    });
+  }
+  function recordAbx(test) {
+    if (!thisSong) return;
+    const entry = Object.assign({ keep: null }, choices[thisSong] || {});
+    test.at = new Date().toISOString();
+    entry.abx = (entry.abx || []).concat([test]);
+    save(thisSong, entry);
+  }
+  choices = merged(embedded(), served ? {} : stored());
+  show();
+  window.mp3restoreReady = load().then(function (all) { choices = all; show(); return true; });
+
   // ---- blind ABX ----------------------------------------------------------------------
   const abx = document.getElementById("abx");
+  function abxRunning() { return Boolean(abx && state); }
+  let state = null;
   if (!abx) return;
   const $ = function (id) { return document.getElementById(id); };
   const setup = $("abx-setup"), run = $("abx-run"), result = $("abx-result");
   const message = $("abx-message"), progress = $("abx-progress");
-  let state = null;
 
   function randomBit() {
     const a = new Uint32Array(1);
@@ -187,6 +422,7 @@
       line(list, "li", "X was " + x + " (" + (x === "A" ? s.A : s.B) + "), you said " + s.answers[i] +
         (s.answers[i] === x ? ": right" : ": wrong"));
     });
+    recordAbx({ a: s.A, b: s.B, correct: correct, trials: s.n, p: p });
     const again = line(result, "button", "Start again");
     again.type = "button";
     again.id = "abx-again";
@@ -202,5 +438,18 @@
   $("abx-answer-b").addEventListener("click", function () { answer("B"); });
   Array.from(abx.querySelectorAll("button[data-abx-play]")).forEach(function (b) {
     b.addEventListener("click", function () { play(b.dataset.abxPlay); });
+  });
+  // keys during a blind test: A, B, X play; S stops; 1 answers "X is A", 2 "X is B"
+  document.addEventListener("keydown", function (ev) {
+    if (!state || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const tag = ev.target && ev.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+    const key = ev.key.toLowerCase();
+    if (key === "a" || key === "b" || key === "x") play(key.toUpperCase());
+    else if (key === "s") stopAll();
+    else if (key === "1") answer("A");
+    else if (key === "2") answer("B");
+    else return;
+    ev.preventDefault();
   });
 })();
