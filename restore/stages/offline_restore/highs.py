@@ -2,21 +2,24 @@
 band extended, in the STFT of restore.analysis.stft, one block at a time.
 
 Nothing here is recovered: the encoder threw the highs away. What is added is a plausible
-guess made from the music just below them:
-- Extension, from min(cutoff, sfb21's start) to Nyquist: a target level per frame, channel
-  and bin (the level of the 2 kHz under that edge, continued with the song's own slope
-  there, and above the cutoff that slope plus an extra roll-off); what the encoder left in
-  the region counts towards it, the rest is added. The added part takes its phases from the
-  band under the edge copied upwards by a whole multiple of 4 bins (so the copy keeps the
-  hop's phase advance and with it the music's timing) and its magnitude from the target.
-  Dark music (little under the edge) gets little; a frame whose top is silent gets nothing.
+guess made from the music just below them, and it goes only where the encoder left nothing
+(add, never replace: what the MP3 kept is passed through as decoded):
+- Extension, from the cutoff to Nyquist: a target level per frame, channel and bin (the level
+  of the 2 kHz under min(cutoff, sfb21's start), continued with the song's own slope there,
+  and above the cutoff that slope plus an extra roll-off). Only bins the encoder left empty
+  (EMPTY: far under the target; above a real cutoff, all of them) get anything. The added
+  part takes its phases from the band under the level band copied upwards by a whole
+  multiple of 4 bins (so the copy keeps the hop's phase advance and with it the music's
+  timing) and its magnitude from the target. Dark music (little under the edge) gets
+  little; a frame whose top is silent gets nothing.
 - Holes: runs of bins in the top of the kept band that sit far under their neighbourhood
   (the encoder quantised them to zero) get noise up to a fraction of the local envelope.
   Noise phases are a hash of the frame's place in the song and the bin, shared by the
   channels (identical channels stay identical): the same on every run and in any chunking.
 
 The result is the input plus what was added (only the added part goes through the inverse
-STFT), so the band below the edge keeps its samples except where a hole was filled.
+STFT), so the band below the cutoff keeps its samples except where a hole was filled (with
+holes off: the decode within -90 dB under the cutoff, tests/test_offline_restore.py).
 """
 from __future__ import annotations
 

@@ -8,6 +8,11 @@ once (the slope under the cutoff, and the cutoff itself when the caller gave non
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
 
+ctx.options: "cutoff_hz" (the decode's measured cutoff, None when none was found) and,
+optionally, "bitrate_kbps" (the MP3's): a cliff well under where LAME cuts at that bitrate is
+the music's own band limit and is not extended (without it, every cliff counts as the
+encoder's).
+
 Options (`--set offline_restore.KEY=VALUE`), all in config():
   strength   0..4, default 1: scales the extension's amplitude (0: no extension)
   rolloff    dB per kHz, default 0.5: how much faster than the music's own slope the added
