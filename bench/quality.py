@@ -60,7 +60,7 @@ LAME_LOWPASS_HZ = {96: 15100, 112: 15600, 128: 17000, 160: 17500, 192: 18600, 22
 HIGH_WIN_DB = 0.5
 ENERGY_TOL_DB = 2.0
 DARK_TOL_DB = 0.1            # a clip with a dark top: LSD above 16 kHz within this of the decode's
-DARK_TOP_DB = -90.0          # the source's mean bin level above 16 kHz under this (0 dB: a full-scale
+DARK_TOP_DB = -100.0         # the source's mean bin level above 16 kHz under this (0 dB: a full-scale
                              # sine's bin) is a dark top: at the LSD's -100 dB floor, nothing to restore
 VERDICT_RULES = {
     # metric: (direction, tolerance); "lower": lower is better
