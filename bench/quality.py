@@ -43,7 +43,7 @@ from restore.analysis import blocks, compare, spectrum  # noqa: E402
 from restore.audio import Audio  # noqa: E402
 from restore.io.writers import hash_file  # noqa: E402
 
-HARNESS_VERSION = 1          # bump when a score's definition changes: old cached scores are dropped
+HARNESS_VERSION = 2          # bump when a score's definition changes: old cached scores are dropped
 NOISE_DBFS = -80.0           # the noise control's level: RMS of the added noise, per channel
 NOISE_SEED = 20240611
 VISQOL_SECONDS = 4.0         # ViSQOL (pure Python, ~3x real time here) looks at the loudest 4 s only
@@ -53,15 +53,21 @@ HIGH_HZ = 16000.0
 LAME_LOWPASS_HZ = {96: 15100, 112: 15600, 128: 17000, 160: 17500, 192: 18600, 224: 19400, 256: 19700, 320: 20500}
 
 # A variant is "better" only where its LSD above 16 kHz is at least HIGH_WIN_DB under BOTH
-# controls' and it loses on nothing else against the plain decode; a loss is a change past
-# the tolerance below (units: dB for LSD and SI-SDR, MOS for ViSQOL, LU for loudness).
+# controls', the energy above the cutoff is within ENERGY_TOL_DB of the source's, and it loses
+# on nothing against the plain decode; a loss is a change past the tolerance below (units: dB
+# for LSD and SI-SDR, MOS for ViSQOL, LU for loudness). Full-band SI-SDR is information only:
+# any bandwidth extension that is not the source's own waveform lowers it.
 HIGH_WIN_DB = 0.5
+ENERGY_TOL_DB = 2.0
+DARK_TOL_DB = 0.1            # a clip with a dark top: LSD above 16 kHz within this of the decode's
+DARK_TOP_DB = -100.0         # the source's mean bin level above 16 kHz under this (0 dB: a full-scale
+                             # sine's bin) is a dark top: at the LSD's -100 dB floor, nothing to restore
 VERDICT_RULES = {
     # metric: (direction, tolerance); "lower": lower is better
     "lsd_above_16k": ("lower", HIGH_WIN_DB),   # adding junk above 16 kHz is a loss too
-    "lsd_below_16k": ("lower", 0.3),
+    "lsd_below_16k": ("lower", 0.05),
+    "kept_si_sdr": ("higher", 0.2),            # the band the MP3 kept stays as decoded
     "lsd_full": ("lower", 0.5),
-    "si_sdr": ("higher", 1.0),
     "visqol": ("higher", 0.1),
     "abs_loudness_diff_lu": ("lower", 0.5),
 }
@@ -139,6 +145,68 @@ def loudest_window(reference: Audio, seconds: float) -> tuple[int, int]:
     return start, start + n
 
 
+KEPT_MARGIN_HZ = 300.0       # the kept band ends this far under the measured cutoff (LAME's transition)
+
+
+def brickwall(audio: Audio, lo_hz: float | None, hi_hz: float | None) -> np.ndarray:
+    """float64 [channels, frames]: `audio` with every FFT bin (one FFT over the whole clip:
+    clips are short) outside [lo_hz, hi_hz) set to zero."""
+    spec = np.fft.rfft(audio.samples.astype(np.float64), axis=1)
+    f = np.fft.rfftfreq(audio.frames, 1 / audio.rate)
+    spec[:, ((f < lo_hz) if lo_hz else False) | ((f >= hi_hz) if hi_hz else False)] = 0
+    return np.fft.irfft(spec, audio.frames, axis=1)
+
+
+def kept_si_sdr(test: Audio, reference: Audio, cutoff_hz: float) -> float | None:
+    """SI-SDR (dB) of the band the MP3 kept: test and reference (aligned, same rate) both
+    low-passed KEPT_MARGIN_HZ under the cutoff. A restoration that adds only above the cutoff
+    and in the encoder's holes leaves it where the decode has it."""
+    top = cutoff_hz - KEPT_MARGIN_HZ
+    return compare.si_sdr_db(Audio(brickwall(test, None, top).astype(np.float32), test.rate),
+                             Audio(brickwall(reference, None, top).astype(np.float32), reference.rate))
+
+
+def energy_above_db(test: Audio, reference: Audio, cutoff_hz: float) -> float | None:
+    """Energy above the cutoff (to Nyquist) of the aligned test over the reference's, in dB:
+    + is brighter than the source. None where the source has nothing there."""
+    f = np.fft.rfftfreq(reference.frames, 1 / reference.rate)
+    e = [float((np.abs(np.fft.rfft(a.samples.astype(np.float64), axis=1)[:, f >= cutoff_hz]) ** 2).sum())
+         for a in (test, reference)]
+    if e[1] <= 0:
+        return None
+    return float(10 * np.log10(max(e[0], e[1] * 1e-20) / e[1]))
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def top_level_db(reference: Audio, lo_hz: float = HIGH_HZ) -> float | None:
+    """The source's mean bin level above lo_hz in dB, in the LSD's STFT scale (Hann 2048,
+    a full-scale sine's bin reads 0 dB), over frames where anything sounds: under
+    DARK_TOP_DB the top is dark (the LSD's -100 dB floor makes any addition a loss)."""
+    freqs = np.fft.rfftfreq(compare._STFT_N, 1 / reference.rate)
+    m = freqs >= lo_hz
+    if not m.any():
+        return None
+    total, count = 0.0, 0
+    for (p,) in compare._stft_power(reference.samples):
+        live = p.max(axis=-1) > compare._BIN_FLOOR
+        total += float(p[..., m][live].sum())
+        count += int(live.sum()) * int(m.sum())
+    return float(10 * np.log10(max(total / count, 1e-30))) if count else None
+
+
+def band_scores(aligned: Audio, reference: Audio, cutoff_hz: float) -> dict:
+    """The measures that say what a restoration did where: LSD above and below 16 kHz, the
+    kept band's SI-SDR, the energy above the cutoff against the source (see those functions).
+    `aligned` is at the reference's rate and lined up with it."""
+    lsd, _ = compare._compare(aligned, reference, [(HIGH_HZ, None), (None, HIGH_HZ)])
+    return {"lsd_above_16k": lsd[0], "lsd_below_16k": lsd[1],
+            "kept_si_sdr": kept_si_sdr(aligned, reference, cutoff_hz),
+            "energy_above_cutoff_db": energy_above_db(aligned, reference, cutoff_hz)}
+
+
 def score(test: Audio, reference: Audio, cutoff_hz: float | None, with_visqol: bool) -> dict:
     """Every measure of `test` against the lossless `reference` (see the module docstring):
     reference_metrics' figures, plus lsd_above_cutoff (dB, from cutoff_hz, the decode's cutoff
@@ -150,6 +218,10 @@ def score(test: Audio, reference: Audio, cutoff_hz: float | None, with_visqol: b
     out["lsd_above_cutoff"] = (round(compare.lsd_db(aligned, reference, lo_hz=cutoff_hz), 4)
                                if cutoff_hz else None)
     out["abs_loudness_diff_lu"] = (abs(out["loudness_diff_lu"]) if out.get("loudness_diff_lu") is not None else None)
+    if cutoff_hz:
+        out["kept_si_sdr"] = _round(kept_si_sdr(aligned, reference, cutoff_hz))
+        out["energy_above_cutoff_db"] = _round(energy_above_db(aligned, reference, cutoff_hz))
+    out["source_top_db"] = _round(top_level_db(reference))
     if with_visqol:
         a, b = loudest_window(reference, VISQOL_SECONDS)
         v = compare.visqol(Audio(aligned.samples[:, a:b].copy(), reference.rate),
@@ -197,17 +269,32 @@ def verdict(variant: dict, decode: dict, noise: dict) -> str:
             continue
         if (v > d + tol) if direction == "lower" else (v < d - tol):
             losses.append(key.replace("abs_loudness_diff_lu", "loudness"))
+    hv, hd, hn = variant.get("lsd_above_16k"), decode.get("lsd_above_16k"), noise.get("lsd_above_16k")
+    ev, ed = variant.get("energy_above_cutoff_db"), decode.get("energy_above_cutoff_db")
+    if ev is not None and ev > ENERGY_TOL_DB and (ed is None or ev > ed + 0.1):
+        losses.append("too bright above the cutoff")
+    if is_dark(variant) and hv is not None and hd is not None and hv > hd + DARK_TOL_DB:
+        losses.append("dark top")
     if losses:
         return "worse on " + ", ".join(losses)
-    hv, hd, hn = variant.get("lsd_above_16k"), decode.get("lsd_above_16k"), noise.get("lsd_above_16k")
     if hv is None or hd is None:
         return "no better (no band above 16 kHz)"
+    if is_dark(variant):
+        return "kept dark"
     controls = [c for c in (hd, hn) if c is not None]
     if hv <= min(controls) - HIGH_WIN_DB:
+        if ev is not None and ev < -ENERGY_TOL_DB:
+            return "no better (too dark above the cutoff)"
         return "better"
     if hv <= hd - HIGH_WIN_DB:
         return "no better (noise control does as well)"
     return "no better"
+
+
+def is_dark(scores: dict) -> bool:
+    """The source's top is dark (see DARK_TOP_DB): a restoration must leave it as the decode has it."""
+    top = scores.get("source_top_db")
+    return top is not None and top < DARK_TOP_DB
 
 
 # ---- Encodes and runs ------------------------------------------------------------------------
@@ -276,7 +363,9 @@ COLUMNS = [  # (key, heading, format)
     ("lsd_below_16k", "LSD<16k", "{:.2f}"),
     ("lsd_above_16k", "LSD>16k", "{:.2f}"),
     ("lsd_above_cutoff", "LSD>cut", "{:.2f}"),
-    ("si_sdr", "SI-SDR", "{:.1f}"),
+    ("kept_si_sdr", "SI-SDR kept", "{:.2f}"),
+    ("energy_above_cutoff_db", "E>cut", "{:+.1f}"),
+    ("si_sdr", "SI-SDR (info)", "{:.1f}"),
     ("visqol", "ViSQOL", "{:.2f}"),
     ("loudness_diff_lu", "dLUFS", "{:+.2f}"),
     ("band:8000-12000", "E8-12k", "{:+.1f}"),
@@ -307,20 +396,44 @@ def print_group(clip: str, kbps: int, cutoff: str, rows: list[dict]) -> None:
                                for i, (x, w) in enumerate(zip(line, widths))))
 
 
+PARTS = (("held-out", "Held-out part (no setting was chosen by looking at these clips)"),
+         ("tuned", "Tuned part (the settings were chosen on these clips)"), ("other", "Other clips"))
+
+
 def markdown(results: list[dict], meta: dict) -> str:
     heads = ["clip", "kbps", "output", *[h for _, h, _ in COLUMNS], "verdict"]
     lines = [f"Command: `{meta['command']}`  ",
              f"Machine: {meta['machine']}; {meta['seconds']:.0f} s.  ",
              f"Units: LSD in dB (lower is better), SI-SDR in dB, ViSQOL MOS-LQO on the loudest "
              f"{VISQOL_SECONDS:g} s, dLUFS = output minus source, E<band> = band energy error in dB. "
+             "SI-SDR kept: both signals low-passed "
+             f"{KEPT_MARGIN_HZ:g} Hz under the decode's cutoff; E>cut: energy above that cutoff, output over "
+             "source (dB); SI-SDR (info): full band, information only. "
              f"Noise control: the decode + white noise at {NOISE_DBFS:g} dBFS RMS above the decode's cutoff "
              "(as measured; LAME's nominal lowpass where none is measured), seeded. LSD>cut: from that edge up. "
-             f"Verdict: 'better' = LSD>16k at least {HIGH_WIN_DB} dB under both controls and no loss "
-             "against the decode beyond " + ", ".join(f"{k} {t}" for k, (_, t) in VERDICT_RULES.items()) + ".",
-             "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for r in results:
-        lines.append("| " + " | ".join([r["clip"], str(r["kbps"]), r["row"], *row_cells(r), r["verdict"]]) + " |")
+             f"Verdict: 'better' = LSD>16k at least {HIGH_WIN_DB} dB under both controls, E>cut within "
+             f"+-{ENERGY_TOL_DB:g} dB, and no loss against the decode beyond "
+             + ", ".join(f"{k} {t}" for k, (_, t) in VERDICT_RULES.items())
+             + f"; E>cut over +{ENERGY_TOL_DB:g} dB is a loss; a clip whose source's top is dark (mean bin level "
+             f"above 16 kHz under {DARK_TOP_DB:g} dB) must keep LSD>16k within {DARK_TOL_DB} dB of the decode's "
+             "('kept dark')."]
+    for part, title in PARTS:
+        rows = [r for r in results if r.get("part", "other") == part]
+        if not rows:
+            continue
+        lines += ["", f"**{title}**", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for r in rows:
+            lines.append("| " + " | ".join([r["clip"], str(r["kbps"]), r["row"], *row_cells(r), r["verdict"]]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def clip_parts(devset: Path) -> dict[str, str]:
+    """{clip name: 'tuned' or 'held-out'} from the dev set's MANIFEST.json (scripts/make_devset.py)."""
+    try:
+        manifest = json.loads((devset / "MANIFEST.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {name: m.get("part", "tuned") for name, m in manifest.items()}
 
 
 # ---- Main -----------------------------------------------------------------------------------------
@@ -351,6 +464,7 @@ def main(argv=None) -> int:
         if code:
             return code
     clips = find_clips(args.devset, [c for c in args.clips.split(",") if c.strip()])
+    parts = clip_parts(args.devset)
     bitrates = [int(b) for b in args.bitrates.split(",") if b.strip()]
     stage_options: dict[str, dict[str, object]] = {}
     for item in args.set:
@@ -406,8 +520,19 @@ def main(argv=None) -> int:
             group = scored + rows
             for r in group:
                 r.update(clip=clip.name, kbps=kbps, cutoff_hz=cutoff, cutoff_found=how)
-            print_group(clip.name, kbps, f"{cutoff:.0f} Hz, {how}", group)
+            for r in group:
+                r["part"] = parts.get(clip.name, "other") if clip.path.parent == args.devset else "other"
             results += group
+
+    for part, title in PARTS:
+        groups: dict = {}
+        for r in results:
+            if r["part"] == part:
+                groups.setdefault((r["clip"], r["kbps"]), []).append(r)
+        if groups:
+            print(f"\n==== {title} ====")
+        for (name, kbps), group in groups.items():
+            print_group(name, kbps, f"{group[0]['cutoff_hz']:.0f} Hz, {group[0]['cutoff_found']}", group)
 
     seconds = time.time() - t0
     meta = {

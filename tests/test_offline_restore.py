@@ -17,6 +17,8 @@ from restore.stages import StageContext, StageEnv
 from restore.stages.decode import DecodeStage
 from restore.stages.offline_restore.stage import OfflineRestoreStage
 
+from bench.quality import brickwall, kept_si_sdr
+
 from .conftest import cli_json, read_flac, write_mp3
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -80,7 +82,8 @@ def test_exact_length_rate_and_channels(tmp_path, rate, channels, frames):
 
 def test_bright_clip_gets_highs_near_the_source_level(bright):
     src, dec, out, facts = bright
-    assert facts["extended"] and facts["cutoff_hz"] and 15500 < facts["cutoff_hz"] < 18000 and facts["from_hz"] == 16000
+    assert facts["extended"] and facts["cutoff_hz"] and 15500 < facts["cutoff_hz"] < 18000
+    assert facts["from_hz"] == round(facts["cutoff_hz"], 1)     # added from the cutoff up, never under it
     nyq = src.rate / 2
     top = facts["cutoff_hz"] + 300
     before, after, truth = (band_power(a, top, nyq) for a in (dec, out, src))
@@ -201,3 +204,71 @@ def test_variant_11_in_default_set_through_cli(tmp_path):
     assert rate_o == rate_b == 44100 and ours.shape == base.shape
     before, after = (band_power(Audio(x, 44100), 17500, 22050) for x in (base, ours))
     assert db(after / before) > 20
+
+
+# ---- Add, never replace (issue 14): the band the MP3 kept comes through as decoded -----------
+
+@pytest.fixture(scope="module")
+def decodes(tmp_path_factory):
+    """{(clip, kbps): (source, decode, cutoff)} for both committed clips at 128 and 192 kbps."""
+    tmp = tmp_path_factory.mktemp("decodes")
+    out = {}
+    for name in ("bright_cymbals", "dark_piano"):
+        src = clip(name)
+        for kbps in (128, 192):
+            folder = tmp / f"{name}{kbps}"
+            folder.mkdir()
+            dec, cutoff = decode_of(src, folder, kbps)
+            out[(name, kbps)] = (src, dec, cutoff)
+    return out
+
+
+@pytest.mark.parametrize("kbps", [128, 192])
+def test_with_holes_off_the_band_under_the_cutoff_comes_through(decodes, kbps):
+    src, dec, cutoff = decodes[("bright_cymbals", kbps)]
+    assert cutoff and cutoff > (18000 if kbps == 192 else 15500), cutoff     # 192 kbps keeps up to ~18.7 kHz
+    out, facts = restore(dec, cutoff, holes="off")
+    assert facts["extended"]
+    top = cutoff - 300.0
+    kept, diff = brickwall(dec, None, top), brickwall(Audio(out.samples - dec.samples, dec.rate), None, top)
+    assert db(np.sum(diff ** 2) / np.sum(kept ** 2)) < -90            # what was added lies above the cutoff
+    above = brickwall(Audio(out.samples - dec.samples, dec.rate), cutoff + 300.0, None)
+    assert db(np.sum(above ** 2) / np.sum(kept ** 2)) > -40           # and there is something there
+
+
+@pytest.mark.parametrize("name,kbps", [("bright_cymbals", 128), ("bright_cymbals", 192), ("dark_piano", 128),
+                                       ("dark_piano", 192)])
+def test_kept_band_si_sdr_stays_within_0_2_db_of_the_decode(decodes, name, kbps):
+    src, dec, cutoff = decodes[(name, kbps)]
+    out, _ = restore(dec, cutoff)
+    edge = cutoff or {128: 17000.0, 192: 18600.0}[kbps]               # the harness's edge when none is measured
+    lag, gain = align(dec, src)
+    before, after = (kept_si_sdr(apply_alignment(a, lag, gain or 1.0, src.frames), src, edge) for a in (dec, out))
+    assert after >= before - 0.2, (before, after)
+
+
+@pytest.mark.parametrize("kbps", [128, 192])
+def test_dark_top_keeps_the_decodes_lsd_above_16k(decodes, kbps):
+    src, dec, cutoff = decodes[("dark_piano", kbps)]
+    out, _ = restore(dec, cutoff)
+    lag, gain = align(dec, src)
+    lsd = [lsd_db(apply_alignment(a, lag, gain or 1.0, src.frames), src, 16000.0) for a in (dec, out)]
+    assert abs(lsd[1] - lsd[0]) <= 0.1, lsd
+
+
+def test_a_cliff_under_the_encoders_cut_is_the_musics_own(decodes, tmp_path):
+    """Cymbals recorded at 24 kHz (nothing above 12 kHz) in a 128 kbps MP3: the encoder would
+    have kept up to 16-17 kHz, so the 12 kHz cliff is the music's: told the bitrate, the stage
+    adds nothing above it; not told, it cannot know and extends (the engine passes it)."""
+    src = clip("bright_cymbals")
+    narrow = Audio(brickwall(src, None, 12000.0).astype(np.float32), src.rate)
+    dec, cutoff = decode_of(narrow, tmp_path)
+    assert cutoff and 11000 < cutoff < 13000, cutoff
+    stage = OfflineRestoreStage(StageEnv())
+    ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": 128})
+    out = stage.process(dec, ctx)
+    assert ctx.facts["offline_restore"]["own_band_limit"] and not ctx.facts["offline_restore"]["extended"]
+    nyq = dec.rate / 2
+    assert band_power(out, cutoff + 300, nyq) <= band_power(dec, cutoff + 300, nyq) * 1.001 + 1e-15
+    blind, _ = restore(dec, cutoff)
+    assert db(band_power(blind, cutoff + 300, nyq) / max(band_power(dec, cutoff + 300, nyq), 1e-30)) > 20

@@ -84,7 +84,8 @@ def test_noise_control_fakes_a_gain_on_bright_and_hurts_dark(harness_run):
     assert dark_noise["lsd_above_16k"] > dark_dec["lsd_above_16k"] + 1.0
     # A variant that only adds the noise never counts as a restoration.
     assert quality.verdict(bright_noise, bright_dec, bright_noise) == "no better (noise control does as well)"
-    assert quality.verdict(dark_noise, dark_dec, dark_noise) == "worse on lsd_above_16k, lsd_full"
+    assert quality.verdict(dark_noise, dark_dec, dark_noise) == ("worse on lsd_above_16k, lsd_full, too bright above "
+                                                                  "the cutoff, dark top")
 
 
 def test_verdict_names_what_a_variant_loses(harness_run):

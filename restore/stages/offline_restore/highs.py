@@ -2,21 +2,24 @@
 band extended, in the STFT of restore.analysis.stft, one block at a time.
 
 Nothing here is recovered: the encoder threw the highs away. What is added is a plausible
-guess made from the music just below them:
-- Extension, from min(cutoff, sfb21's start) to Nyquist: a target level per frame, channel
-  and bin (the level of the 2 kHz under that edge, continued with the song's own slope
-  there, and above the cutoff that slope plus an extra roll-off); what the encoder left in
-  the region counts towards it, the rest is added. The added part takes its phases from the
-  band under the edge copied upwards by a whole multiple of 4 bins (so the copy keeps the
-  hop's phase advance and with it the music's timing) and its magnitude from the target.
-  Dark music (little under the edge) gets little; a frame whose top is silent gets nothing.
+guess made from the music just below them, and it goes only where the encoder left nothing
+(add, never replace: what the MP3 kept is passed through as decoded):
+- Extension, from the cutoff to Nyquist: a target level per frame, channel and bin (the level
+  of the 2 kHz under min(cutoff, sfb21's start), continued with the song's own slope there,
+  and above the cutoff that slope plus an extra roll-off). Only bins the encoder left empty
+  (EMPTY: far under the target; above a real cutoff, all of them) get anything. The added
+  part takes its phases from the band under the level band copied upwards by a whole
+  multiple of 4 bins (so the copy keeps the hop's phase advance and with it the music's
+  timing) and its magnitude from the target. Dark music (little under the edge) gets
+  little; a frame whose top is silent gets nothing.
 - Holes: runs of bins in the top of the kept band that sit far under their neighbourhood
   (the encoder quantised them to zero) get noise up to a fraction of the local envelope.
   Noise phases are a hash of the frame's place in the song and the bin, shared by the
   channels (identical channels stay identical): the same on every run and in any chunking.
 
 The result is the input plus what was added (only the added part goes through the inverse
-STFT), so the band below the edge keeps its samples except where a hole was filled.
+STFT), so the band below the cutoff keeps its samples except where a hole was filled (with
+holes off: the decode within -90 dB under the cutoff, tests/test_offline_restore.py).
 """
 from __future__ import annotations
 
@@ -46,9 +49,10 @@ class HighsSettings:
     """What decides the output besides the audio. Levels in dB, slopes in dB per kHz."""
 
     strength_db: float = 0.0      # added to the extension's target level (-inf: no extension)
-    rolloff_db_khz: float = 2.0   # extra slope above the cutoff beyond the music's own: highs fall faster up there
+    rolloff_db_khz: float = 0.5   # extra slope above the cutoff beyond the music's own: highs fall faster up there
     min_slope_db_khz: float = -12.0  # the measured slope is clamped to [min_slope, max_slope]
     max_slope_db_khz: float = 0.0    # never rising: a bright mix does not get brighter than its top
+    empty_db: float = 20.0        # in the extended region, a bin this far under the target is one the encoder emptied
     holes: bool = True
     hole_lo_hz: float = 8000.0    # holes are looked for between this and the cutoff
     hole_depth_db: float = 15.0   # a bin this far under its local envelope is a hole
@@ -75,15 +79,22 @@ class SongPlan:
 
     @property
     def fill_hz(self) -> float:
-        """Where the extended region starts: the cutoff, or sfb21's start if lower."""
+        """Where the extended region starts: the cutoff. Under it the encoder kept what it
+        kept (at 192 kbps sfb21's scattered bits from 16 kHz up): only its holes are filled."""
+        return self.cutoff_hz
+
+    @property
+    def level_hz(self) -> float:
+        """The top of the band whose level the extension continues: the cutoff, or sfb21's
+        start if lower (above it the kept bits are scattered, no steady guide to the level)."""
         return min(self.cutoff_hz, sfb21_hz(self.rate))
 
     def bins(self) -> tuple[int, int, int, int]:
         """(first bin of the extended region kf, top of the level band, its bottom, bin count)."""
         hz = self.rate / N_FFT
         kf = int(np.ceil(self.fill_hz / hz))
-        guard = 4 * int(np.ceil(GUARD_HZ / hz / 4))   # a multiple of 4: the patch's shift stays one
-        top = kf - guard
+        guard = int(np.ceil(GUARD_HZ / hz))
+        top = int(np.ceil(self.level_hz / hz)) - guard
         return kf, top, top - int(round(LEVEL_BAND_HZ / hz)), N_FFT // 2 + 1
 
 
@@ -178,11 +189,13 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
         target_db = level_db[..., None] + offset                           # [C, F, K_ext]
         on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
         target = np.where(on[..., None] & (target_db > FLOOR_DB - 20.0), 10 ** (target_db / 10), 0).astype(np.float32)
-        # What the encoder left in the region (sfb21's scattered bits) counts towards the target.
-        there = _smooth_time(_smooth_freq(power[..., kf - lo:], 3))
-        need = np.maximum(target - there, 0)
+        # Add, never replace: only bins the encoder left (next to) empty get anything; a bin
+        # it kept, however quiet (sfb21's scattered bits under a 19 kHz cutoff), stays as decoded.
+        there = power[..., kf - lo:]
+        empty = there < target * np.float32(10 ** (-settings.empty_db / 10))
+        need = np.where(empty, target, 0)
         src = sub[..., src_lo - lo:top - lo] + added[..., src_lo - lo:top - lo]   # holes filled
-        idx = np.arange(nbins - kf) % patch_w            # target bin -> patch bin: a shift by a multiple of 4
+        idx = (np.arange(kf, nbins) - src_lo) % patch_w  # target bin -> patch bin: a shift by a multiple of 4
         # The shifted copy's phases with the missing level as magnitude: the phases carry the
         # music's timing (a hit stays a hit), the smooth magnitude measured 0.3 dB LSD better
         # than the copy's own scattered one (bench/RESULTS.md).

@@ -8,14 +8,20 @@ once (the slope under the cutoff, and the cutoff itself when the caller gave non
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
 
+ctx.options: "cutoff_hz" (the decode's measured cutoff, None when none was found) and,
+optionally, "bitrate_kbps" (the MP3's): a cliff well under where LAME cuts at that bitrate is
+the music's own band limit and is not extended (without it, every cliff counts as the
+encoder's).
+
 Options (`--set offline_restore.KEY=VALUE`), all in config():
   strength   0..4, default 1: scales the extension's amplitude (0: no extension)
-  rolloff    dB per kHz, default 2: how much faster than the music's own slope the added
+  rolloff    dB per kHz, default 0.5: how much faster than the music's own slope the added
              highs fall with frequency
   holes      on/off, default on: fill the encoder's spectral holes
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,6 +38,18 @@ CHUNK_SECONDS = 10.0           # about: rounded to whole STFT hops (see _geometr
 OVERLAP_SECONDS = 0.5          # >> the STFT's 23 ms window: block edges are crossfaded away
 MIN_CUTOFF_HZ = 6000.0         # below this the "music just below the cutoff" is no guide to the highs
 TOP_MARGIN_HZ = 300.0          # a cutoff this close to Nyquist leaves nothing to extend
+# LAME 3.100's lowpass for stereo CBR (lame.c, optimum_bandwidth): kbps -> Hz
+LAME_LOWPASS_HZ = ((8, 2000), (16, 3700), (24, 3900), (32, 5500), (40, 7000), (48, 7500), (56, 10000), (64, 11000),
+                   (80, 13500), (96, 15100), (112, 15600), (128, 17000), (160, 17500), (192, 18600), (224, 19400),
+                   (256, 19700), (320, 20500))
+OWN_LIMIT_MARGIN_HZ = 400.0    # a cliff this far under where the encoder would cut is the music's own
+
+
+def encoder_cut_hz(kbps: float, rate: int) -> float:
+    """Where LAME would cut at this bitrate: its lowpass (interpolated between the table's
+    bitrates) or sfb21's start, whichever is lower (at 128 kbps LAME may drop sfb21 whole)."""
+    kb, hz = zip(*LAME_LOWPASS_HZ)
+    return min(float(np.interp(kbps, kb, hz)), sfb21_hz(rate))
 
 
 def _geometry(rate: int) -> tuple[float, float]:
@@ -47,10 +65,10 @@ class OfflineRestoreStage(Stage):
     """The restore that needs no download (11_offline_restore): numpy only, runs anywhere."""
 
     name = "offline_restore"
-    revision = 1   # bump when the output for the same input and options would change
+    revision = 2   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
-        Option("rolloff", "float", 2.0, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
+        Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
         Option("holes", "bool", True, "fill the holes the encoder punched below the cutoff"),
     )
 
@@ -87,17 +105,27 @@ class OfflineRestoreStage(Stage):
             ctx.log("offline_restore: the song is silent; output = input")
             ctx.progress(1.0)
             return Audio(audio.samples.copy(), audio.rate)
+        measured = cutoff is not None
         if cutoff is None:
             # No clean cliff (quiet and mid-level songs of the dev set): LAME at 128-256 kbps still
             # keeps only scattered bits of sfb21. What is missing there is filled, nothing more.
             cutoff = sfb21_hz(audio.rate)
-        fill_hz = min(float(cutoff), sfb21_hz(audio.rate))
+        settings = self.settings
+        kbps = ctx.options.get("bitrate_kbps")
+        if measured and kbps and cutoff < encoder_cut_hz(float(kbps), audio.rate) - OWN_LIMIT_MARGIN_HZ:
+            # At this bitrate the encoder keeps more than this: the cliff is the music's own (a
+            # voice recorded at 22 kHz, samples made at 32 kHz). Nothing is missing above it.
+            ctx.log(f"offline_restore: the cliff at {cutoff:.0f} Hz is under where a {kbps} kbps MP3 is cut "
+                    f"({encoder_cut_hz(float(kbps), audio.rate):.0f} Hz): the music's own band limit, not extended")
+            facts["own_band_limit"] = True
+            settings = dataclasses.replace(settings, strength_db=-math.inf)
+        fill_hz = float(cutoff)
         if cutoff < MIN_CUTOFF_HZ or fill_hz > audio.rate / 2 - TOP_MARGIN_HZ:
             ctx.log(f"offline_restore: nothing to do (cutoff {cutoff:.0f} Hz is outside {MIN_CUTOFF_HZ:.0f} Hz "
                     f".. Nyquist - {TOP_MARGIN_HZ:.0f} Hz); output = input")
             ctx.progress(1.0)
             return Audio(audio.samples.copy(), audio.rate)
-        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, fill_hz, self.settings))
+        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, min(fill_hz, sfb21_hz(audio.rate)), settings))
         totals = {"frames": 0, "holes": 0, "extended_frames": 0}
         calls = [0]
         chunk_s, overlap_s = _geometry(audio.rate)
@@ -107,7 +135,7 @@ class OfflineRestoreStage(Stage):
         def block(items: np.ndarray) -> np.ndarray:
             # The chunker hands all channels of one chunk together (batch_items = channels),
             # in order: the call count is the chunk's index, and chunk k starts at k * hop.
-            y, f = restore_block(items, plan, self.settings, calls[0] * hop)
+            y, f = restore_block(items, plan, settings, calls[0] * hop)
             calls[0] += 1
             for key in totals:
                 totals[key] += f[key]
@@ -116,7 +144,7 @@ class OfflineRestoreStage(Stage):
         y = overlap_add(audio.samples, block, rate_in=audio.rate, rate_out=audio.rate, chunk_seconds=chunk_s,
                         overlap_seconds=overlap_s, batch_items=audio.channels, log=ctx.log, progress=ctx.progress)
         frames = max(totals["frames"], 1)
-        facts.update(extended=True, from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
+        facts.update(extended=bool(math.isfinite(settings.strength_db)), from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
                      extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"])
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
                 f"{plan.slope_db_khz:+.1f} dB/kHz, {facts['extended_frames_pct']}% of frames loud enough), "

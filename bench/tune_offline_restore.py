@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Quick scorer for choosing the offline restore's settings (issue 14): the stage called
+directly (no engine, no FLAC), on the dev set's TUNED part by default, with the harness's own
+measures (bench/quality.py: kept-band SI-SDR, energy above the cutoff, LSD above/below 16 kHz).
+
+    python bench/tune_offline_restore.py [--part tuned|held-out|all] [--set KEY=VALUE ...]
+                                          [--grid KEY=v1,v2,...]
+
+Prints one line per clip and bitrate and a summary per setting. The held-out part is for the
+final check only: choose settings with --part tuned.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import quality  # noqa: E402
+from restore.analysis import compare  # noqa: E402
+from restore.audio import Audio  # noqa: E402
+from restore.stages import StageContext, StageEnv  # noqa: E402
+from restore.stages.decode import DecodeStage  # noqa: E402
+from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E402
+
+
+def decodes(devset: Path, part: str, bitrates, out: Path, clips=()):
+    """[(clip, kbps, source, decode aligned to it, cutoff)] (the MP3s cached as the harness does)."""
+    manifest = json.loads((devset / "MANIFEST.json").read_text(encoding="utf-8"))
+    names = [n for n, m in manifest.items() if part == "all" or m.get("part", "tuned") == part]
+    if clips:
+        names = [n for n in names if n in clips]
+    items = []
+    for clip in quality.find_clips(devset, names):
+        src = quality.read_audio(clip.path)
+        for kbps in bitrates:
+            mp3 = quality.encode(clip, kbps, out / "mp3")
+            dec, facts = DecodeStage().read(mp3, StageContext())
+            items.append((clip.name, kbps, src, dec, facts["cutoff_hz"]))
+    return items
+
+
+def run(items, options: dict) -> list[dict]:
+    # tune.FIELD=VALUE: a HighsSettings field that is not an option (e.g. tune.empty_db=20)
+    tuning = {k[5:]: float(v) for k, v in options.items() if k.startswith("tune.")}
+    options = {k: v for k, v in options.items() if not k.startswith("tune.")}
+    rows = []
+    for name, kbps, src, dec, cutoff in items:
+        stage = OfflineRestoreStage(StageEnv(options={"offline_restore": {k: str(v) for k, v in options.items()}}))
+        stage.settings = dataclasses.replace(stage.settings, **tuning)
+        ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": kbps})
+        out = stage.process(dec, ctx)
+        lag, gain = compare.align(dec, src)
+        row = {"clip": name, "kbps": kbps, "cutoff": cutoff}
+        for label, audio in (("dec", dec), ("out", out)):
+            a = compare.apply_alignment(audio, lag, gain or 1.0, src.frames)
+            row[label] = quality.band_scores(a, src, cutoff or quality.LAME_LOWPASS_HZ.get(kbps, 16000.0))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devset", type=Path, default=ROOT / "build" / "devset")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "quality")
+    ap.add_argument("--part", default="tuned", choices=["tuned", "held-out", "all"])
+    ap.add_argument("--bitrates", default="128,192")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--grid", action="append", default=[])
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--clips", default="", help="only these clips (comma-separated)")
+    args = ap.parse_args(argv)
+    base = dict(s.split("=", 1) for s in args.set)
+    grid = [(k, v.split(",")) for k, v in (g.split("=", 1) for g in args.grid)]
+    items = decodes(args.devset, args.part, [int(b) for b in args.bitrates.split(",")], args.out,
+                    [c for c in args.clips.split(",") if c])
+    for combo in itertools.product(*[vals for _, vals in grid]) if grid else [()]:
+        options = {**base, **{k: v for (k, _), v in zip(grid, combo)}}
+        t0 = time.time()
+        rows = run(items, options)
+        worst_kept = min(r["out"]["kept_si_sdr"] - r["dec"]["kept_si_sdr"] for r in rows)
+        brightest = max(r["out"]["energy_above_cutoff_db"] or -99 for r in rows)
+        gain = np.mean([r["dec"]["lsd_above_16k"] - r["out"]["lsd_above_16k"] for r in rows])
+        if not args.quiet:
+            for r in rows:
+                d, o = r["dec"], r["out"]
+                print(f"  {r['clip']:16s} {r['kbps']} cut {r['cutoff'] or 0:6.0f}  LSD>16k {d['lsd_above_16k']:6.2f} -> "
+                      f"{o['lsd_above_16k']:6.2f}  LSD<16k {o['lsd_below_16k'] - d['lsd_below_16k']:+.3f}  kept SI-SDR "
+                      f"{o['kept_si_sdr'] - d['kept_si_sdr']:+.3f}  E>cut {d['energy_above_cutoff_db']:+6.1f} -> "
+                      f"{o['energy_above_cutoff_db']:+6.1f}")
+        lost = [r["out"]["energy_above_cutoff_db"] for r in rows if (r["dec"]["energy_above_cutoff_db"] or 0) < -15]
+        print(f"{options}: mean LSD>16k gain {gain:.3f} dB, worst kept SI-SDR {worst_kept:+.3f}, "
+              f"brightest E>cut {brightest:+.1f} dB; where the decode lost the top: E>cut mean {np.mean(lost):+.1f}, "
+              f"mean |E| {np.mean(np.abs(lost)):.1f}, range {min(lost):+.1f}..{max(lost):+.1f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
