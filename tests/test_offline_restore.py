@@ -272,3 +272,17 @@ def test_a_cliff_under_the_encoders_cut_is_the_musics_own(decodes, tmp_path):
     assert band_power(out, cutoff + 300, nyq) <= band_power(dec, cutoff + 300, nyq) * 1.001 + 1e-15
     blind, _ = restore(dec, cutoff)
     assert db(band_power(blind, cutoff + 300, nyq) / max(band_power(dec, cutoff + 300, nyq), 1e-30)) > 20
+
+
+def test_the_engine_tells_the_stage_the_mp3s_bitrate(tmp_path):
+    """Through `mp3restore run`: the same 12 kHz cymbals at 128 kbps are left unextended,
+    which the stage can only decide when the run passes it the bitrate."""
+    import json
+    src = clip("bright_cymbals")
+    narrow = Audio(brickwall(src, None, 12000.0).astype(np.float32), src.rate)
+    write_mp3(tmp_path / "in" / "narrow.mp3", narrow, bitrate=128)
+    code, _ = cli_json("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--variants", "11")
+    assert code == 0
+    marker = json.loads((tmp_path / "out" / "_done" / "11_offline_restore" / "narrow.mp3.json").read_text())
+    facts = marker["stage_facts"]["offline_restore"]
+    assert facts.get("own_band_limit") is True and facts["extended"] is False

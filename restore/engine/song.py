@@ -126,7 +126,8 @@ class SongRun:
             self.stopping()
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
                 self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
-            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.say, progress=progress)
+            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"]},
+                                     log=self.say, progress=progress)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
         return results

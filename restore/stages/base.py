@@ -104,7 +104,7 @@ class StageContext:
     """What a stage may use besides its audio: options, a log line sink and a progress sink.
     Stages never print and never touch output files."""
 
-    options: dict[str, Any] = field(default_factory=dict)  # the song's facts: cutoff_hz (int or None)
+    options: dict[str, Any] = field(default_factory=dict)  # the song's facts: cutoff_hz (int or None), bitrate_kbps
     log: Callable[[str], None] = lambda line: None
     progress: Callable[[float], None] = lambda fraction: None
     # What a stage measured and wants in the marker and the report (e.g. the lowpass it
