@@ -122,7 +122,8 @@ class SongRun:
         for n, job in enumerate(staged):
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
                 self.reporter.handle(SongProgress(self.name, 0.5 + 0.5 * (n + fraction) / len(staged), name))
-            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"]}, log=self.log.write, progress=progress)
+            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "song": self.name}, log=self.log.write,
+                                     progress=progress, source=audio, loaded=models.get)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
         return results
@@ -155,9 +156,7 @@ class SongRun:
             for k, step in enumerate(steps[done:], done + 1):
                 before = audio
                 audio = models.get(step).process(audio, ctx)
-                _check_shape(step, before, audio)
-                if isinstance(audio, dict) and k < len(steps):
-                    raise RuntimeError(f"stage {step} returned stems, so it must be the last step of {job.variant.name}")
+                _check_shape(step, before, audio, ctx.source)
                 shared.keep(steps[:k], audio, ctx.facts)
             if job.variant.stems:
                 records = self._write_stems(job, audio)
@@ -224,12 +223,29 @@ class SongRun:
         return reason
 
 
-def _check_shape(step: str, before: Audio, after) -> None:
-    """A stage keeps the channel count and the duration (frames scale with the rate)."""
-    for out in (after.values() if isinstance(after, dict) else (after,)):
-        if out.channels != before.channels or out.frames != frames_at_rate(before.frames, before.rate, out.rate):
-            raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
-                               f"{before.frames} frames at {before.rate} Hz -> {out.channels} ch, "
+def _check_shape(step: str, before, after, source: Audio) -> None:
+    """A stage keeps the channel count and the duration (frames scale with the rate). Stems
+    flow between steps as {stem: Audio}: a separating step (Audio -> stems) keeps them for
+    each stem, a step on stems (stems -> stems) keeps the set of stems and each one's
+    shape against what it was given (its rate may change: a bandwidth extension to 48 kHz),
+    and a step that joins them (stems -> Audio) returns the song's shape: the decode's."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        if set(after) != set(before):
+            raise RuntimeError(f"stage {step} changed the set of stems: {', '.join(before)} -> {', '.join(after)}")
+        pairs = [(before[name], out, f" (stem {name})") for name, out in after.items()]
+    elif isinstance(before, dict):
+        pairs = [(source, after, "")]
+    else:
+        pairs = [(before, out, f" (stem {name})" if isinstance(after, dict) else "")
+                 for name, out in (after.items() if isinstance(after, dict) else [("", after)])]
+    if isinstance(after, dict) and not after:
+        raise RuntimeError(f"stage {step} returned no stems")
+    for ref, out, which in pairs:
+        if not isinstance(out, Audio):
+            raise RuntimeError(f"stage {step} returned {type(out).__name__}{which}, not audio")
+        if out.channels != ref.channels or out.frames != frames_at_rate(ref.frames, ref.rate, out.rate):
+            raise RuntimeError(f"stage {step} changed the channels or the duration{which}: {ref.channels} ch, "
+                               f"{ref.frames} frames at {ref.rate} Hz -> {out.channels} ch, "
                                f"{out.frames} frames at {out.rate} Hz")
 
 
