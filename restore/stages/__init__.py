@@ -25,6 +25,9 @@ _REGISTRY = {
     "separate": "restore.stages.separate:DemucsStage",
     "denoise": "restore.stages.denoise.stage:DeepFilterStage",
     "offline_restore": "restore.stages.offline_restore.stage:OfflineRestoreStage",
+    "stems_from": "restore.stages.stems_from:StemsFromStage",
+    "route": "restore.stages.route:RouteStage",
+    "remix": "restore.stages.remix:RemixStage",
 }
 
 
