@@ -460,3 +460,25 @@ def test_the_new_variants_are_listed_with_what_they_need(tmp_path):
     assert "--stems-from DIR" in text and "routes: vocals: denoise, offline_restore; drums: offline_restore; bass: none" in text
     assert "09_denoised" in text and "not in the default set: run it by name (--variants 09)" in text
     assert not variants.VARIANTS["09_denoised"].default
+
+
+def test_shared_steps_keep_only_the_longest_start_a_later_variant_needs():
+    """04, 05, 06, 07 of a song: once 05 has routed the stems, the separation is let go (06
+    and 07 start from the routes), and the remix is kept for 07 alone."""
+    from restore.engine.song import SharedSteps
+    s = ("separate",)
+    chain_ = [s, s + ("route",), s + ("route", "remix"), s + ("route", "remix", "master")]
+    shared = SharedSteps("decode", chain_)
+    shared.keep(s, "stems", {"f": 1})
+    shared.finished(chain_[0])
+    assert shared.start(chain_[1]) == (1, "stems", {"f": 1})
+    shared.keep(s + ("route",), "routed", {})
+    assert set(shared.results) == {(), s + ("route",)}                  # the separation is no longer held
+    shared.finished(chain_[1])
+    assert shared.start(chain_[2])[:2] == (2, "routed")
+    shared.keep(s + ("route", "remix"), "remix", {})
+    assert set(shared.results) == {(), s + ("route", "remix")}
+    shared.finished(chain_[2])
+    assert shared.start(chain_[3])[:2] == (3, "remix")
+    shared.finished(chain_[3])
+    assert set(shared.results) == {()}

@@ -252,8 +252,10 @@ def _check_shape(step: str, before, after, source: Audio) -> None:
 class SharedSteps:
     """The intermediate results of one song that more than one of its variants start
     with: `10_denoise_audiosr` (denoise, bwe_audiosr) reuses the denoise `09_denoised`
-    made. A result is kept only while a later variant of the song still needs it, so
-    memory holds at most the decode plus the shared prefixes in use."""
+    made, and 05/06/07 the separation and the routes 04/05 made. A result is kept only
+    while it is the longest shared start of a variant of the song still to run, so memory
+    holds at most the decode plus the shared prefixes in use (after 05 has routed the
+    stems, 06 needs the routed ones, not the separation's)."""
 
     def __init__(self, decoded, pipelines: list[tuple[str, ...]]):
         self.results: dict[tuple[str, ...], tuple[object, dict]] = {(): (decoded, {})}
@@ -261,19 +263,29 @@ class SharedSteps:
 
     def start(self, steps: tuple[str, ...]) -> tuple[int, object, dict]:
         """(how many of `steps` are already done, their result, the facts they recorded)."""
+        k, prefix = self._longest(steps)
+        audio, facts = self.results[prefix]
+        return k, audio, dict(facts)
+
+    def _longest(self, steps: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
         for k in range(len(steps), -1, -1):
             if steps[:k] in self.results:
-                audio, facts = self.results[steps[:k]]
-                return k, audio, dict(facts)
+                return k, steps[:k]
         raise AssertionError("the decode is always kept")
 
     def keep(self, prefix: tuple[str, ...], audio, facts: dict) -> None:
         """Keep a step's result if a variant still to run starts with the same steps."""
         if any(p[:len(prefix)] == prefix for p in self.pending[1:]):
             self.results[prefix] = (audio, dict(facts))
+            self._prune(self.pending[1:])
 
     def finished(self, steps: tuple[str, ...]) -> None:
         self.pending.remove(steps)
-        for prefix in [p for p in self.results if p]:
-            if not any(q[:len(prefix)] == prefix for q in self.pending):
-                del self.results[prefix]
+        self._prune(self.pending)
+
+    def _prune(self, still: list[tuple[str, ...]]) -> None:
+        """Drop every kept result (but the decode) that is not the longest kept start of a
+        variant in `still`."""
+        wanted = {self._longest(q)[1] for q in still}
+        for prefix in [p for p in self.results if p and p not in wanted]:
+            del self.results[prefix]
