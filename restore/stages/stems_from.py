@@ -177,9 +177,11 @@ class StemsFromStage(Stage):
                              f"{'longer' if diff > 0 else 'shorter'} than the song after lining them up "
                              f"(at most {MAX_LENGTH_DIFF_S * 1000:.0f} ms): stems of another file?")
         out = Stems()
-        for key, s in stems.items():
-            x = s.samples[:, lag:] if lag >= 0 else np.pad(s.samples, ((0, 0), (-lag, 0)))
+        for key in list(stems):  # one stem's file copy at a time beside the lined-up ones
+            x = stems.pop(key).samples
+            x = x[:, lag:] if lag >= 0 else np.pad(x, ((0, 0), (-lag, 0)))
             out[key] = Audio(np.ascontiguousarray(fit_frames(x, audio.frames), dtype=np.float32), audio.rate)
+            del x
         residual_db = _residual_db(audio, out)
         if residual_db is not None and residual_db > MAX_RESIDUAL_DB:
             missing = [s for s in DEMUCS_STEMS if s not in out] if set(out) < set(DEMUCS_STEMS) else []
