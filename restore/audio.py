@@ -91,3 +91,21 @@ class BlockBuffer:
 
     def audio(self, rate: int) -> Audio:
         return Audio(self.data[:, :self.frames], rate)
+
+
+class Stems(dict):
+    """{stem name: Audio}: what a separating stage returns and a stage that works on stems
+    (route) passes on. Each stem has the song's channel count and duration; stems may be at
+    different rates once a stage has changed one (a bandwidth extension to 48 kHz).
+
+    residual: the mixture minus the sum of the stems as they were separated (Audio at the
+    mixture's rate and length), or None where nobody has measured it yet. Separators do not
+    fill it (04_stems does not need it); a stage that changes the stems sets it from their
+    separated state before changing them, so that the stage that sums them back (remix)
+    can restore what the separation left out, whatever was done to the stems since. A plain
+    dict of stems is accepted wherever Stems is: it has no residual.
+    """
+
+    def __init__(self, stems=(), residual: Audio | None = None):
+        super().__init__(stems)
+        self.residual = residual

@@ -26,6 +26,8 @@ class RunConfig:
     reference: Path | None = None     # lossless originals for the report's reference metrics
     order: str = "song"               # "song": all variants of a song, then the next;
                                       # "stage": one variant across all songs, then the next
+    stems_from: Path | None = None    # a folder of stems made elsewhere (UVR, audio-separator, an
+                                      # earlier 04_stems): used instead of Demucs for 04-07
     # Per-stage options by stage name ({"denoise": {"atten_db": "9"}}); each stage parses and
     # validates its own (`--set STAGE.KEY=VALUE` on the command line).
     stage_options: dict[str, dict[str, object]] = field(default_factory=dict)

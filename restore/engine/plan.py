@@ -3,7 +3,7 @@ why). Pure: reads the `_done` markers, never audio, never models, never writes."
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from restore.engine.markers import check_marker, config_hash, marker_path
@@ -61,16 +61,49 @@ class Stages:
     """Every stage a set of variants uses, each built once from the env (options parsed and
     checked: a bad one is a UsageError here, before any song; nothing loaded). The plan asks
     them for configs, versions and availability, and the run processes with these same
-    instances."""
+    instances. A stage that runs other stages (route) names them in `uses()`: they are
+    built here too, so that the run loads each once, however many stages use it."""
 
     def __init__(self, variants, env: StageEnv):
         self.env = env
-        names = {"decode", *(s for v in variants for s in v.steps)}
-        self.by_name: dict[str, StageProtocol] = {n: get_stage(n, env) for n in sorted(names)}
+        self.by_name: dict[str, StageProtocol] = {}
+        todo = sorted({"decode", *(s for v in variants for s in v.steps)})
+        while todo:
+            name = todo.pop(0)
+            if name not in self.by_name:
+                self.by_name[name] = get_stage(name, env)
+                todo += [u for u in self.uses(name) if u not in self.by_name]
         self._why: dict[str, str | None] = {}
 
     def __getitem__(self, name: str) -> StageProtocol:
         return self.by_name[name]
+
+    def uses(self, name: str) -> tuple[str, ...]:
+        """The stages stage `name` runs inside itself (route: its stems' chains), or ()."""
+        uses = getattr(self.by_name[name], "uses", None)
+        return tuple(uses()) if uses else ()
+
+    def steps_with_uses(self, variant: Variant) -> list[str]:
+        """The variant's steps and every stage they run inside them."""
+        out: list[str] = []
+        for step in variant.steps:
+            for name in (step, *self.uses(step)):
+                if name not in out:
+                    out.append(name)
+        return out
+
+    def song_versions(self, variant: Variant, track: Track, cache: dict) -> dict:
+        """What decides the variant's output for this one song besides the config: the files
+        a stage reads for it (stems_from: the song's stem files), as `{"stage.key": value}`.
+        Asked once per stage and song (`cache`)."""
+        out = {}
+        for step in variant.steps:
+            per_song = getattr(self.by_name[step], "song_versions", None)
+            if per_song is not None:
+                if (step, track.rel) not in cache:
+                    cache[step, track.rel] = per_song(track.rel)
+                out.update({f"{step}.{k}": v for k, v in cache[step, track.rel].items()})
+        return out
 
     def why_unavailable(self, name: str) -> str | None:
         """Why stage `name` cannot run here (asked once per stage), or None."""
@@ -91,9 +124,20 @@ def variant_status(variants, env: StageEnv | None = None) -> dict[str, str | Non
     return {v.name: stages.variant_status(v) for v in variants}
 
 
-def default_variants(stages: Stages) -> list[Variant]:
-    """Every variant whose stages can run here (the baseline always can)."""
-    return [v for v in VARIANTS.values() if v.default and stages.variant_status(v) is None]
+def default_variants(stages: Stages, variants=None) -> list[Variant]:
+    """Every default variant (of `variants`, else the table) whose stages can run here (the
+    baseline always can)."""
+    return [v for v in (variants or VARIANTS.values()) if v.default and stages.variant_status(v) is None]
+
+
+def stems_from_files(variants, env: StageEnv) -> list[Variant]:
+    """With a stems folder given (`--stems-from DIR`, i.e. the stems_from stage's `folder`
+    option), every variant's `separate` step is `stems_from`: the stems come from the files
+    instead of Demucs. The variant keeps its name; its config names the step that ran, so a
+    song made one way is redone the other."""
+    if not env.options_for("stems_from").get("folder"):
+        return list(variants)
+    return [replace(v, steps=tuple("stems_from" if s == "separate" else s for s in v.steps)) for v in variants]
 
 
 def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
@@ -105,11 +149,13 @@ def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",
               redo: bool = False, env: StageEnv | None = None) -> Plan:
     env = env or StageEnv()
-    stages = Stages(variants if variants is not None else VARIANTS.values(), env)
-    variants = variants if variants is not None else default_variants(stages)
+    candidates = stems_from_files(variants if variants is not None else VARIANTS.values(), env)
+    stages = Stages(candidates, env)
+    variants = candidates if variants is not None else default_variants(stages, candidates)
     configs = {n: s.config() for n, s in stages.by_name.items()}
     versions = {n: s.versions() for n, s in stages.by_name.items()}
     hashes: dict = {}  # an input is hashed once however many variants check it
+    per_song: dict = {}
     jobs = []
     problems = list(scan.problems)
     limit = None if long_paths_allowed() else WINDOWS_MAX_PATH
@@ -121,6 +167,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
         for variant in variants:
             cfg = variant.config(configs)
             ver = {f"{s}.{k}": v for s in ("decode", *variant.steps) for k, v in versions[s].items()}
+            ver.update(stages.song_versions(variant, track, per_song))
             h = config_hash(cfg)
             marker = marker_path(out_dir, variant.name, track.rel)
             why_not = stages.variant_status(variant)

@@ -35,7 +35,10 @@ def plan_run(config: RunConfig) -> Plan:
 
 
 def _env(config: RunConfig) -> StageEnv:
-    return StageEnv(models_dir=config.models_dir, options=config.stage_options,
+    options = dict(config.stage_options)
+    if config.stems_from is not None:  # the stems_from stage reads them, in place of Demucs (plan.stems_from_files)
+        options["stems_from"] = {**options.get("stems_from", {}), "folder": str(config.stems_from)}
+    return StageEnv(models_dir=config.models_dir, options=options,
                     trusted_model_files=tuple(config.trusted_model_files))
 
 
@@ -47,7 +50,9 @@ class RunModels:
     def __init__(self, config: RunConfig, stages, work: list, log):
         self.config, self.stages, self.log = config, stages, log
         self.cache: ModelCache | None = None
-        self.last_use = {step: i for i, (_, jobs) in enumerate(work) for job in jobs for step in job.variant.steps}
+        # A stage that runs others inside it (route) keeps them loaded as long as itself.
+        self.last_use = {step: i for i, (_, jobs) in enumerate(work) for job in jobs
+                         for step in stages.steps_with_uses(job.variant)}
 
     def get(self, step: str):
         if self.cache is None:

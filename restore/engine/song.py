@@ -126,8 +126,8 @@ class SongRun:
             self.stopping()
             def progress(fraction: float, n: int = n, name: str = job.variant.name) -> None:
                 self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
-            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"]},
-                                     log=self.say, progress=progress)
+            stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"], "song": self.name},
+                                     log=self.say, progress=progress, source=audio, loaded=models.get)
             results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
         return results
@@ -161,9 +161,7 @@ class SongRun:
                 self.step = step
                 before = audio
                 audio = models.get(step).process(audio, ctx)
-                _check_shape(step, before, audio)
-                if isinstance(audio, dict) and k < len(steps):
-                    raise RuntimeError(f"stage {step} returned stems, so it must be the last step of {job.variant.name}")
+                _check_shape(step, before, audio, ctx.source)
                 shared.keep(steps[:k], audio, ctx.facts)
             if job.variant.stems:
                 records = self._write_stems(job, audio)
@@ -247,20 +245,39 @@ class SongRun:
         return reason
 
 
-def _check_shape(step: str, before: Audio, after) -> None:
-    """A stage keeps the channel count and the duration (frames scale with the rate)."""
-    for out in (after.values() if isinstance(after, dict) else (after,)):
-        if out.channels != before.channels or out.frames != frames_at_rate(before.frames, before.rate, out.rate):
-            raise RuntimeError(f"stage {step} changed the channels or the duration: {before.channels} ch, "
-                               f"{before.frames} frames at {before.rate} Hz -> {out.channels} ch, "
+def _check_shape(step: str, before, after, source: Audio) -> None:
+    """A stage keeps the channel count and the duration (frames scale with the rate). Stems
+    flow between steps as {stem: Audio}: a separating step (Audio -> stems) keeps them for
+    each stem, a step on stems (stems -> stems) keeps the set of stems and each one's
+    shape against what it was given (its rate may change: a bandwidth extension to 48 kHz),
+    and a step that joins them (stems -> Audio) returns the song's shape: the decode's."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        if set(after) != set(before):
+            raise RuntimeError(f"stage {step} changed the set of stems: {', '.join(before)} -> {', '.join(after)}")
+        pairs = [(before[name], out, f" (stem {name})") for name, out in after.items()]
+    elif isinstance(before, dict):
+        pairs = [(source, after, "")]
+    else:
+        pairs = [(before, out, f" (stem {name})" if isinstance(after, dict) else "")
+                 for name, out in (after.items() if isinstance(after, dict) else [("", after)])]
+    if isinstance(after, dict) and not after:
+        raise RuntimeError(f"stage {step} returned no stems")
+    for ref, out, which in pairs:
+        if not isinstance(out, Audio):
+            raise RuntimeError(f"stage {step} returned {type(out).__name__}{which}, not audio")
+        if out.channels != ref.channels or out.frames != frames_at_rate(ref.frames, ref.rate, out.rate):
+            raise RuntimeError(f"stage {step} changed the channels or the duration{which}: {ref.channels} ch, "
+                               f"{ref.frames} frames at {ref.rate} Hz -> {out.channels} ch, "
                                f"{out.frames} frames at {out.rate} Hz")
 
 
 class SharedSteps:
     """The intermediate results of one song that more than one of its variants start
     with: `10_denoise_audiosr` (denoise, bwe_audiosr) reuses the denoise `09_denoised`
-    made. A result is kept only while a later variant of the song still needs it, so
-    memory holds at most the decode plus the shared prefixes in use."""
+    made, and 05/06/07 the separation and the routes 04/05 made. A result is kept only
+    while it is the longest shared start of a variant of the song still to run, so memory
+    holds at most the decode plus the shared prefixes in use (after 05 has routed the
+    stems, 06 needs the routed ones, not the separation's)."""
 
     def __init__(self, decoded, pipelines: list[tuple[str, ...]]):
         self.results: dict[tuple[str, ...], tuple[object, dict]] = {(): (decoded, {})}
@@ -268,19 +285,29 @@ class SharedSteps:
 
     def start(self, steps: tuple[str, ...]) -> tuple[int, object, dict]:
         """(how many of `steps` are already done, their result, the facts they recorded)."""
+        k, prefix = self._longest(steps)
+        audio, facts = self.results[prefix]
+        return k, audio, dict(facts)
+
+    def _longest(self, steps: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
         for k in range(len(steps), -1, -1):
             if steps[:k] in self.results:
-                audio, facts = self.results[steps[:k]]
-                return k, audio, dict(facts)
+                return k, steps[:k]
         raise AssertionError("the decode is always kept")
 
     def keep(self, prefix: tuple[str, ...], audio, facts: dict) -> None:
         """Keep a step's result if a variant still to run starts with the same steps."""
         if any(p[:len(prefix)] == prefix for p in self.pending[1:]):
             self.results[prefix] = (audio, dict(facts))
+            self._prune(self.pending[1:])
 
     def finished(self, steps: tuple[str, ...]) -> None:
         self.pending.remove(steps)
-        for prefix in [p for p in self.results if p]:
-            if not any(q[:len(prefix)] == prefix for q in self.pending):
-                del self.results[prefix]
+        self._prune(self.pending)
+
+    def _prune(self, still: list[tuple[str, ...]]) -> None:
+        """Drop every kept result (but the decode) that is not the longest kept start of a
+        variant in `still`."""
+        wanted = {self._longest(q)[1] for q in still}
+        for prefix in [p for p in self.results if p and p not in wanted]:
+            del self.results[prefix]

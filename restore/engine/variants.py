@@ -40,10 +40,19 @@ VARIANTS: dict[str, Variant] = {
                 steps=("lowpass", "bwe_audiosr"), keeps_loudness=False),
         Variant("04_stems", "Demucs stems (vocals, drums, bass, other), one FLAC each",
                 steps=("separate",), stems=True),
+        Variant("05_stems_enhanced", "each stem through its own route (vocals: denoise + bandwidth extension; "
+                "drums, other: bandwidth extension; bass: unchanged), one FLAC each",
+                steps=("separate", "route"), keeps_loudness=False, stems=True),
+        Variant("06_remixed", "the routed stems summed back with what the separation left out (nothing lost), "
+                "per-stem gains", steps=("separate", "route", "remix"), keeps_loudness=False),
+        Variant("07_mastered", "the remix mastered: loudness target, true-peak ceiling, width (never squashed "
+                "past max_limiting_db)", steps=("separate", "route", "remix", "master"), keeps_loudness=False),
         Variant("08_hifigan", "HiFi-GAN+ bandwidth extension to 48 kHz (fast GAN, trained on speech)",
                 steps=("bwe_hifigan",), keeps_loudness=False),
+        # Off the default set: on the dev set it took 5-6 LU from every music clip and restored
+        # nothing (bench/RESULTS.md); the denoiser's place is the vocal stem's route (05-07).
         Variant("09_denoised", "DeepFilterNet3 denoise, gentle (trained on speech: risky on music)",
-                steps=("denoise",)),
+                steps=("denoise",), default=False),
         Variant("10_denoise_audiosr", "DeepFilterNet3 denoise, then AudioSR (the original full chain)",
                 steps=("denoise", "bwe_audiosr"), keeps_loudness=False),
         Variant("11_offline_restore", "CPU restore with nothing to download: highs above the cutoff and spectral holes",
@@ -75,7 +84,8 @@ def resolve_variants(spec: str | None) -> list[Variant] | None:
             match = [mastered(v) for v in match]
         chosen.extend(m for m in match if m not in chosen)
     order = list(VARIANTS)
-    return sorted(chosen, key=lambda v: (order.index(v.name.removesuffix(MASTERED)), v.name))
+    return sorted(chosen, key=lambda v: (order.index(v.name if v.name in VARIANTS else v.name.removesuffix(MASTERED)),
+                                         v.name))
 
 
 MASTERED = "_mastered"

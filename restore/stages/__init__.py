@@ -26,6 +26,9 @@ _REGISTRY = {
     "denoise": "restore.stages.denoise.stage:DeepFilterStage",
     "offline_restore": "restore.stages.offline_restore.stage:OfflineRestoreStage",
     "master": "restore.stages.master:MasterStage",
+    "stems_from": "restore.stages.stems_from:StemsFromStage",
+    "route": "restore.stages.route:RouteStage",
+    "remix": "restore.stages.remix:RemixStage",
 }
 
 

@@ -45,7 +45,7 @@ class StageProtocol(Protocol):
     def memory_bytes(self) -> int: ...
     def load(self, device: Any = None) -> None: ...
     def unload(self) -> None: ...
-    def process(self, audio: Audio, ctx: "StageContext") -> Audio | dict[str, Audio]: ...
+    def process(self, audio: Audio | dict[str, Audio], ctx: "StageContext") -> Audio | dict[str, Audio]: ...
 
 
 class Stage:
@@ -63,7 +63,8 @@ class Stage:
       the parsed options).
     - `memory_bytes()`: device memory the loaded stage needs (the model cache makes room).
     - `load(device)` / `unload()`: heavy set-up and tear-down, once per run.
-    - `process(audio, ctx) -> Audio | {stem: Audio}`: [channels, frames] float32 in and out;
+    - `process(audio, ctx) -> Audio | {stem: Audio}`: [channels, frames] float32 in and out
+      (stems in, for a stage that follows a separating one: restore.audio.Stems);
       keeps the duration exactly (frames scale with the rate) and the channel count, keeps
       loudness unless loudness is its job, never prints, never touches files; says what it
       did through ctx.log and records what it measured or chose in ctx.facts.
@@ -101,15 +102,32 @@ class Stage:
 
 @dataclass
 class StageContext:
-    """What a stage may use besides its audio: options, a log line sink and a progress sink.
-    Stages never print and never touch output files."""
+    """What a stage may use besides its audio: options, a log line sink and a progress sink,
+    the song's decode, and the run's other stages. Stages never print and never touch
+    output files.
 
-    options: dict[str, Any] = field(default_factory=dict)  # the song's facts: cutoff_hz (int or None), bitrate_kbps
+    options: the song's facts: `cutoff_hz` (int or None, the MP3's lowpass as the decode
+        measured it), `bitrate_kbps` (the MP3's, average for VBR) and `song` (its path relative to its input folder, e.g.
+        "Artist/Album/Song.mp3", for a stage that finds files of its own per song:
+        stems_from).
+    source: the song's decoded mixture (Audio [channels, frames] at the MP3's rate, float32),
+        the same for every step of every variant of the song, or None outside a run. For a
+        stage that needs the song beside what the previous step made of it: the remix adds
+        back what the stems miss of it, stems_from checks files against it. Read only: it is
+        shared by every variant of the song (and is the input of their first steps).
+    loaded: `loaded(name)` is the run's stage registered as `name`, loaded (through the run's
+        model cache: one load per run, released when no later song needs it), for a stage
+        that runs other stages (route); None outside a run (the stage then loads its own).
+    """
+
+    options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = lambda line: None
     progress: Callable[[float], None] = lambda fraction: None
     # What a stage measured and wants in the marker and the report (e.g. the lowpass it
     # used, a stem sum residual): the pipeline merges it into the job's facts.
     facts: dict[str, Any] = field(default_factory=dict)
+    source: Audio | None = None
+    loaded: Callable[[str], Any] | None = None
 
 
 def package_version(name: str) -> str:

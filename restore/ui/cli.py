@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-model-file", action="append", default=[], metavar="PATH", dest="trusted",
                    help="load this model file even if it is not the published one, unpickling it in full if it "
                         "needs that, which runs whatever the file names (repeatable; the log says so)")
+    r.add_argument("--stems-from", metavar="DIR",
+                   help="stems made elsewhere (UVR, audio-separator, an earlier 04_stems), used instead of Demucs "
+                        "for 04-07: DIR/<song path without .mp3>/<stem>.flac or <Song>_(<Stem>).flac")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
@@ -124,13 +127,23 @@ def _main(argv: list[str] | None) -> int:
             dry_run=args.dry_run, debug=args.debug, device=args.device,
             models_dir=clean_user_path(args.models_dir) if args.models_dir else None, order=args.order,
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
-            stage_options=parse_settings(args.settings),
+            stage_options=parse_settings(args.settings), stems_from=_stems_folder(args.stems_from),
             trusted_model_files=tuple(clean_user_path(t) for t in args.trusted),
         )
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def _stems_folder(raw: str | None):
+    """--stems-from DIR, cleaned; a usage error if it is not a folder."""
+    if raw is None:
+        return None
+    folder = clean_user_path(raw)
+    if not folder.is_dir():
+        raise UsageError("--stems-from: no such folder", folder)
+    return folder
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict[str, str]]:
@@ -153,13 +166,34 @@ def variants_command(console: Console, models: str | None) -> int:
     """Every variant, and whether it can run here (and if not, why: a missing model or package)."""
     from restore.engine.plan import variant_status
     from restore.stages import StageEnv
-    status = variant_status(VARIANTS.values(), StageEnv(models_dir=clean_user_path(models) if models else None))
+    env = StageEnv(models_dir=clean_user_path(models) if models else None)
+    status = variant_status(VARIANTS.values(), env)
     print_device(console)
     for v in VARIANTS.values():
         why = status[v.name]
         state = f"[yellow]unavailable:[/] {safe(why)}" if why else "[green]ready[/]"
         console.print(f"[bold]{v.name}[/]  {safe(v.title)}\n    {state}", soft_wrap=True)
+        for line in _needs(v, env):
+            console.print(f"    [dim]{safe(line)}[/]", soft_wrap=True)
     return 0
+
+
+def _needs(variant, env) -> list[str]:
+    """What a variant needs besides its models, in words: its stems' source and routes, and
+    whether it is in the default set."""
+    from restore.stages import get_stage
+    lines = []
+    if "separate" in variant.steps:
+        lines.append("stems: Demucs (--set separate.model=...), or your own from UVR or audio-separator: --stems-from DIR")
+    if "route" in variant.steps:
+        route = get_stage("route", env)
+        lines.append("routes: " + "; ".join(f"{stem}: {', '.join(route.route_of(stem)) or 'none'}"
+                                             for stem in route.opts) + " (--set route.STEM=...)")
+    if "remix" in variant.steps:
+        lines.append("remix: the stems + what the separation left out; per-stem gains --set remix.STEM_db=...")
+    if not variant.default:
+        lines.append("not in the default set: run it by name (--variants " + variant.name[:2] + ")")
+    return lines
 
 
 def options_command(console: Console, markdown: bool = False) -> int:
