@@ -12,7 +12,14 @@ extrapolated: a DDIM step by a + b L + c L^2 through 5.12, 10.24 and 20.48 s (at
 quadratic in L), the fixed part by a + b L through 2.56, 5.12 and 10.24 s (convolutions
 dominate it; the VAE's own attention would only add to it). Printed, never asserted.
 
-    flock /tmp/mp3restore-bench.lock python bench/bench_audiosr.py [--steps 4] [--work DIR] [--keep]
+`batch` (issue #19): at 5.12 s, calls of 1, 2 and 4 items (one channel, both channels,
+both channels of two neighbouring chunks), each part per item: does a bigger call make an
+item cheaper on this CPU? The guided step both ways: the conditional and unconditional UNet
+passes as one call of 2B (the stage's GuidedModel) and as audiosr's two calls of B.
+`parts` and `totals` time audiosr's two passes (as measured before GuidedModel).
+
+    flock /tmp/mp3restore-bench.lock python bench/bench_audiosr.py [--only parts|totals|batch]
+        [--steps 4] [--work DIR] [--keep]
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import add_common_args, machine_line, say, work_folder  # noqa: E402
 
-PARTS = ("load", "parts", "totals")
+PARTS = ("load", "parts", "totals", "batch")
 DDIM_STEPS = 50
 OVERLAP = 0.64
 
@@ -38,12 +45,14 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
 
 
-def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True) -> dict:
+def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True, batched: bool = False) -> dict:
     """Seconds for one call of `items` items of `seconds` s: the fixed parts, and one DDIM
-    step as the median time between step ends (the first step's set-up excluded)."""
+    step as the median time between step ends (the first step's set-up excluded). `batched`:
+    the guidance's two UNet passes as one (the stage's GuidedModel); else audiosr's two."""
     import torch
 
     from restore.stages.audiosr.compat import load_audiosr
+    from restore.stages.audiosr.stage import GuidedModel
     lib = load_audiosr()
     m = engine.model
     n = int(round(seconds * 48000))
@@ -54,12 +63,15 @@ def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True) 
         mel = engine.log_mel(x)
         c = m.cond_stage_models[0].vae.encode(mel[:, None]).sample()
         out["encode"] = time.perf_counter() - t
-        sampler = lib["DDIMSampler"](m, device=engine.device)
+        uncond = {"concat_lowpass_cond": torch.full_like(c, -11.4981)}
+        guide = {"unconditional_guidance_scale": 3.5, "unconditional_conditioning": uncond}
+        model = m
+        if batched:
+            model, guide = GuidedModel(m, uncond, 3.5), {"unconditional_guidance_scale": 1.0}
+        sampler = lib["DDIMSampler"](model, device=engine.device)
         ends = []
         samples, _ = sampler.sample(steps, items, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
-                                    unconditional_guidance_scale=3.5,
-                                    unconditional_conditioning={"concat_lowpass_cond": torch.full_like(c, -11.4981)},
-                                    callback=lambda i: ends.append(time.perf_counter()))
+                                    **guide, callback=lambda i: ends.append(time.perf_counter()))
         out["step"] = float(np.median(np.diff(ends)))
         if not fixed:
             return out
@@ -80,6 +92,23 @@ def fit(lengths, values, at: float, degree: int) -> float:
     if degree == 2 and coeffs[0] < 0:
         coeffs = np.polyfit(np.asarray(lengths), np.asarray(values), deg=1)
     return float(np.polyval(coeffs, at))
+
+
+def batch_part(engine, steps: int) -> None:
+    """Per-item cost of each part at 5.12 s: calls of 1, 2 and 4 items with the guidance's
+    two UNet passes as one (what the stage runs), and audiosr's two passes for 1 and 2 items."""
+    base = None
+    for items in (1, 2, 4):
+        two = measure(engine, 5.12, items, steps, fixed=False) if items < 4 else None
+        r = measure(engine, 5.12, items, steps, batched=True)
+        per = {k: r[k] / items for k in ("encode", "step", "decode", "vocoder")}
+        chunk = per["encode"] + per["decode"] + per["vocoder"] + DDIM_STEPS * per["step"]
+        base = base or chunk
+        passes = f" (audiosr's two passes: {two['step'] / items:6.2f} s)" if two else ""
+        say("batch", f"L= 5.12 s, {items} item{'s' if items > 1 else ' '} per call, per item: encode {per['encode']:6.2f} s, "
+                     f"one CFG step in one pass {per['step']:6.2f} s{passes}, decode {per['decode']:6.2f} s, "
+                     f"vocoder {per['vocoder']:6.2f} s; an item at {DDIM_STEPS} steps {chunk:7.1f} s = "
+                     f"{chunk / base:.2f} x one alone; peak RSS {peak_rss_gib():.2f} GiB")
 
 
 def main() -> None:
@@ -107,6 +136,11 @@ def main() -> None:
                     f"{params / 1e6:.0f} M parameters kept in use; peak RSS {peak_rss_gib():.2f} GiB")
 
         measure(engine, 0.64, 1, 2)   # warm-up: the first call pays for kernel set-up and allocations
+        only = set(args.only or PARTS)
+        if "batch" in only:
+            batch_part(engine, args.steps)
+        if not only & {"parts", "totals"}:
+            return
         rows = {}
         for seconds in (2.56, 5.12, 10.24):
             r = measure(engine, seconds, 1, args.steps)

@@ -361,3 +361,47 @@ def test_a_song_shorter_than_a_chunk_is_padded_to_the_full_chunk_and_comes_out_e
     assert items.shape == (1, 245760) and not items[0, 144000:].any() and items[0, :144000].any()
     assert out.rate == 48000 and out.samples.shape == (1, 144000) and np.isfinite(out.samples).all()
     assert any("shorter than one chunk: padded with silence to 5.12 s" in line for line in lines), lines
+
+
+def test_guidance_in_one_unet_pass_equals_audiosrs_two_passes(stage):
+    """GuidedModel runs the conditional and unconditional UNet passes of a step as one call;
+    audiosr's own DDIM sampler, given the same start and eta 0 (no step noise), must land on
+    the same latents as with its two passes."""
+    m, engine = stage.engine.model, stage.engine
+    x = torch.from_numpy((band(0.64, rate=48000, seed=9).samples * 2).astype(np.float32))
+    # The UNet's last layers start at zero (latent diffusion's zero_module): a random UNet
+    # predicts zero whatever its input. Wake them for this test, then put the zeros back.
+    zeros = [q for q in m.model.parameters() if not q.any()]
+    assert zeros
+    with torch.no_grad():
+        for q in zeros:
+            q.normal_(0, 0.02, generator=torch.Generator().manual_seed(q.numel()))
+    try:
+        one, two, unguided = _three_samplings(m, engine, x)
+    finally:
+        with torch.no_grad():
+            for q in zeros:
+                q.zero_()
+    scale = float(two.abs().max())
+    assert float((one - two).abs().max()) < 1e-4 * scale
+    assert float((unguided - two).abs().max()) > 1e-2 * scale   # the guidance matters: the test can fail
+
+
+def _three_samplings(m, engine, x):
+    from restore.stages.audiosr.compat import load_audiosr
+    from restore.stages.audiosr.stage import UNCOND_LATENT, GuidedModel
+    with torch.inference_mode():
+        c = m.cond_stage_models[0].vae.encode(engine.log_mel(x)[:, None]).mean
+        uncond = {"concat_lowpass_cond": torch.full_like(c, UNCOND_LATENT)}
+        start = torch.randn(c.shape, generator=torch.Generator().manual_seed(0))
+
+        def sample(model, **guide):
+            sampler = load_audiosr()["DDIMSampler"](model, device=engine.device)
+            out, _ = sampler.sample(2, len(x), tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False,
+                                    eta=0.0, x_T=start.clone(), **guide)
+            return out
+
+        two = sample(m, unconditional_guidance_scale=3.5, unconditional_conditioning=uncond)
+        one = sample(GuidedModel(m, uncond, 3.5), unconditional_guidance_scale=1.0, unconditional_conditioning=None)
+        unguided = sample(m, unconditional_guidance_scale=1.0, unconditional_conditioning=None)
+    return one, two, unguided

@@ -196,12 +196,35 @@ def item_seed(seed: int, item: np.ndarray) -> int:
     return int.from_bytes(h.digest(), "little") >> 1
 
 
+class GuidedModel:
+    """The LatentDiffusion as audiosr's DDIM sampler sees it, with classifier-free guidance
+    in one UNet pass over 2B items (conditional and unconditional side by side) where
+    audiosr's p_sample_ddim makes two passes over B: the UNet treats items independently,
+    so each item's arithmetic is the same (float rounding aside) in one bigger call. The
+    sampler is then run with guidance 1.0, which makes it call apply_model once per step.
+    Everything else is the model's own (attribute look-ups pass through)."""
+
+    def __init__(self, model, uncond: dict, scale: float):
+        self.__dict__.update(model=model, uncond=uncond, scale=scale)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["model"], name)
+
+    def apply_model(self, x, t, cond: dict):
+        import torch
+        both = self.model.apply_model(torch.cat([x, x]), torch.cat([t, t]),
+                                      {k: torch.cat([v, self.uncond[k]]) for k, v in cond.items()})
+        c, u = both.chunk(2)
+        return u + self.scale * (c - u)      # p_sample_ddim's own guidance formula
+
+
 class AudioSrEngine:
     """One loaded LatentDiffusion on one device, and the generation of a batch of items."""
 
     def __init__(self, model, device: str, half: bool):
         import torch
         self.model, self.device, self.half = model, torch.device(device), half
+        self.batched_guidance = True   # GuidedModel; False: audiosr's two UNet passes per step
         self.model.device = self.device          # DDPM/DDIM read model.device for their buffers
         self.mel_basis = torch.from_numpy(mel_basis()).to(self.device)
         self.window = torch.hann_window(N_FFT).to(self.device)
@@ -246,7 +269,13 @@ class AudioSrEngine:
             posterior = cond_vae.encode(mel[:, None])
             c = posterior.mean + posterior.std * noise(posterior.mean.shape)   # DiagonalGaussian.sample, own noise
             uncond = torch.full_like(c, UNCOND_LATENT)
-            sampler = lib["DDIMSampler"](m, device=self.device)
+            guide = {"unconditional_guidance_scale": guidance,
+                     "unconditional_conditioning": {"concat_lowpass_cond": uncond}}
+            sampled = m
+            if self.batched_guidance and guidance != 1.0:   # at 1.0 audiosr makes the conditional pass only
+                sampled = GuidedModel(m, guide["unconditional_conditioning"], guidance)
+                guide = {"unconditional_guidance_scale": 1.0, "unconditional_conditioning": None}
+            sampler = lib["DDIMSampler"](sampled, device=self.device)
             half = self.half if half is None else half
             autocast = (torch.autocast("cuda", dtype=torch.float16) if half and self.device.type == "cuda"
                         else contextlib.nullcontext())
@@ -256,9 +285,7 @@ class AudioSrEngine:
                 with autocast:
                     samples, _ = sampler.sample(
                         steps, b, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
-                        x_T=noise(c.shape), unconditional_guidance_scale=guidance,
-                        unconditional_conditioning={"concat_lowpass_cond": uncond},
-                        callback=(lambda i: on_step(i + 1)) if on_step else None)
+                        x_T=noise(c.shape), **guide, callback=(lambda i: on_step(i + 1)) if on_step else None)
             finally:
                 ddim.noise_like = original
             out_mel = m.decode_first_stage(samples.float())
