@@ -57,8 +57,9 @@ OVERLAP_SECONDS = 0.64
 UNCOND_LATENT = -11.4981       # VAEFeatureExtract's unconditional condition (a constant latent)
 TARGET_PEAK = 0.5              # AudioSR's normalize_wav
 # Device memory: weights in use (UNet 258 M, the decoder VAE + vocoder, the encoder VAE) in
-# float32, and activations per item-second. The activation figure is an estimate (not
-# measured on a GPU here); the out-of-memory policy covers it being too low.
+# float32, and activations per item-second. The activation figure is an estimate, not
+# measured on a GPU (the guided step's one UNet pass holds two items' activations per
+# item); the out-of-memory policy covers it being too low.
 COST = ModelCost(fixed_bytes=3_200 << 20, bytes_per_item_second=400 << 20)
 MAX_MATCH_DB = 12.0
 # The chunk guard, in the scaled domain (the song's low-passed peak at TARGET_PEAK): an
@@ -243,8 +244,9 @@ class AudioSrEngine:
                  half: bool | None = None) -> np.ndarray:
         """items: float32 [B, n] at 48 kHz, low-passed and scaled -> float32 [B, n] at 48 kHz.
         `half` (None: the engine's own setting) runs the UNet under float16 autocast, on
-        CUDA only; the VAEs and the vocoder always run in float32. Items longer than the
-        0.64 s latent grid allows are zero-padded to it and trimmed back."""
+        CUDA only; the VAEs and the vocoder always run in float32. Each guided step is one
+        UNet pass over 2B items (GuidedModel) unless `batched_guidance` is off. Items are
+        zero-padded to a multiple of the 0.64 s latent grid and trimmed back."""
         import contextlib
 
         import torch
