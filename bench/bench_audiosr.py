@@ -45,14 +45,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
 
 
-def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True, batched: bool = False) -> dict:
+def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True) -> dict:
     """Seconds for one call of `items` items of `seconds` s: the fixed parts, and one DDIM
-    step as the median time between step ends (the first step's set-up excluded). `batched`:
-    the guidance's two UNet passes as one (the stage's GuidedModel); else audiosr's two."""
+    step (audiosr's two UNet passes) as the median time between step ends (the first
+    step's set-up excluded)."""
     import torch
 
     from restore.stages.audiosr.compat import load_audiosr
-    from restore.stages.audiosr.stage import GuidedModel
     lib = load_audiosr()
     m = engine.model
     n = int(round(seconds * 48000))
@@ -63,15 +62,12 @@ def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True, 
         mel = engine.log_mel(x)
         c = m.cond_stage_models[0].vae.encode(mel[:, None]).sample()
         out["encode"] = time.perf_counter() - t
-        uncond = {"concat_lowpass_cond": torch.full_like(c, -11.4981)}
-        guide = {"unconditional_guidance_scale": 3.5, "unconditional_conditioning": uncond}
-        model = m
-        if batched:
-            model, guide = GuidedModel(m, uncond, 3.5), {"unconditional_guidance_scale": 1.0}
-        sampler = lib["DDIMSampler"](model, device=engine.device)
+        sampler = lib["DDIMSampler"](m, device=engine.device)
         ends = []
         samples, _ = sampler.sample(steps, items, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
-                                    **guide, callback=lambda i: ends.append(time.perf_counter()))
+                                    unconditional_guidance_scale=3.5,
+                                    unconditional_conditioning={"concat_lowpass_cond": torch.full_like(c, -11.4981)},
+                                    callback=lambda i: ends.append(time.perf_counter()))
         out["step"] = float(np.median(np.diff(ends)))
         if not fixed:
             return out
