@@ -12,7 +12,14 @@ extrapolated: a DDIM step by a + b L + c L^2 through 5.12, 10.24 and 20.48 s (at
 quadratic in L), the fixed part by a + b L through 2.56, 5.12 and 10.24 s (convolutions
 dominate it; the VAE's own attention would only add to it). Printed, never asserted.
 
-    flock /tmp/mp3restore-bench.lock python bench/bench_audiosr.py [--steps 4] [--work DIR] [--keep]
+`batch` (issue #19): at 5.12 s, calls of 1 and 2 items: one guided DDIM step with the
+conditional and unconditional UNet passes as one call of 2B items (the stage's
+GuidedModel) against audiosr's two calls of B, interleaved round by round (a shared
+machine's load changes hit both alike).
+`parts` and `totals` time audiosr's two passes (as measured before GuidedModel).
+
+    flock /tmp/mp3restore-bench.lock python bench/bench_audiosr.py [--only parts|totals|batch]
+        [--steps 4] [--work DIR] [--keep]
 """
 from __future__ import annotations
 
@@ -27,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import add_common_args, machine_line, say, work_folder  # noqa: E402
+from bench.common import add_common_args, load, machine_line, say, work_folder  # noqa: E402
 
-PARTS = ("load", "parts", "totals")
+PARTS = ("load", "parts", "totals", "batch")
 DDIM_STEPS = 50
 OVERLAP = 0.64
 
@@ -40,7 +47,8 @@ def peak_rss_gib() -> float:
 
 def measure(engine, seconds: float, items: int, steps: int, fixed: bool = True) -> dict:
     """Seconds for one call of `items` items of `seconds` s: the fixed parts, and one DDIM
-    step as the median time between step ends (the first step's set-up excluded)."""
+    step (audiosr's two UNet passes) as the median time between step ends (the first
+    step's set-up excluded)."""
     import torch
 
     from restore.stages.audiosr.compat import load_audiosr
@@ -82,6 +90,45 @@ def fit(lengths, values, at: float, degree: int) -> float:
     return float(np.polyval(coeffs, at))
 
 
+def guided_steps(engine, c, steps: int, batched: bool) -> float:
+    """Median seconds of one guided DDIM step on the conditions c, one pass or audiosr's two."""
+    import torch
+
+    from restore.stages.audiosr.compat import load_audiosr
+    from restore.stages.audiosr.stage import GuidedModel
+    m = engine.model
+    uncond = {"concat_lowpass_cond": torch.full_like(c, -11.4981)}
+    guide = {"unconditional_guidance_scale": 3.5, "unconditional_conditioning": uncond}
+    model = m
+    if batched:
+        model, guide = GuidedModel(m, uncond, 3.5), {"unconditional_guidance_scale": 1.0}
+    ends = []
+    with torch.inference_mode():
+        load_audiosr()["DDIMSampler"](model, device=engine.device).sample(
+            steps, len(c), tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0, **guide,
+            callback=lambda i: ends.append(time.perf_counter()))
+    return float(np.median(np.diff(ends)))
+
+
+def batch_part(engine, steps: int, rounds: int = 3) -> None:
+    """At 5.12 s, for calls of 1 and 2 items: one guided step with the guidance's two UNet
+    passes as one call of 2B (the stage's GuidedModel) and as audiosr's two calls of B,
+    interleaved over `rounds` rounds so that load changes on a shared machine hit both
+    alike; the fastest round of each is kept."""
+    import torch
+    for items in (1, 2):
+        x = torch.from_numpy((np.random.default_rng(0).standard_normal((items, 245760)) * 0.05).astype(np.float32))
+        with torch.inference_mode():
+            c = engine.model.cond_stage_models[0].vae.encode(engine.log_mel(x)[:, None]).sample()
+        one, two = [], []
+        for _ in range(rounds):
+            two.append(guided_steps(engine, c, steps, batched=False))
+            one.append(guided_steps(engine, c, steps, batched=True))
+        say("batch", f"L= 5.12 s, {items} item{'s' if items > 1 else ' '} per call: one guided step, audiosr's two "
+                     f"passes {min(two):6.2f} s, one pass of {2 * items} {min(one):6.2f} s = {min(one) / min(two):.2f} x "
+                     f"(rounds: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(two, one))}); {load()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(ap, PARTS)
@@ -107,6 +154,11 @@ def main() -> None:
                     f"{params / 1e6:.0f} M parameters kept in use; peak RSS {peak_rss_gib():.2f} GiB")
 
         measure(engine, 0.64, 1, 2)   # warm-up: the first call pays for kernel set-up and allocations
+        only = set(args.only or PARTS)
+        if "batch" in only:
+            batch_part(engine, args.steps)
+        if not only & {"parts", "totals"}:
+            return
         rows = {}
         for seconds in (2.56, 5.12, 10.24):
             r = measure(engine, seconds, 1, args.steps)

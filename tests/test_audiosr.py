@@ -238,3 +238,170 @@ def test_the_installed_check_still_answers_after_audiosr_is_loaded(tmp_path):
     assert importlib.util.find_spec("audiosr") is not None
     why = AudioSrStage(StageEnv(models_dir=tmp_path)).unavailable()  # an empty models folder
     assert "audiosr-basic is missing" in why and "not installed" not in why
+
+
+def _recording(engine, change=None):
+    """Wraps engine.generate (an instance attribute; `del engine.generate` undoes it): records
+    (items, half) of every call and lets `change(call_number, y)` alter one output."""
+    real, calls = engine.generate, []
+
+    def generate(items, *args, half=None, **kwargs):
+        y = real(items, *args, half=half, **kwargs)
+        calls.append((items.copy(), half))
+        if change:
+            change(len(calls), y)
+        return y
+
+    engine.generate = generate
+    return calls
+
+
+def test_suspect_flags_non_finite_and_absurd_outputs_only():
+    from restore.stages.audiosr.stage import suspect
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5, 4800)) * 0.1).astype(np.float32)
+    x[4] = 0                                          # a silent item
+    y = x * np.float32(1.5)                           # +3.5 dB: a plausible output
+    y[4] = 0.01 * rng.standard_normal(4800)           # quiet highs over silence: fine
+    assert suspect(x, y) == [None] * 5
+    y[0, 10] = np.nan
+    y[1, 20] = np.inf
+    y[2] = np.tanh(50 * x[2])                         # a saturated vocoder: full scale
+    y[4] = 0.6                                        # silence turned into half the song's peak
+    why = suspect(x, y)
+    assert why[0] == why[1] == "output not finite" and why[3] is None
+    assert "RMS" in why[2] and "peak" in why[4]   # a loud item saturates under its peak bound: its RMS shows it
+
+
+def test_a_nan_in_one_chunk_is_redone_in_float32_and_matches_a_float32_run(stage):
+    """Half precision cannot run here (autocast is CUDA's): the engine is told it is in half
+    precision (on the CPU that changes nothing) and one call's output gets a NaN in one item,
+    as a float16 overflow would give. That item alone is redone with half=False."""
+    audio = band(0.6, seed=12)
+    clean_ctx = StageContext(options={"cutoff_hz": 16000})
+    clean = stage.process(audio, clean_ctx).samples
+    assert clean_ctx.facts["audiosr_fp32_redone"] == 0
+
+    def poison(call, y):
+        if call == 1:
+            y[1, 5000] = np.nan
+
+    calls = _recording(stage.engine, poison)
+    stage.engine.half = True
+    lines = []
+    ctx = StageContext(options={"cutoff_hz": 16000}, log=lines.append)
+    try:
+        out = stage.process(audio, ctx).samples
+    finally:
+        del stage.engine.generate
+        stage.engine.half = False
+    assert [(len(items), half) for items, half in calls] == [(2, None), (1, False)]
+    assert np.array_equal(calls[1][0][0], calls[0][0][1])          # the poisoned item, alone
+    assert np.isfinite(out).all() and np.max(np.abs(out - clean)) < 1e-5
+    assert ctx.facts["audiosr_fp32_redone"] == 1
+    assert any("chunk 1 of 1, channel 2: output not finite in half precision; redone in float32" in line
+               for line in lines), lines
+
+
+def test_a_non_finite_float32_output_fails_the_song(stage):
+    from restore.errors import RestoreError
+
+    def poison(call, y):
+        y[0, :] = np.inf
+
+    _recording(stage.engine, poison)
+    try:
+        with pytest.raises(RestoreError, match="not finite"):
+            stage.process(band(0.6, seed=13), StageContext(options={"cutoff_hz": 16000}))
+    finally:
+        del stage.engine.generate
+
+
+def test_dc_offset_is_removed_before_the_gain_and_not_put_back(stage):
+    """AudioSR's normalize_wav removes the mean before its peak gain and its output keeps
+    the DC-free input's low band: the model sees the same items with or without an offset,
+    and the output has none."""
+    audio = band(0.6, seed=4)
+    offset = np.array([[0.01], [-0.02]], np.float32)
+    shifted = Audio(audio.samples + offset, audio.rate)
+    seen = []
+    for a in (audio, shifted):
+        calls = _recording(stage.engine)
+        ctx = StageContext(options={"cutoff_hz": 16000})
+        try:
+            out = stage.process(a, ctx).samples
+        finally:
+            del stage.engine.generate
+        seen.append((calls[0][0], out, ctx.facts["audiosr_dc_removed"]))
+    (plain, _, dc_plain), (moved, out, dc_moved) = seen
+    assert np.max(np.abs(moved - plain)) < 1e-5
+    assert np.allclose(np.array(dc_moved) - np.array(dc_plain), offset[:, 0], atol=1e-5)
+    assert np.max(np.abs(out.mean(axis=1))) < 1e-4
+    # What the removal spares the conditioning: the lowest mel bins of an item with the
+    # offset left in (scaled like the model's input) are far from the clean item's.
+    mel = lambda x: stage.engine.log_mel(torch.from_numpy(np.ascontiguousarray(x))).numpy()[..., :4]  # noqa: E731
+    assert np.max(np.abs(mel(moved) - mel(plain))) < 0.05
+    assert np.max(np.abs(mel(plain + np.float32(0.01)) - mel(plain))) > 1.0
+
+
+def test_a_song_shorter_than_a_chunk_is_padded_to_the_full_chunk_and_comes_out_exact(stage):
+    """A 3 s song at 44.1 kHz with the default 5.12 s chunks: the model gets one 5.12 s
+    item (zeros after the song), the output is exactly 3 s at 48 kHz."""
+    short = AudioSrStage(StageEnv(options={"bwe_audiosr": {"ddim_steps": "2"}}))
+    short.engine, short.device = stage.engine, stage.device
+    audio = Audio(band(3.0, rate=44100, seed=6).samples[:1].copy(), 44100)   # mono: one item
+    assert audio.frames == 132300
+    calls = _recording(stage.engine)
+    lines = []
+    try:
+        out = short.process(audio, StageContext(options={"cutoff_hz": 16000}, log=lines.append))
+    finally:
+        del stage.engine.generate
+    (items, _), = calls
+    assert items.shape == (1, 245760) and not items[0, 144000:].any() and items[0, :144000].any()
+    assert out.rate == 48000 and out.samples.shape == (1, 144000) and np.isfinite(out.samples).all()
+    assert any("shorter than one chunk: padded with silence to 5.12 s" in line for line in lines), lines
+
+
+def test_guidance_in_one_unet_pass_equals_audiosrs_two_passes(stage):
+    """GuidedModel runs the conditional and unconditional UNet passes of a step as one call;
+    audiosr's own DDIM sampler, given the same start and eta 0 (no step noise), must land on
+    the same latents as with its two passes."""
+    m, engine = stage.engine.model, stage.engine
+    x = torch.from_numpy((band(0.64, rate=48000, seed=9).samples * 2).astype(np.float32))
+    # The UNet's last layers start at zero (latent diffusion's zero_module): a random UNet
+    # predicts zero whatever its input. Wake them for this test, then put the zeros back.
+    zeros = [q for q in m.model.parameters() if not q.any()]
+    assert zeros
+    with torch.no_grad():
+        for q in zeros:
+            q.normal_(0, 0.02, generator=torch.Generator().manual_seed(q.numel()))
+    try:
+        one, two, unguided = _three_samplings(m, engine, x)
+    finally:
+        with torch.no_grad():
+            for q in zeros:
+                q.zero_()
+    scale = float(two.abs().max())
+    assert float((one - two).abs().max()) < 1e-4 * scale
+    assert float((unguided - two).abs().max()) > 1e-2 * scale   # the guidance matters: the test can fail
+
+
+def _three_samplings(m, engine, x):
+    from restore.stages.audiosr.compat import load_audiosr
+    from restore.stages.audiosr.stage import UNCOND_LATENT, GuidedModel
+    with torch.inference_mode():
+        c = m.cond_stage_models[0].vae.encode(engine.log_mel(x)[:, None]).mean
+        uncond = {"concat_lowpass_cond": torch.full_like(c, UNCOND_LATENT)}
+        start = torch.randn(c.shape, generator=torch.Generator().manual_seed(0))
+
+        def sample(model, **guide):
+            sampler = load_audiosr()["DDIMSampler"](model, device=engine.device)
+            out, _ = sampler.sample(2, len(x), tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False,
+                                    eta=0.0, x_T=start.clone(), **guide)
+            return out
+
+        two = sample(m, unconditional_guidance_scale=3.5, unconditional_conditioning=uncond)
+        one = sample(GuidedModel(m, uncond, 3.5), unconditional_guidance_scale=1.0, unconditional_conditioning=None)
+        unguided = sample(m, unconditional_guidance_scale=1.0, unconditional_conditioning=None)
+    return one, two, unguided

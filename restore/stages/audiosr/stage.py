@@ -8,11 +8,16 @@ folder or the Hugging Face cache. audiosr's build_model always downloads; we do 
 
 What AudioSR 0.0.7 does to a file, and what we do instead:
 - it reads only the first channel: each channel here is one item, left and right batched;
-- it removes DC and peak-normalises each file to 0.5: one gain for the whole song (both
-  channels) brings the low-passed song's peak to 0.5 and is undone afterwards, so chunks
-  and channels keep their relative levels;
+- it removes DC and peak-normalises each file to 0.5: the DC of each channel is removed
+  here too and, as there, not put back; then one gain for the whole song (both channels)
+  brings the low-passed song's peak to 0.5 and is undone afterwards, so chunks and
+  channels keep their relative levels;
 - it pads to 5.12 s multiples and returns the padding: chunks of 5.12 s (its recommended
-  length) with 0.64 s raised-cosine crossfades through the one chunker; exact length;
+  length) with 0.64 s raised-cosine crossfades through the one chunker; exact length; a
+  song shorter than one chunk is padded with silence to the full chunk and trimmed back;
+- it runs in float32: here the UNet runs under float16 autocast on CUDA (`half`), and
+  every item's output is checked (`suspect`): one that is not finite or absurdly loud is
+  redone in float32 and the log says so;
 - it low-passes its input at a cutoff it detects (98.5 % of the STFT energy below) with a
   filter type drawn at random: here the cutoff is detected the same way once per song and
   the filter is the one its RNG draws for the seed;
@@ -52,10 +57,17 @@ OVERLAP_SECONDS = 0.64
 UNCOND_LATENT = -11.4981       # VAEFeatureExtract's unconditional condition (a constant latent)
 TARGET_PEAK = 0.5              # AudioSR's normalize_wav
 # Device memory: weights in use (UNet 258 M, the decoder VAE + vocoder, the encoder VAE) in
-# float32, and activations per item-second. The activation figure is an estimate (not
-# measured on a GPU here); the out-of-memory policy covers it being too low.
+# float32, and activations per item-second. The activation figure is an estimate, not
+# measured on a GPU (the guided step's one UNet pass holds two items' activations per
+# item); the out-of-memory policy covers it being too low.
 COST = ModelCost(fixed_bytes=3_200 << 20, bytes_per_item_second=400 << 20)
 MAX_MATCH_DB = 12.0
+# The chunk guard, in the scaled domain (the song's low-passed peak at TARGET_PEAK): an
+# output more than 12 dB above its own input, and above half the song's peak, is no
+# bandwidth extension. AudioSR's vocoder ends in tanh, so a UNet that overflowed in half
+# precision shows as NaN/inf or as a saturated, full-scale output.
+ABSURD_RATIO = 4.0
+ABSURD_LEVEL = 0.25
 
 
 def _on_grid(chunk: float) -> float:
@@ -117,6 +129,27 @@ def audiosr_cutoff_hz(x48: np.ndarray, percentile: float = 0.985) -> float:
     return OUT_RATE / 2 if cutoff < 1000 else cutoff
 
 
+def suspect(x: np.ndarray, y: np.ndarray) -> list[str | None]:
+    """Why each item of the model's output y cannot be right, or None: float32 [B, n] input
+    and output, both in the scaled domain. Not finite; or a peak, or an RMS level, more
+    than ABSURD_RATIO times the item's input's and above ABSURD_LEVEL (for near-silent
+    items the ratio alone would flag anything)."""
+    why: list[str | None] = []
+    for xi, yi in zip(x.astype(np.float64), y.astype(np.float64)):
+        if not np.isfinite(yi).all():
+            why.append("output not finite")
+            continue
+        peak_in, peak_out = float(np.max(np.abs(xi), initial=0.0)), float(np.max(np.abs(yi), initial=0.0))
+        rms_in, rms_out = float(np.sqrt(np.mean(xi * xi))), float(np.sqrt(np.mean(yi * yi)))
+        if peak_out > max(ABSURD_RATIO * peak_in, ABSURD_LEVEL):
+            why.append(f"output peak {peak_out:.3g} against an input peak of {peak_in:.3g}")
+        elif rms_out > max(ABSURD_RATIO * rms_in, ABSURD_LEVEL):
+            why.append(f"output RMS {rms_out:.3g} against an input RMS of {rms_in:.3g}")
+        else:
+            why.append(None)
+    return why
+
+
 def keep_band_below(source: np.ndarray, generated: np.ndarray, cutoff_hz: float, rate: int = OUT_RATE,
                     taps: int = 4095) -> np.ndarray:
     """float32 [C, T] x2 -> generated above cutoff_hz, source below: generated + L(source -
@@ -164,12 +197,35 @@ def item_seed(seed: int, item: np.ndarray) -> int:
     return int.from_bytes(h.digest(), "little") >> 1
 
 
+class GuidedModel:
+    """The LatentDiffusion as audiosr's DDIM sampler sees it, with classifier-free guidance
+    in one UNet pass over 2B items (conditional and unconditional side by side) where
+    audiosr's p_sample_ddim makes two passes over B: the UNet treats items independently,
+    so each item's arithmetic is the same (float rounding aside) in one bigger call. The
+    sampler is then run with guidance 1.0, which makes it call apply_model once per step.
+    Everything else is the model's own (attribute look-ups pass through)."""
+
+    def __init__(self, model, uncond: dict, scale: float):
+        self.__dict__.update(model=model, uncond=uncond, scale=scale)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["model"], name)
+
+    def apply_model(self, x, t, cond: dict):
+        import torch
+        both = self.model.apply_model(torch.cat([x, x]), torch.cat([t, t]),
+                                      {k: torch.cat([v, self.uncond[k]]) for k, v in cond.items()})
+        c, u = both.chunk(2)
+        return u + self.scale * (c - u)      # p_sample_ddim's own guidance formula
+
+
 class AudioSrEngine:
     """One loaded LatentDiffusion on one device, and the generation of a batch of items."""
 
     def __init__(self, model, device: str, half: bool):
         import torch
         self.model, self.device, self.half = model, torch.device(device), half
+        self.batched_guidance = True   # GuidedModel; False: audiosr's two UNet passes per step
         self.model.device = self.device          # DDPM/DDIM read model.device for their buffers
         self.mel_basis = torch.from_numpy(mel_basis()).to(self.device)
         self.window = torch.hann_window(N_FFT).to(self.device)
@@ -184,8 +240,13 @@ class AudioSrEngine:
         mel = torch.log(torch.clamp(self.mel_basis @ spec, min=1e-5))
         return mel.transpose(1, 2)
 
-    def generate(self, items: np.ndarray, steps: int, guidance: float, seed: int, on_step=None) -> np.ndarray:
-        """items: float32 [B, n] at 48 kHz, low-passed and scaled -> float32 [B, n] at 48 kHz."""
+    def generate(self, items: np.ndarray, steps: int, guidance: float, seed: int, on_step=None,
+                 half: bool | None = None) -> np.ndarray:
+        """items: float32 [B, n] at 48 kHz, low-passed and scaled -> float32 [B, n] at 48 kHz.
+        `half` (None: the engine's own setting) runs the UNet under float16 autocast, on
+        CUDA only; the VAEs and the vocoder always run in float32. Each guided step is one
+        UNet pass over 2B items (GuidedModel) unless `batched_guidance` is off. Items are
+        zero-padded to a multiple of the 0.64 s latent grid and trimmed back."""
         import contextlib
 
         import torch
@@ -210,8 +271,15 @@ class AudioSrEngine:
             posterior = cond_vae.encode(mel[:, None])
             c = posterior.mean + posterior.std * noise(posterior.mean.shape)   # DiagonalGaussian.sample, own noise
             uncond = torch.full_like(c, UNCOND_LATENT)
-            sampler = lib["DDIMSampler"](m, device=self.device)
-            autocast = (torch.autocast("cuda", dtype=torch.float16) if self.half and self.device.type == "cuda"
+            guide = {"unconditional_guidance_scale": guidance,
+                     "unconditional_conditioning": {"concat_lowpass_cond": uncond}}
+            sampled = m
+            if self.batched_guidance and guidance != 1.0:   # at 1.0 audiosr makes the conditional pass only
+                sampled = GuidedModel(m, guide["unconditional_conditioning"], guidance)
+                guide = {"unconditional_guidance_scale": 1.0, "unconditional_conditioning": None}
+            sampler = lib["DDIMSampler"](sampled, device=self.device)
+            half = self.half if half is None else half
+            autocast = (torch.autocast("cuda", dtype=torch.float16) if half and self.device.type == "cuda"
                         else contextlib.nullcontext())
             original = ddim.noise_like
             ddim.noise_like = lambda shape, device, repeat=False: noise(shape)
@@ -219,9 +287,7 @@ class AudioSrEngine:
                 with autocast:
                     samples, _ = sampler.sample(
                         steps, b, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
-                        x_T=noise(c.shape), unconditional_guidance_scale=guidance,
-                        unconditional_conditioning={"concat_lowpass_cond": uncond},
-                        callback=(lambda i: on_step(i + 1)) if on_step else None)
+                        x_T=noise(c.shape), **guide, callback=(lambda i: on_step(i + 1)) if on_step else None)
             finally:
                 ddim.noise_like = original
             out_mel = m.decode_first_stage(samples.float())
@@ -323,7 +389,7 @@ class AudioSrStage(ModelStage):
     """AudioSR bandwidth extension to 48 kHz (02, 03, 10)."""
 
     name = "bwe_audiosr"
-    revision = 1
+    revision = 2   # 2: DC removed before the gain, a short song padded to one full chunk, the chunk guard
     spec = CATALOGUE["audiosr-basic"]
     facts_key = "bwe_audiosr_model_file"
     options = OPTIONS
@@ -381,31 +447,71 @@ class AudioSrStage(ModelStage):
     def unload(self) -> None:
         self.engine = self.cpu_engine = None
 
-    def _cpu_fallback(self, items: np.ndarray) -> np.ndarray:
+    def _cpu_fallback(self) -> AudioSrEngine:
         if self.cpu_engine is None:  # loaded only if a single chunk does not fit on the GPU
             self.cpu_engine = self._load_engine("cpu", False)
+        return self.cpu_engine
+
+    def _guarded(self, engine: AudioSrEngine, items: np.ndarray, where, ctx: StageContext, counts: dict,
+                 on_step=None) -> np.ndarray:
+        """engine.generate on scaled items [B, n], every item checked (see `suspect`). An
+        item that fails in half precision is redone alone in float32 (its noise is its own,
+        so it comes out as an all-float32 run would); one that is not finite in float32
+        raises RestoreError; one that is only loud in float32 is kept, with a warning.
+        where(i): the item's place in the song, for the log."""
         o = self.opts
-        return self.cpu_engine.generate(items, o["ddim_steps"], o["guidance_scale"], o["seed"])
+        args = (o["ddim_steps"], o["guidance_scale"], o["seed"])
+        y = engine.generate(items, *args, on_step)
+        why = suspect(items, y)
+        bad = [i for i, w in enumerate(why) if w]
+        if bad and engine.half:
+            redo = engine.generate(np.ascontiguousarray(items[bad]), *args, half=False)
+            for i in bad:
+                ctx.log(f"warning: bwe_audiosr: {where(i)}: {why[i]} in half precision; redone in float32")
+            y[bad] = redo
+            counts["fp32_redone"] += len(bad)
+            for i, w in zip(bad, suspect(items[bad], redo)):
+                why[i] = w and f"{w} in float32"
+        for i in bad:
+            if why[i] is None:
+                continue
+            if "not finite" in why[i]:
+                raise RestoreError(f"AudioSR's {why[i]} ({where(i)})",
+                                   hint="the model file may be damaged: `mp3restore models verify`")
+            counts["suspect"] += 1
+            ctx.log(f"warning: bwe_audiosr: {where(i)}: {why[i]}; kept as the model made it")
+        return y
 
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
-        """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz."""
+        """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz, without the input's DC offset."""
         import soxr
 
         from restore.models.devices import free_bytes, is_out_of_memory, release_device_memory
         o = self.opts
         self.report_load_notes(ctx)
         frames_out = frames_at_rate(audio.frames, audio.rate, OUT_RATE)
-        x48 = audio.samples if audio.rate == OUT_RATE else soxr.resample(audio.samples.T, audio.rate, OUT_RATE, "VHQ").T
+        # AudioSR's normalize_wav removes the mean before its peak gain and never puts it
+        # back (its output's low band is the DC-free input's): a DC offset would otherwise
+        # lift the lowest conditioning mel bins and steal headroom from the gain. Removed
+        # before the resampler, which would turn the offset's edges into ringing.
+        dc = audio.samples.astype(np.float64).mean(axis=1, keepdims=True) if audio.frames else np.zeros((audio.channels, 1))
+        x = (audio.samples - dc).astype(np.float32)
+        x48 = x if audio.rate == OUT_RATE else soxr.resample(x.T, audio.rate, OUT_RATE, "VHQ").T
         x48 = np.ascontiguousarray(fit_frames(x48, frames_out), dtype=np.float32)
+        ctx.facts["audiosr_dc_removed"] = [round(float(d), 6) for d in dc[:, 0]]
         cutoff = audiosr_cutoff_hz(x48)
         ftype = str(np.random.RandomState(o["seed"]).choice(FILTER_TYPES))  # the type audiosr draws for this seed
         low = lowpass(x48, cutoff, OUT_RATE, ftype=ftype, order=ORDER) if cutoff < OUT_RATE / 2 else x48
         peak = float(np.max(np.abs(low))) if low.size else 0.0
         gain = TARGET_PEAK / peak if peak > 1e-6 else 1.0
         ctx.facts["audiosr_cutoff_hz"] = round(cutoff)
+        if np.max(np.abs(dc)) >= 1e-4:
+            ctx.log(f"bwe_audiosr: removed a DC offset of {', '.join(f'{d:+.4f}' for d in dc[:, 0])} "
+                    "(as AudioSR's own normalisation does; not put back)")
         ctx.log(f"bwe_audiosr: input cut at {cutoff:.0f} Hz (AudioSR's detection; {ftype} order {ORDER}), "
                 f"scaled by {20 * np.log10(gain):+.1f} dB to peak {TARGET_PEAK}; {o['ddim_steps']} DDIM steps, "
-                f"guidance {o['guidance_scale']}, seed {o['seed']}")
+                f"guidance {o['guidance_scale']}, seed {o['seed']}, "
+                f"{'UNet in float16 (autocast)' if self.engine.half else 'float32'}")
 
         if self.device.kind == "cpu":
             chunk_s, items = o["chunk_seconds"], audio.channels   # compute-bound: bigger batches only cost memory
@@ -414,22 +520,46 @@ class AudioSrStage(ModelStage):
                                              min_seconds=o["chunk_seconds"], max_items=16)
         plan = plan_chunks(frames_out, rate_in=OUT_RATE, rate_out=OUT_RATE, chunk_seconds=chunk_s,
                            overlap_seconds=OVERLAP_SECONDS)
+        # A song shorter than one chunk is one item of its own length (the chunker's rule):
+        # padded here to the full chunk, the length every other item has (5.12 s by default,
+        # what the model was trained on), and trimmed back.
+        full = int(round(chunk_s * OUT_RATE))
+        if 0 < plan.chunk_in < full:
+            ctx.log(f"bwe_audiosr: the song ({plan.chunk_in / OUT_RATE:.2f} s) is shorter than one chunk: "
+                    f"padded with silence to {chunk_s:.2f} s and trimmed back")
         calls = max(1, -(-plan.count * audio.channels // items))
-        done = {"calls": 0}
+        done = {"calls": 0, "items": 0}
+        counts = {"fp32_redone": 0, "suspect": 0}
+
+        def run(engine: AudioSrEngine, batch: np.ndarray, on_step=None) -> np.ndarray:
+            n = batch.shape[1]
+            scaled = np.zeros((len(batch), max(n, full)), np.float32)
+            scaled[:, :n] = batch * np.float32(gain)
+            first = done["items"]
+
+            def where(i: int) -> str:
+                k, c = divmod(first + i, audio.channels)
+                return f"chunk {k + 1} of {plan.count}, channel {c + 1}"
+
+            y = self._guarded(engine, scaled, where, ctx, counts, on_step)
+            done["items"] += len(batch)   # the chunker runs items in order, also when it splits a batch
+            return y[:, :n] / np.float32(gain)
 
         def call(batch: np.ndarray) -> np.ndarray:
             on_step = lambda i: ctx.progress(min(1.0, (done["calls"] + i / o["ddim_steps"]) / calls))  # noqa: E731
-            y = self.engine.generate(batch * np.float32(gain), o["ddim_steps"], o["guidance_scale"], o["seed"], on_step)
+            y = run(self.engine, batch, on_step)
             done["calls"] += 1
-            return y / np.float32(gain)
+            return y
 
         oom = OomPolicy(is_oom=is_out_of_memory, free=lambda: release_device_memory(self.device),
-                        fallback=(lambda b: self._cpu_fallback(b * np.float32(gain)) / np.float32(gain))
-                        if self.device.kind != "cpu" else None)
+                        fallback=(lambda b: run(self._cpu_fallback(), b)) if self.device.kind != "cpu" else None)
         stats: dict = {}
         y = overlap_add(low, call, rate_in=OUT_RATE, rate_out=OUT_RATE, chunk_seconds=chunk_s,
                         overlap_seconds=OVERLAP_SECONDS, batch_items=items, oom=oom,
                         log=ctx.log, progress=lambda f: None, stats=stats)
+        ctx.facts["audiosr_fp32_redone"] = counts["fp32_redone"]
+        if counts["suspect"]:
+            ctx.facts["audiosr_suspect_chunks"] = counts["suspect"]
         y = keep_band_below(x48, y, cutoff)
         out = Audio(y, OUT_RATE)
         top = min(cutoff, 16000.0)
@@ -440,6 +570,7 @@ class AudioSrStage(ModelStage):
             ctx.log(f"warning: bwe_audiosr: the level below {top:.0f} Hz is {-change_db:+.1f} dB off the input; "
                     "left as it came out")
             return out
-        ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls, "
-                f"level matched below {top:.0f} Hz with {change_db:+.2f} dB")
+        redone = f"; {counts['fp32_redone']} redone in float32" if counts["fp32_redone"] else ""
+        ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls"
+                f"{redone}, level matched below {top:.0f} Hz with {change_db:+.2f} dB")
         return Audio((y * np.float32(match)).astype(np.float32), OUT_RATE)
