@@ -25,6 +25,7 @@ _REGISTRY = {
     "separate": "restore.stages.separate:DemucsStage",
     "denoise": "restore.stages.denoise.stage:DeepFilterStage",
     "offline_restore": "restore.stages.offline_restore.stage:OfflineRestoreStage",
+    "apollo": "restore.stages.apollo:ApolloStage",
 }
 
 
