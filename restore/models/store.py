@@ -120,7 +120,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             approx_bytes=66_200_000,
             fmt="torch",
             hf_repo="JusperLee/Apollo",
-            licence="CC BY-SA 4.0 (the model card on Hugging Face)",
+            licence="CC BY-SA 4.0, its model card",
             # sha256: not known here (the hub shows it on the file's page; we could not read it).
             # Its layout (look2hear's BaseModel.serialize): {"model_name": "Apollo", "state_dict",
             # "model_args", "infos"}; it reads as tensors once TorchVersion (a str) is allowed.
@@ -137,7 +137,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             approx_bytes=146_500_000,
             fmt="torch",
             hf_repo="ASesYusuf1/Apollo_universal_model",
-            licence="not stated by its publisher (a community mirror of Lew's checkpoint)",
+            licence="not stated by its publisher",
             # sha256: unknown. A Lightning checkpoint ({"state_dict": {"audio_model.*": ...}, ...});
             # if its pickle names more than tensors it is refused unless --trust-model-file names it.
         ),

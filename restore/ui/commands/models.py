@@ -34,7 +34,7 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
     specs = [CATALOGUE[name]] if name else list(CATALOGUE.values())
     if action == "list":
         table = Table(title=f"Models (folder: {safe(folder)})", title_justify="left")
-        for column in ("name", "present", "size", "where", "for", "variants", "licence"):
+        for column in ("name", "present", "size", "where", "for", "variants"):
             table.add_column(column, overflow="fold")
         for spec in specs:
             found = _found(spec, folder)
@@ -43,7 +43,8 @@ def models_command(console: Console, action: str, name: str | None, folder_arg: 
             where = (", ".join(safe(p) for p in found) if present
                      else f"put {', '.join(f.filename for f in spec.files())} in {folder}")
             table.add_row(spec.name, "[green]yes[/]" if present else "[yellow]no[/]", f"{'' if present else '~'}{size / 1e6:.1f} MB",
-                          where, safe(spec.purpose), ", ".join(spec.variants), spec.licence or "not recorded")
+                          where, safe(spec.purpose) + (f" (licence: {spec.licence})" if spec.licence else ""),
+                          ", ".join(spec.variants))
         console.print(table)
         return EXIT_OK
     if action == "fetch":
