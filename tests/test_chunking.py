@@ -375,3 +375,31 @@ COST = ModelCost(fixed_bytes=2 * GB, bytes_per_item_second=0.1 * GB)   # 1 GB pe
 def test_choose_chunking(free, expected):
     seconds, items = choose_chunking(int(free), COST, channels=2, preferred_seconds=10.0)
     assert (pytest.approx(seconds), items) == expected
+
+
+def test_context_makes_a_model_with_a_receptive_field_equal_its_whole_pass():
+    """A moving average over +-R frames (zeros beyond each item, as a model pads) sees real
+    signal at every chunk edge when the context is at least R: chunked equals the whole
+    pass (with the same context of zeros around the song) to float rounding, and each item
+    is the chunk plus the context either side. Without context the edges differ."""
+    reach = 300
+
+    def smear(items):
+        kernel = np.ones(2 * reach + 1) / (2 * reach + 1)
+        return np.stack([np.convolve(i, kernel, mode="same") for i in items]).astype(np.float32)
+
+    seen = []
+
+    def model(items):
+        seen.append(items.shape[1])
+        return smear(items)
+
+    x = np.random.default_rng(0).standard_normal((2, 44100)).astype(np.float32)
+    whole = overlap_add(x, smear, rate_in=44100, rate_out=44100, chunk_seconds=2.0, overlap_seconds=0.0,
+                        context_seconds=0.01)
+    chunked = overlap_add(x, model, rate_in=44100, rate_out=44100, chunk_seconds=0.2, overlap_seconds=0.05,
+                          context_seconds=0.01)
+    assert set(seen) == {8820 + 2 * 441}
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    bare = overlap_add(x, smear, rate_in=44100, rate_out=44100, chunk_seconds=0.2, overlap_seconds=0.05)
+    assert np.max(np.abs(bare - whole)) > 1e-3

@@ -57,6 +57,8 @@ VARIANTS: dict[str, Variant] = {
                 steps=("denoise", "bwe_audiosr"), keeps_loudness=False),
         Variant("11_offline_restore", "CPU restore with nothing to download: highs above the cutoff and spectral holes",
                 steps=("offline_restore",), keeps_loudness=False),
+        Variant("12_apollo", "Apollo, trained on MP3 damage: repairs below the cutoff, restores above it (44.1 kHz inside)",
+                steps=("apollo",), keeps_loudness=False),
     )
 }
 

@@ -11,6 +11,13 @@ Chunk lengths and overlaps are whole multiples of the rate quantum q_in = rate_i
 gcd(rate_in, rate_out), so that every chunk start and length is a whole number of samples
 at both rates (44.1 -> 48 kHz: 147 in, 160 out) and every seam sits at the same instant in
 the input and the output.
+
+A model whose output near its input's edges differs from what it gives with the music
+around (any model with a receptive field: Apollo's reaches about 0.55 s either side) asks
+for `context_seconds`: each item then carries that much of the real signal before and after
+its chunk (zeros beyond the song), and only the middle of the model's output is kept.
+With context at least the receptive field (and chunk starts on the model's frame grid)
+the chunks equal one pass over the whole song, and the crossfade only hides rounding.
 """
 from __future__ import annotations
 
@@ -63,6 +70,17 @@ class ChunkPlan:
     chunk_out: int
     overlap_out: int
     count: int
+    context_in: int = 0    # frames of real signal before and after each chunk in every item
+    context_out: int = 0   # the same at rate_out: cropped from each side of the model's output
+
+    @property
+    def item_in(self) -> int:
+        """Frames of one item given to the model: the chunk and its context either side."""
+        return self.chunk_in + 2 * self.context_in
+
+    @property
+    def item_out(self) -> int:
+        return self.chunk_out + 2 * self.context_out
 
     @property
     def hop_in(self) -> int:
@@ -78,22 +96,25 @@ def _quanta(seconds: float, rate: int, q: int) -> int:
     return math.ceil(round(seconds * rate / q, 6))
 
 
-def plan_chunks(frames: int, *, rate_in: int, rate_out: int, chunk_seconds: float, overlap_seconds: float) -> ChunkPlan:
+def plan_chunks(frames: int, *, rate_in: int, rate_out: int, chunk_seconds: float, overlap_seconds: float,
+                context_seconds: float = 0.0) -> ChunkPlan:
     """The chunk geometry `overlap_add` uses for a signal of `frames` frames at rate_in (Hz).
 
-    Chunk and overlap are rounded up to whole quanta of rate_in // gcd(rate_in, rate_out)
+    Chunk, overlap and context are rounded up to whole quanta of rate_in // gcd(rate_in, rate_out)
     frames; the chunk is at least one quantum. The overlap may be 0 (plain concatenation)
     and at most half the chunk after rounding, so that a point is never in more than two
     chunks; more raises ValueError.
     """
     if frames < 0 or rate_in <= 0 or rate_out <= 0:
         raise ValueError(f"need frames >= 0 and positive rates, got {frames} frames, {rate_in} Hz -> {rate_out} Hz")
-    if not chunk_seconds > 0 or not overlap_seconds >= 0:
-        raise ValueError(f"need chunk_seconds > 0 and overlap_seconds >= 0, got {chunk_seconds}, {overlap_seconds}")
+    if not chunk_seconds > 0 or not overlap_seconds >= 0 or not context_seconds >= 0:
+        raise ValueError(f"need chunk_seconds > 0 and overlap_seconds, context_seconds >= 0, "
+                         f"got {chunk_seconds}, {overlap_seconds}, {context_seconds}")
     g = math.gcd(rate_in, rate_out)
     q_in, q_out = rate_in // g, rate_out // g
     chunk_q = max(1, _quanta(chunk_seconds, rate_in, q_in))
     overlap_q = _quanta(overlap_seconds, rate_in, q_in)
+    context_q = _quanta(context_seconds, rate_in, q_in)
     if 2 * overlap_q > chunk_q:
         raise ValueError(
             f"overlap of {overlap_q * q_in} frames is more than half the chunk of {chunk_q * q_in} frames "
@@ -107,7 +128,8 @@ def plan_chunks(frames: int, *, rate_in: int, rate_out: int, chunk_seconds: floa
     else:
         hop = (chunk_q - overlap_q) * q_in
         count = 1 + -(-(frames - chunk_q * q_in) // hop)
-    return ChunkPlan(frames, frames_out, chunk_q * q_in, overlap_q * q_in, chunk_q * q_out, overlap_q * q_out, count)
+    return ChunkPlan(frames, frames_out, chunk_q * q_in, overlap_q * q_in, chunk_q * q_out, overlap_q * q_out, count,
+                     context_q * q_in, context_q * q_out)
 
 
 class _Assembler:
@@ -152,8 +174,8 @@ class _Runner:
         self.length_logged = False
 
     def run(self, batch: np.ndarray, first: int) -> tuple[np.ndarray, int]:
-        """batch: float32 [n, chunk_in], items first..first+n-1. Returns the output
-        [n, chunk_out] and the largest number of items that ran in one call of the main
+        """batch: float32 [n, item_in], items first..first+n-1. Returns the output
+        [n, item_out] and the largest number of items that ran in one call of the main
         model (0 if all went to the fallback)."""
         n = len(batch)
         self.counts["calls"] += 1
@@ -186,17 +208,17 @@ class _Runner:
         return np.concatenate([ya, yb]), max(wa, wb)
 
     def _fit(self, y, n: int) -> np.ndarray:
-        """The model's output as float32 [n, chunk_out]: a few frames too many are cropped,
+        """The model's output as float32 [n, item_out]: a few frames too many are cropped,
         too few zero-padded (resamplers round); a length far off is a wrong model, not rounding."""
-        want = self.plan.chunk_out
+        want = self.plan.item_out
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 2 or y.shape[0] != n:
-            raise ValueError(f"model returned shape {y.shape} for [{n}, {self.plan.chunk_in}]; expected [{n}, {want}]")
+            raise ValueError(f"model returned shape {y.shape} for [{n}, {self.plan.item_in}]; expected [{n}, {want}]")
         got = y.shape[1]
         if got == want:
             return y
         if abs(got - want) > max(8, want // 100):
-            raise ValueError(f"model returned {got} frames for {self.plan.chunk_in}; expected {want} (wrong rate?)")
+            raise ValueError(f"model returned {got} frames for {self.plan.item_in}; expected {want} (wrong rate?)")
         if not self.length_logged:
             self.length_logged = True
             fix = "cropped" if got > want else "zero-padded"
@@ -214,6 +236,7 @@ def overlap_add(
     rate_out: int,
     chunk_seconds: float,
     overlap_seconds: float,
+    context_seconds: float = 0.0,
     batch_items: int | None = None,
     oom: OomPolicy | None = None,
     log: Callable[[str], None] = _ignore,
@@ -224,12 +247,15 @@ def overlap_add(
 
     x:      float32 [channels, frames] at rate_in (Hz).
     model:  float32 [items, n_in] -> [items, n_out] with n_out = n_in * rate_out / rate_in;
-            an item is one chunk of one channel. A few frames more or fewer are cropped or
+            an item is one chunk of one channel (with its context either side). A few frames more or fewer are cropped or
             zero-padded (logged once).
     chunk_seconds, overlap_seconds: the geometry, rounded up to whole rate quanta (see
             plan_chunks). Every chunk of a song longer than one chunk has the full length (the
             last is zero-padded past the end), so the model always sees the same items however
             they are batched.
+    context_seconds: real signal given to the model before and after each chunk (zeros
+            beyond the song) and cropped from its output: for models whose output near an
+            edge depends on what lies beyond it. 0: none (the default).
     batch_items: items per model call, default the channel count (left and right of one
             chunk together); more lets items of several chunks share a call.
     oom:    out-of-memory recovery: the batch is halved down to single items, a single item
@@ -250,7 +276,8 @@ def overlap_add(
         raise ValueError(f"x must be a float32 [channels, frames] array, got {got}")
     channels, frames = x.shape
     plan = plan_chunks(frames, rate_in=rate_in, rate_out=rate_out,
-                       chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+                       chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                       context_seconds=context_seconds)
     size = channels if batch_items is None else int(batch_items)
     if size < 1:
         raise ValueError(f"batch_items must be at least 1, got {batch_items}")
@@ -263,12 +290,15 @@ def overlap_add(
     done = 0
     while done < total:
         n = min(size, total - done)
-        batch = np.zeros((n, plan.chunk_in), np.float32)
+        batch = np.zeros((n, plan.item_in), np.float32)
         for j in range(n):
             k, c = divmod(done + j, channels)
-            seg = x[c, k * plan.hop_in:k * plan.hop_in + plan.chunk_in]
-            batch[j, :seg.shape[0]] = seg
+            lo = k * plan.hop_in - plan.context_in          # negative before the song: zeros there
+            seg = x[c, max(lo, 0):lo + plan.item_in]
+            batch[j, max(-lo, 0):max(-lo, 0) + seg.shape[0]] = seg
         y, worked = runner.run(batch, done)
+        if plan.context_out:
+            y = y[:, plan.context_out:plan.context_out + plan.chunk_out]
         if worked < n and max(1, worked) < size:   # an out-of-memory error, not just a short last batch
             size = max(1, worked)
             log(f"out of memory: {size} item{'s' if size > 1 else ''} per call from here on")

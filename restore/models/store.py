@@ -58,6 +58,7 @@ class ModelSpec:
     hf_repo: str | None = None
     sha256_prefix: str | None = None
     also: tuple[ModelFile, ...] = ()   # the model's other files (a Demucs bag: one per model in it)
+    licence: str = ""              # the weights' licence as their publisher states it ("" not recorded)
 
     def files(self) -> tuple[ModelFile, ...]:
         """Every file of the model, the main one (`filename`) first."""
@@ -106,6 +107,38 @@ CATALOGUE: dict[str, ModelSpec] = {
             # with weights_only=True and needs no hash to be read safely. For a speech variant,
             # haoheliu/audiosr_speech's pytorch_model.bin is sha256
             # 59fd60a9b93346c698788bac9b6077977a21733e7a78db9d3c3af3f1bdebc640 (its hub page).
+        ),
+        ModelSpec(
+            name="apollo",
+            filename="apollo/pytorch_model.bin",
+            url="https://huggingface.co/JusperLee/Apollo/resolve/main/pytorch_model.bin",
+            purpose="Apollo MP3 restoration (JusperLee; trained on MP3 at 24-128 kbps), 44.1 kHz stereo",
+            variants=("12_apollo",),
+            # 16.54 M float32 parameters (sr 44100, win 20 ms, feature_dim 256, layer 6) make
+            # 66 MB; the file's size as published was not readable here.
+            approx_bytes=66_200_000,
+            fmt="torch",
+            hf_repo="JusperLee/Apollo",
+            licence="CC BY-SA 4.0, its model card",
+            # sha256: not known here (the hub shows it on the file's page; we could not read it).
+            # Its layout (look2hear's BaseModel.serialize): {"model_name": "Apollo", "state_dict",
+            # "model_args", "infos"}; it reads as tensors once TorchVersion (a str) is allowed.
+        ),
+        ModelSpec(
+            name="apollo-universal",
+            filename="apollo/apollo_universal_model.ckpt",
+            url="https://huggingface.co/ASesYusuf1/Apollo_universal_model/resolve/main/apollo_universal_model.ckpt",
+            purpose="Apollo community \"universal\" restoration for any lossy codec (Lew; feature_dim 384), "
+                    "12_apollo with apollo.model=universal",
+            variants=("12_apollo",),
+            # 36.6 M float32 parameters make 146 MB; a Lightning checkpoint that also keeps the
+            # discriminator or optimizer state is larger. Its size as published is not known here.
+            approx_bytes=146_500_000,
+            fmt="torch",
+            hf_repo="ASesYusuf1/Apollo_universal_model",
+            licence="not stated by its publisher",
+            # sha256: unknown. A Lightning checkpoint ({"state_dict": {"audio_model.*": ...}, ...});
+            # if its pickle names more than tensors it is refused unless --trust-model-file names it.
         ),
         _demucs("htdemucs", "Demucs v4 hybrid transformer, one model, 4 stems (separate.model=htdemucs)",
                 ("955717e8-8726e21a.th",), 84_000_000),

@@ -29,6 +29,7 @@ _REGISTRY = {
     "stems_from": "restore.stages.stems_from:StemsFromStage",
     "route": "restore.stages.route:RouteStage",
     "remix": "restore.stages.remix:RemixStage",
+    "apollo": "restore.stages.apollo:ApolloStage",
 }
 
 

@@ -45,7 +45,8 @@ def _rows(specs: list[ModelSpec], folder: Path, bundled: bool) -> list[dict]:
                      "where": (", ".join(safe(p) for p in found) if present else
                                f"put {', '.join(f.filename for f in spec.files())} in {folder}, "
                                f"or run `mp3restore models fetch {spec.name}`"),
-                     "for": safe(spec.purpose), "variants": ", ".join(spec.variants)})
+                     "for": safe(spec.purpose) + (f" (licence: {spec.licence})" if spec.licence else ""),
+                     "variants": ", ".join(spec.variants)})
     return rows
 
 
@@ -63,7 +64,7 @@ def _print_rows(console: Console, title: str, rows: list[dict]) -> None:
         return
     console.print(f"[bold]{title}[/]", soft_wrap=True)
     for r in rows:
-        state = "[green]present[/]" if r["present"] else "[yellow]missing[/]"
+        state = "present: [green]yes[/]" if r["present"] else "present: [yellow]no[/]"
         console.print(f"[bold cyan]{r['name']}[/]  {state}  {r['size']}  [dim]for {r['variants']}[/]", soft_wrap=True)
         console.print(f"    {r['for']}", soft_wrap=True)
         console.print(f"    [dim]{r['where']}[/]", soft_wrap=True)

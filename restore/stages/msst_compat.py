@@ -1,0 +1,71 @@
+"""The one compatibility layer between mp3restore and the msst 0.1.0 package (MIT, the
+Music-Source-Separation-Training project packaged): where its model classes come from.
+
+msst is installed without its declared dependencies (`pip install --no-deps msst==0.1.0`):
+it pins torch<2.12 and pulls librosa, matplotlib, ml-collections and omegaconf, none of
+which the model classes need at inference. Importing `msst.models.look2hear.models.apollo`
+the ordinary way also runs `msst/__init__.py`, which imports its experiment, inference,
+training and validation facades (yaml, tqdm, argparse, multiprocessing, ...). So the
+packages on the way to a model file (`msst`, `msst.models`, ...) are registered here as bare
+packages with their real folder as `__path__`: the model file and what it imports itself
+run, their `__init__` files never do. Apollo's module then needs torch and numpy only.
+
+Apollo's constructor prints its band widths: stages never print, so its module's `print`
+is silenced. tests/test_apollo.py proves the import pulls no training stack.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+MSST_VERSION = "0.1.0"
+INSTALL = "pip install --no-deps msst==0.1.0 (see README)"
+
+
+def msst_installed() -> bool:
+    """Whether the msst package is installed (reads the import system only: imports nothing)."""
+    return importlib.util.find_spec("msst") is not None
+
+
+def _root() -> Path:
+    spec = importlib.util.find_spec("msst")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"msst is not installed ({INSTALL})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _bare_package(name: str, folder: Path) -> None:
+    """Register `name` as a package whose folder is `folder`, without running its __init__."""
+    if name in sys.modules:
+        return
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(folder)]
+    pkg.__file__ = str(folder / "__init__.py")
+    # A spec, so that importlib.util.find_spec("msst") still answers afterwards.
+    pkg.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    pkg.__spec__.submodule_search_locations = [str(folder)]
+    sys.modules[name] = pkg
+
+
+def msst_module(dotted: str) -> types.ModuleType:
+    """The msst module `dotted` (e.g. "msst.models.look2hear.models.apollo"), imported with
+    every package above it bare (see the module docstring). Raises ImportError naming how
+    to install msst, or the module the model file itself lacks."""
+    if not dotted.startswith("msst."):
+        raise ValueError(f"not an msst module: {dotted}")
+    root = _root()
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):
+        _bare_package(".".join(parts[:i]), root.joinpath(*parts[1:i]))
+    module = importlib.import_module(dotted)
+    module.print = lambda *args, **kwargs: None   # Apollo prints its band widths in __init__
+    return module
+
+
+def apollo_class():
+    """msst's Apollo (look2hear): Apollo(sr, win [ms], feature_dim, layer)."""
+    return msst_module("msst.models.look2hear.models.apollo").Apollo
