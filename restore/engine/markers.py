@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from restore import __version__
@@ -90,10 +90,14 @@ def _record_problem(record: Any, name: str) -> str | None:
 
 
 def _inside(rel: str) -> bool:
-    """A path relative to the output folder that stays inside it (POSIX or Windows spelling)."""
-    if not rel or "\x00" in rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).anchor:
+    """A path relative to the output folder that stays inside it (POSIX or Windows spelling).
+    Plain string tests: this runs for every output of every marker at every plan."""
+    if not rel or "\x00" in rel:
         return False
-    return ".." not in PurePosixPath(rel.replace("\\", "/")).parts
+    posix = rel.replace("\\", "/")
+    if posix.startswith("/") or (len(rel) > 1 and rel[1] == ":"):   # /abs, \\server\share, C:...
+        return False
+    return ".." not in posix.split("/")
 
 
 def marker_problem(marker: Any) -> str | None:

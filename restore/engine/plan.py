@@ -160,7 +160,8 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
     problems = list(scan.problems)
     limit = None if long_paths_allowed() else WINDOWS_MAX_PATH
     for track in scan.tracks:
-        too_long = path_too_long([output_path(out_dir, v, track) for v in variants], limit)
+        outputs = {v.name: output_path(out_dir, v, track) for v in variants}
+        too_long = path_too_long(list(outputs.values()), limit)
         if too_long:
             problems.append((track.path, too_long))
             continue
@@ -179,7 +180,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
             else:
                 check = check_marker(marker, track.path, out_dir, h, ver, verify, hashes)
                 todo, reason = not check.done, check.reason
-            jobs.append(Job(track, variant, output_path(out_dir, variant, track),
+            jobs.append(Job(track, variant, outputs[variant.name],
                             marker, cfg, h, ver, todo, reason, unavailable))
     return Plan(out_dir, jobs, problems, list(variants), stages)
 
