@@ -33,7 +33,7 @@ from restore.errors import RestoreError
 from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
 from restore.stages.base import ModelStage, StageContext, package_version
 from restore.stages.msst_compat import INSTALL, MSST_VERSION, msst_installed
-from restore.stages.options import Option
+from restore.stages.options import Option, half_precision
 
 RATE = 44100                  # what every published Apollo checkpoint is trained at
 WIN_MS = 20                   # the STFT window of the published configs: 882 samples, hop 441
@@ -55,15 +55,6 @@ def _grid(seconds: float) -> float:
     if abs(seconds * 100 - round(seconds * 100)) > 1e-6:
         raise ValueError("must be a multiple of 0.01 s (Apollo's 441-sample frame hop)")
     return round(seconds * 100) / 100
-
-
-def _half(word: str):
-    word = word.lower()
-    if word == "auto":
-        return "auto"
-    if word in ("1", "on", "true", "yes", "0", "off", "false", "no"):
-        return word in ("1", "on", "true", "yes")
-    raise ValueError("must be auto, on or off")
 
 
 def apollo_state_dict(checkpoint, path) -> dict:
@@ -114,7 +105,7 @@ class ApolloStage(ModelStage):
         Option("chunk_seconds", "float", CHUNK_SECONDS, "chunk length in seconds (1 s of context either side, 0.5 s crossfade)",
                2.5, 60.0, check=_grid, note="a multiple of 0.01 s"),
         Option("half", "text", "auto", "float16 autocast (auto: on CUDA; the CPU always runs float32)",
-               values="auto, on or off", check=_half),
+               values="auto, on or off", check=half_precision),
     )
 
     def __init__(self, env=None):

@@ -16,11 +16,11 @@ is silenced. tests/test_apollo.py proves the import pulls no training stack.
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import importlib.util
-import sys
 import types
 from pathlib import Path
+
+from restore.stages.bare_package import register_bare_package
 
 MSST_VERSION = "0.1.0"
 INSTALL = "pip install --no-deps msst==0.1.0 (see README)"
@@ -38,19 +38,6 @@ def _root() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _bare_package(name: str, folder: Path) -> None:
-    """Register `name` as a package whose folder is `folder`, without running its __init__."""
-    if name in sys.modules:
-        return
-    pkg = types.ModuleType(name)
-    pkg.__path__ = [str(folder)]
-    pkg.__file__ = str(folder / "__init__.py")
-    # A spec, so that importlib.util.find_spec("msst") still answers afterwards.
-    pkg.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-    pkg.__spec__.submodule_search_locations = [str(folder)]
-    sys.modules[name] = pkg
-
-
 def msst_module(dotted: str) -> types.ModuleType:
     """The msst module `dotted` (e.g. "msst.models.look2hear.models.apollo"), imported with
     every package above it bare (see the module docstring). Raises ImportError naming how
@@ -60,7 +47,7 @@ def msst_module(dotted: str) -> types.ModuleType:
     root = _root()
     parts = dotted.split(".")
     for i in range(1, len(parts)):
-        _bare_package(".".join(parts[:i]), root.joinpath(*parts[1:i]))
+        register_bare_package(".".join(parts[:i]), root.joinpath(*parts[1:i]))
     module = importlib.import_module(dotted)
     module.print = lambda *args, **kwargs: None   # Apollo prints its band widths in __init__
     return module

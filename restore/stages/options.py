@@ -144,3 +144,14 @@ def markdown_table(stage: str, declared: Sequence[Option]) -> str:
     lines = ["| option | default | values | what it does |", "|---|---|---|---|"]
     lines += [f"| `{key}` | {default} | {rule} | {what} |" for key, default, rule, what in option_rows(stage, declared)]
     return "\n".join(lines)
+
+
+def half_precision(word: str):
+    """The `half` option of the model stages: "auto" (float16 where the device is CUDA), or
+    on/off as True/False (1/0, true/false, yes/no too)."""
+    word = word.lower()
+    if word == "auto":
+        return "auto"
+    if word in _TRUE + _FALSE:
+        return word in _TRUE
+    raise ValueError("must be auto, on or off")

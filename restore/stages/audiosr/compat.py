@@ -30,11 +30,12 @@ without them (tests/test_audiosr.py also proves that the CLAP stand-in is never 
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import importlib.util
 import sys
 import types
 from pathlib import Path
+
+from restore.stages.bare_package import register_bare_package
 
 AUDIOSR_VERSION = "0.0.7"
 
@@ -138,15 +139,7 @@ def load_audiosr() -> dict:
             put(name, _StandInModule(name))
         # The two packages whose __init__ we skip: their folders, not their code.
         for name, folder in (("audiosr", root), ("audiosr.utilities", root / "utilities")):
-            if name not in sys.modules:
-                pkg = types.ModuleType(name)
-                pkg.__path__ = [str(folder)]
-                pkg.__file__ = str(folder / "__init__.py")
-                # A spec, so that importlib.util.find_spec("audiosr") still answers afterwards
-                # (the stage's cheap "is it installed" check runs again on every plan).
-                pkg.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-                pkg.__spec__.submodule_search_locations = [str(folder)]
-                sys.modules[name] = pkg
+            register_bare_package(name, folder)
         for name in _AUDIOSR_UNUSED:
             put(name, _StandInModule(name))
 

@@ -44,7 +44,7 @@ from restore.errors import RestoreError
 from restore.models.checkpoints import is_trusted, model_file_problem
 from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
 from restore.stages.base import ModelStage, StageContext, package_version
-from restore.stages.options import Option
+from restore.stages.options import Option, half_precision
 from restore.stages.lowpass import FILTER_TYPES, ORDER, lowpass
 
 OUT_RATE = 48000
@@ -84,22 +84,13 @@ def _whole_schedule(steps: int) -> int:
     return steps
 
 
-def _half(word: str):
-    word = word.lower()
-    if word == "auto":
-        return "auto"
-    if word in ("1", "on", "true", "yes", "0", "off", "false", "no"):
-        return word in ("1", "on", "true", "yes")
-    raise ValueError("must be auto, on or off")
-
-
 OPTIONS = (
     Option("ddim_steps", "int", 50, "DDIM sampling steps (time grows with them)", 1, 1000, check=_whole_schedule),
     Option("guidance_scale", "float", 3.5, "classifier-free guidance", 0.0, 20.0),
     Option("seed", "int", 42, "the noise seed: the same seed gives the same output", 0, 2**31 - 1),
     Option("chunk_seconds", "float", CHUNK_SECONDS, "chunk length, a multiple of 0.64 s (5.12: what it was trained on)",
            1.28, 20.48, check=_on_grid),
-    Option("half", "text", "auto", "half precision (auto: on CUDA)", values="auto, on or off", check=_half),
+    Option("half", "text", "auto", "half precision (auto: on CUDA)", values="auto, on or off", check=half_precision),
 )
 
 
