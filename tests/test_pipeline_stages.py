@@ -257,3 +257,21 @@ def test_progress_names_the_variant_and_the_step_at_work(tmp_path):
     assert any(d.startswith("11_offline_restore: offline_restore ") and d.endswith("%") for d in doing), doing
     fractions = [e.fraction for e in reporter.events if isinstance(e, SongProgress)]
     assert fractions == sorted(fractions) and fractions[-1] <= 1.0
+
+
+def test_the_run_estimates_its_time_from_finished_steps_and_shows_the_reports_progress(tmp_path):
+    from restore.events import Message, RecordingReporter
+    for i in range(2):
+        write_mp3(tmp_path / "in" / f"{i}.mp3", band(2.0, seed=i), bitrate=128)
+    cfg = dict(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", variants=variants.resolve_variants("01"))
+    first = RecordingReporter()
+    run(RunConfig(**cfg, report=True), first)
+    said = [e.text for e in first.events if isinstance(e, Message)]
+    assert not any("estimated time" in t for t in said)              # nothing finished here to learn from
+    assert "report: building the compare report" in said and any(t.startswith("report: 2 song(s)") for t in said)
+    write_mp3(tmp_path / "in" / "new.mp3", band(4.0, seed=9), bitrate=128)
+    again = RecordingReporter()
+    run(RunConfig(**cfg, dry_run=True), again)
+    said = [e.text for e in again.events if isinstance(e, Message)]
+    assert any(t.startswith("estimated time: about ") and "1 step(s), from what 2 finished step(s) here took" in t
+               for t in said), said

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from restore.engine.config import RunConfig
 from restore.engine.logs import LogFile, run_log
+from restore.engine.markers import read_marker
 from restore.engine.plan import Plan, make_plan
 from restore.engine.scan import scan
 from restore.engine.song import SongRun
@@ -90,6 +91,7 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
                         for j in plan.unavailable_jobs]
     songs = plan.work(config.order)
     _announce_device(plan, songs, config, reporter)
+    _announce_estimate(plan, songs, reporter)
     if config.dry_run:
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
                             for t, jobs in songs for j in jobs]
@@ -139,7 +141,7 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
             runlog.write(f"could not write the summary: {exc.one_line()}")
         runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
     if config.report:
-        _write_report(plan.out_dir, config, runlog)
+        _write_report(plan.out_dir, config, runlog, reporter)
     return summary
 
 
@@ -155,11 +157,47 @@ def _announce_device(plan: Plan, songs: list, config: RunConfig, reporter: Repor
             reporter.handle(Message("warning", warning))
 
 
-def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile) -> None:
-    """The compare report: a failure here is a line in the run log, never a failed run."""
+def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int = 50) -> None:
+    """Estimate the run's duration from what this output folder's finished steps cost on this
+    machine: per variant, the seconds its markers record per byte of MP3 (up to `sample`
+    markers a variant), times the MP3 bytes still to do. Said only where some variant to run
+    has finished songs to learn from; variants without any are counted, not guessed."""
+    rate: dict[str, float] = {}
+    learnt_from: dict[str, int] = {}
+    for variant in {job.variant.name for _, jobs in songs for job in jobs}:
+        seconds = size = 0.0
+        done = [j for j in plan.done_jobs if j.variant.name == variant][:sample]
+        for job in done:
+            marker, _ = read_marker(job.marker)
+            if marker is not None and isinstance(marker.get("seconds"), (int, float)):
+                seconds += marker["seconds"]
+                size += marker["input"]["size"]
+                learnt_from[variant] = learnt_from.get(variant, 0) + 1
+        if size > 0:
+            rate[variant] = seconds / size
+    todo = [(track, job) for track, jobs in songs for job in jobs]
+    known = [rate[job.variant.name] * track.size for track, job in todo if job.variant.name in rate]
+    if not known:
+        return
+    unknown = len(todo) - len(known)
+    total = sum(known)
+    when = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
+    reporter.handle(Message("info", f"estimated time: about {when} for {len(known)} step(s), from what "
+                                    f"{sum(learnt_from.values())} finished step(s) here took"
+                                    + (f"; {unknown} step(s) of variants not run here before are not counted" if unknown else "")))
+
+
+def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> None:
+    """The compare report: a failure here is a line in the run log, never a failed run. What
+    it does (each song it measures, the end) goes to the run log and, as its progress, to
+    the reporter."""
+    def say(line: str) -> None:
+        runlog.write(line)
+        reporter.handle(Message("info", line))
     try:
         from restore.report.build import build_report
-        index = build_report(out_dir, config.reference, log=runlog.write)
+        reporter.handle(Message("info", "report: building the compare report"))
+        index = build_report(out_dir, config.reference, log=say)
         runlog.write(f"report: {index}")
     except Exception as exc:
         runlog.write(f"could not write the report: {exc.__class__.__name__}: {printable(exc)}")
