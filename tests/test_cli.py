@@ -129,3 +129,13 @@ def test_models_list_names_every_model_and_stays_readable_when_narrow(tmp_path):
         assert "model stages run on" in text
         if columns == "70":
             assert "┃" not in text  # blocks, not a table folded into many lines
+
+
+def test_quiet_prints_only_counts_and_failures(tmp_path):
+    from tests.support.examples import band
+    write_mp3(tmp_path / "in" / "good.mp3", band(1.0))
+    (tmp_path / "in" / "bad.mp3").write_bytes(b"not an mp3 at all")
+    proc = run_cli("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 1
+    assert "bad.mp3" in proc.stderr and "good.mp3" not in proc.stderr   # the failure, not the song that worked
+    assert "1 done" in proc.stderr and "1 failed" in proc.stderr

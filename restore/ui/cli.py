@@ -253,7 +253,7 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
-    print_summary(console, summary)
+    print_summary(console, summary, quiet)
     if config.report and not config.dry_run:
         index = summary.out_dir / "_report" / "index.html"
         if index.exists():

@@ -117,10 +117,12 @@ def reporter_for(console: Console, quiet: bool = False, plain: bool = False):
     return RichReporter(console) if console.is_terminal and not plain else PlainReporter(console)
 
 
-def print_summary(console: Console, summary: RunSummary) -> None:
+def print_summary(console: Console, summary: RunSummary, quiet: bool = False) -> None:
     """The table a person reads at the end: one row per song and variant that did not
-    simply get skipped, then the counts."""
-    rows = [r for r in summary.results if r.status not in ("skipped", "unavailable")]
+    simply get skipped (with `quiet`, -q: only those that failed or are busy elsewhere),
+    then the counts."""
+    hidden = ("skipped", "unavailable", "done", "planned") if quiet else ("skipped", "unavailable")
+    rows = [r for r in summary.results if r.status not in hidden]
     if rows:
         title = "Plan (dry run: nothing written)" if summary.dry_run else "Summary"
         table = Table(title=title, title_justify="left", show_lines=False)
