@@ -27,10 +27,10 @@ import numpy as np
 
 from restore.analysis.spectrum import level_match_gain
 from restore.audio import Audio, fit_frames
-from restore.models.checkpoints import is_trusted, load_tensors, model_file_problem, verified_or_refused
+from restore.models.checkpoints import load_tensors, model_file_problem
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.errors import RestoreError
-from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
+from restore.models.store import CATALOGUE, find_model, missing, model_version
 from restore.stages.base import ModelStage, StageContext, package_version
 from restore.stages.msst_compat import INSTALL, MSST_VERSION, msst_installed
 from restore.stages.options import Option, half_precision
@@ -140,23 +140,14 @@ class ApolloStage(ModelStage):
 
     # -- heavy --
     def load(self, device) -> None:
-        path = require_model(self.spec, self.models_dir)
-        trusted = is_trusted(path, self.trusted)
-        check = verified_or_refused(self.spec, path, WHAT, trusted)   # a changed file is refused before torch reads it
-        if not check.ok:
-            note = f"warning: apollo: loading {path} because --trust-model-file names it ({check.detail})"
-        elif check.status == "unverified" and not trusted:
-            note = (f"warning: apollo: the model file {path} is not verified ({check.detail}); "
-                    f"`mp3restore models fetch {self.spec.name}` gets one whose hash is recorded")
-        else:
-            note = f"apollo: model file {path}: {check.detail}"
+        path, trusted, check = self.checked_model_file(self.spec, WHAT)
         from torch.torch_version import TorchVersion   # serialize() records torch.__version__: a str subclass
         checkpoint = load_tensors(path, what=WHAT, fetch_name=self.spec.name, allow=(TorchVersion,), check=check,
                                   published_sha256=self.spec.sha256, trusted=trusted)
         self.model = build_apollo(checkpoint, path)
         self.shape = dict(self.model.shape)
-        self.load_notes = [note, f"apollo: {self.spec.name}: feature_dim {self.shape['feature_dim']}, "
-                                 f"{self.shape['layer']} layers, {self.shape['win']} ms window"]
+        self.load_notes.append(f"apollo: {self.spec.name}: feature_dim {self.shape['feature_dim']}, "
+                                 f"{self.shape['layer']} layers, {self.shape['win']} ms window")
         self.device = device
         self.half = device.kind == "cuda" if self.opts["half"] == "auto" else bool(self.opts["half"]) and device.kind == "cuda"
         if device.kind != "cpu":  # the out-of-memory fallback runs single chunks on the CPU

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from restore.audio import Audio
-from restore.models.store import models_dir
+from restore.models.checkpoints import is_trusted, verified_or_refused
+from restore.models.store import models_dir, require_model
 from restore.stages.options import Option, parse_options
 
 
@@ -152,6 +153,23 @@ class ModelStage(Stage):
         self.models_dir = models_dir(self.env.models_dir)
         self.trusted = tuple(self.env.trusted_model_files)
         self.load_notes: list[str] = []
+
+    def checked_model_file(self, spec, what: str):
+        """(path, trusted, check) of this stage's one model file, checked before anything
+        reads it (a changed file is refused here: restore/models/checkpoints.py), with what
+        the check found put in `load_notes` for every song's log."""
+        path = require_model(spec, self.models_dir)
+        trusted = is_trusted(path, self.trusted)
+        check = verified_or_refused(spec, path, what, trusted)
+        if not check.ok:
+            note = f"warning: {self.name}: loading {path} because --trust-model-file names it ({check.detail})"
+        elif check.status == "unverified" and not trusted:
+            note = (f"warning: {self.name}: the model file {path} is not verified ({check.detail}); "
+                    f"`mp3restore models fetch {spec.name}` gets one whose hash is recorded")
+        else:
+            note = f"{self.name}: model file {path}: {check.detail}"
+        self.load_notes = [note]
+        return path, trusted, check
 
     def report_load_notes(self, ctx: "StageContext") -> None:
         """Say in the song's log (and, for warnings, its facts) what loading found."""

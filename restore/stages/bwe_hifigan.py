@@ -20,8 +20,8 @@ import numpy as np
 from restore.audio import Audio
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.analysis.spectrum import level_match_gain
-from restore.models.checkpoints import is_trusted, load_torchscript, model_file_problem, verified_or_refused
-from restore.models.store import CATALOGUE, find_model, missing, model_version, require_model
+from restore.models.checkpoints import load_torchscript, model_file_problem
+from restore.models.store import CATALOGUE, find_model, missing, model_version
 from restore.stages.base import ModelStage, StageContext, package_version
 
 OUT_RATE = 48000
@@ -69,17 +69,7 @@ class HifiganBweStage(ModelStage):
 
     # -- heavy --
     def load(self, device) -> None:
-        path = require_model(self.spec, self.models_dir)
-        trusted = is_trusted(path, self.trusted)
-        check = verified_or_refused(self.spec, path, WHAT, trusted)   # a changed file is refused before torch reads it
-        if not check.ok:
-            note = f"warning: bwe_hifigan: loading {path} because --trust-model-file names it ({check.detail})"
-        elif check.status == "unverified" and not trusted:
-            note = (f"warning: bwe_hifigan: the model file {path} is not verified ({check.detail}); "
-                    f"`mp3restore models fetch {self.spec.name}` gets one whose hash is recorded")
-        else:
-            note = f"bwe_hifigan: model file {path}: {check.detail}"
-        self.load_notes = [note]
+        path, _, _ = self.checked_model_file(self.spec, WHAT)
         self.device = device
         self.model = load_torchscript(path, device.torch_device, what=WHAT, fetch_name=self.spec.name).eval()
         if device.kind != "cpu":  # the out-of-memory fallback runs single chunks on the CPU
