@@ -43,17 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import add_common_args, machine_line, run_parts, say, work_folder  # noqa: E402
+from common import add_common_args, machine_line, run_parts, say, vm_hwm_mib, work_folder  # noqa: E402
 
 MiB = 1 << 20
-
-
-def vm_hwm_mib() -> float:
-    """Peak resident memory of this process (Linux /proc/self/status VmHWM; reset by exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---------------------------------------------------------------- children (import torch)

@@ -87,3 +87,15 @@ def run_parts(parts: list[tuple[str, Callable[[], object]]], chosen: list[str]) 
             t0 = time.perf_counter()
             fn()
             say(name, f"(part took {time.perf_counter() - t0:.0f} s; {load()})")
+
+
+def vm_hwm_mib() -> float:
+    """Peak resident memory of this process in MiB (Linux /proc/self/status VmHWM; reset by
+    exec, so a child's figure is its own); NaN where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
