@@ -34,3 +34,7 @@ class RunConfig:
     # Model files to load even if they are not the published file (--trust-model-file):
     # a full unpickle runs whatever the file names. The run log and each song's log say so.
     trusted_model_files: tuple[Path, ...] = ()
+    # A Dask scheduler (tcp://HOST:8786): the songs run on its workers (engine/cluster.py).
+    cluster: str | None = None
+    # CLIENT=WORKER path prefixes for workers that mount the shared folders elsewhere.
+    path_map: tuple[str, ...] = ()

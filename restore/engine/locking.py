@@ -16,10 +16,11 @@ def lock_path(out_dir: Path, key: str) -> Path:
     return out_dir / "_done" / ".locks" / (hashlib.sha1(key.encode("utf-8")).hexdigest()[:20] + ".lock")
 
 
-def try_claim(path: Path) -> FileLock | None:
-    """The held lock, or None if another run holds it. Release with `.release()`."""
+def try_claim(path: Path, wait: float | None = 0.0) -> FileLock | None:
+    """The held lock, or None if another run holds it (after waiting `wait` seconds for it;
+    None: as long as the other run lives). Release with `.release()`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
+    lock = FileLock(str(path), timeout=-1 if wait is None else wait)
     try:
         lock.acquire()
     except Timeout:

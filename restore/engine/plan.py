@@ -147,10 +147,12 @@ def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
 
 
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",
-              redo: bool = False, env: StageEnv | None = None) -> Plan:
+              redo: bool = False, env: StageEnv | None = None, stages: "Stages | None" = None) -> Plan:
+    """Every (song, variant) job of the scan. `stages`: instances already built for these
+    variants (a cluster worker plans each song with the ones it keeps loaded)."""
     env = env or StageEnv()
     candidates = stems_from_files(variants if variants is not None else VARIANTS.values(), env)
-    stages = Stages(candidates, env)
+    stages = stages or Stages(candidates, env)
     variants = candidates if variants is not None else default_variants(stages, candidates)
     configs = {n: s.config() for n, s in stages.by_name.items()}
     versions = {n: s.versions() for n, s in stages.by_name.items()}

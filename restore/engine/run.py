@@ -32,10 +32,11 @@ def plan_run(config: RunConfig) -> Plan:
     """Scan and plan; reads markers, writes nothing. Raises UsageError for bad inputs."""
     out_dir = config.out_dir.resolve()
     found = scan(config.inputs, skip_dirs=[out_dir])
-    return make_plan(found, config.variants, out_dir, config.verify, config.redo, _env(config))
+    return make_plan(found, config.variants, out_dir, config.verify, config.redo, run_env(config))
 
 
-def _env(config: RunConfig) -> StageEnv:
+def run_env(config: RunConfig) -> StageEnv:
+    """The stages' environment for a run: its models folder, options and trusted files."""
     options = dict(config.stage_options)
     if config.stems_from is not None:  # the stems_from stage reads them, in place of Demucs (plan.stems_from_files)
         options["stems_from"] = {**options.get("stems_from", {}), "folder": str(config.stems_from)}
@@ -73,6 +74,35 @@ class RunModels:
             self.cache.release_all()
 
 
+class LocalSongs:
+    """The songs of a plan, run here one after the other in the plan's order. Iterate for
+    (track, results, seconds) as each song finishes."""
+
+    def __init__(self, config: RunConfig, plan: Plan, songs: list, reporter: Reporter,
+                 stop: threading.Event | None, log):
+        self.config, self.plan, self.songs, self.reporter, self.stop = config, plan, songs, reporter, stop
+        self.decoder = plan.stages["decode"]
+        self.decoder.load()
+        self.models = RunModels(config, plan.stages, songs, log)
+
+    def __iter__(self):
+        for index, (track, jobs) in enumerate(self.songs, 1):
+            t0 = time.monotonic()
+            self.reporter.handle(SongStarted(index, track.rel.as_posix()))
+            if self.stop is not None and self.stop.is_set():
+                raise KeyboardInterrupt
+            results = SongRun(track, self.config, self.plan.out_dir, self.reporter, self.stop).run(
+                jobs, self.decoder, self.models)
+            self.models.finished(index - 1)
+            yield track, results, time.monotonic() - t0
+
+    def model_loads(self) -> dict[str, int]:
+        return dict(self.models.cache.loads) if self.models.cache is not None else {}
+
+    def close(self) -> None:
+        self.models.close()
+
+
 def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Event | None = None) -> RunSummary:
     """Execute the run described by `config`. With dry_run, only plan.
     Raises UsageError (bad inputs) or SetupError (output folder unusable) before any song
@@ -89,8 +119,9 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
                         for j in plan.done_jobs]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
                         for j in plan.unavailable_jobs]
-    songs = plan.work(config.order)
-    _announce_device(plan, songs, config, reporter)
+    songs = plan.work("song" if config.cluster else config.order)  # a cluster task is a whole song
+    if not config.cluster:  # a cluster's workers choose their own devices
+        _announce_device(plan, songs, config, reporter)
     _announce_estimate(plan, songs, reporter)
     if config.dry_run:
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
@@ -109,29 +140,25 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     for reason in sorted({j.reason for j in plan.unavailable_jobs}):
         runlog.write(f"unavailable: {reason}")
     reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))
-    decoder = plan.stages["decode"]
-    decoder.load()
-    models = RunModels(config, plan.stages, songs, runlog.write)
+    if config.cluster:
+        from restore.engine.cluster import ClusterSongs  # imports Dask: only for --cluster
+        source = ClusterSongs(config, plan, songs, reporter, stop, runlog.write)
+    else:
+        source = LocalSongs(config, plan, songs, reporter, stop, runlog.write)
     try:
-        for index, (track, jobs) in enumerate(songs, 1):
-            t0 = time.monotonic()
-            reporter.handle(SongStarted(index, track.rel.as_posix()))
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            results = SongRun(track, config, plan.out_dir, reporter, stop).run(jobs, decoder, models)
-            models.finished(index - 1)
+        for track, results, seconds in source:
             summary.results += results
             for r in results:
-                runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
-            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
+                runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f" on {r.worker}" if r.worker else "")
+                             + (f": {r.reason}" if r.reason else ""))
+            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), seconds))
     except KeyboardInterrupt:
         summary.interrupted = True
         runlog.write("interrupted by the user")
         raise
     finally:
-        if models.cache is not None:
-            summary.model_loads = dict(models.cache.loads)
-        models.close()
+        summary.model_loads = source.model_loads()
+        source.close()
         summary.seconds = time.time() - summary.started
         try:
             summary_path = plan.out_dir / "_report" / "last_run.json"

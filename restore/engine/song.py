@@ -44,6 +44,7 @@ class SongRun:
     source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
     facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
     step: str = ""                    # the stage at work now, for progress
+    claim_wait: float | None = 0.0    # seconds to wait for a claim another run holds (None: while it lives)
 
     def __post_init__(self) -> None:
         self.log = song_log(self.out_dir, self.track.rel)
@@ -60,7 +61,7 @@ class SongRun:
         claimed, results = [], []
         for job in jobs:
             try:
-                lock = try_claim(lock_path(self.out_dir, f"{job.variant.name}/{self.name}"))
+                lock = try_claim(lock_path(self.out_dir, f"{job.variant.name}/{self.name}"), self.claim_wait)
             except OSError as exc:
                 results.append(self.result(job, "failed", self.failure(exc, "claiming the song")))
                 continue

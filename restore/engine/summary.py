@@ -22,6 +22,7 @@ class JobResult:
     seconds: float = 0.0
     output: str | None = None
     facts: dict | None = None
+    worker: str | None = None  # the cluster worker that did it (host/name); None in a local run
 
 
 @dataclass

@@ -19,6 +19,7 @@ from restore.models.store import ENV_MODELS, default_models_dir
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
+from restore.engine.pathmap import PathMap
 from restore.engine.run import run
 from restore.engine.scan import clean_user_path
 from restore.status_codes import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--stems-from", metavar="DIR",
                    help="stems made elsewhere (UVR, audio-separator, an earlier 04_stems), used instead of Demucs "
                         "for 04-07: DIR/<song path without .mp3>/<stem>.flac or <Song>_(<Stem>).flac")
+    r.add_argument("--cluster", metavar="tcp://HOST:8786",
+                   help="run the songs on the workers of this Dask scheduler (one task per song; needs the "
+                        "cluster extra); every worker must see the inputs and the output folder")
+    r.add_argument("--path-map", action="append", default=[], metavar="CLIENT=WORKER", dest="path_map",
+                   help=r"with --cluster: a folder the workers mount elsewhere, e.g. 'Z:\music=/mnt/nas/music' (repeatable)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
@@ -129,7 +135,11 @@ def _main(argv: list[str] | None) -> int:
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
             stage_options=parse_settings(args.settings), stems_from=_stems_folder(args.stems_from),
             trusted_model_files=tuple(clean_user_path(t) for t in args.trusted),
+            cluster=args.cluster, path_map=tuple(args.path_map),
         )
+        if args.path_map and not args.cluster:
+            raise UsageError("--path-map is for --cluster runs: give the scheduler's address with --cluster")
+        PathMap.parse(config.path_map)  # a malformed map is a usage error before anything runs
         return _run(config, console, args.json, args.quiet)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)

@@ -33,7 +33,7 @@ class RichReporter:
             TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
         )
         self.overall = None
-        self.song = None
+        self.songs: dict[str, tuple[object, str]] = {}  # song -> (its bar, its name): several at once on a cluster
 
     def __enter__(self):
         self.progress.start()
@@ -49,16 +49,14 @@ class RichReporter:
             if event.skipped:
                 self.console.print(f"[cyan]{event.skipped} step(s) already done: skipped")
         elif isinstance(event, SongStarted):
-            if self.song is not None:
-                p.remove_task(self.song)
-            self.song_name = safe(event.song)[-50:]
-            self.song = p.add_task(self.song_name, total=1000)
-        elif isinstance(event, SongProgress) and self.song is not None:
-            p.update(self.song, completed=int(event.fraction * 1000),
-                     description=f"{self.song_name} [dim]- {safe(event.doing)}[/]")
+            self._drop(event.song)
+            name = safe(event.song)[-50:]
+            self.songs[event.song] = (p.add_task(name, total=1000), name)
+        elif isinstance(event, SongProgress) and event.song in self.songs:
+            bar, name = self.songs[event.song]
+            p.update(bar, completed=int(event.fraction * 1000), description=f"{name} [dim]- {safe(event.doing)}[/]")
         elif isinstance(event, SongFinished):
-            if self.song is not None:
-                p.update(self.song, completed=1000)
+            self._drop(event.song)
             if self.overall is not None:
                 p.advance(self.overall)
             if event.status != "done":
@@ -68,6 +66,10 @@ class RichReporter:
             for line in event.text.rstrip("\n").split("\n"):  # a traceback (--debug) keeps its lines
                 p.console.print(safe(line), style="dim" if event.level == "debug" else None)
 
+    def _drop(self, song: str) -> None:
+        if song in self.songs:
+            self.progress.remove_task(self.songs.pop(song)[0])
+
 
 class PlainReporter:
     """One line per finished song: for logs, pipes and CI, where bars would be noise."""
@@ -75,7 +77,7 @@ class PlainReporter:
     def __init__(self, console: Console):
         self.console = console
         self.total = 0
-        self.index = 0
+        self.finished = 0  # songs finished: on a cluster they finish in any order
         self.t0 = time.monotonic()
 
     def __enter__(self):
@@ -88,10 +90,9 @@ class PlainReporter:
         if isinstance(event, RunStarted):
             self.total = event.songs
             self.console.print(f"{event.songs} song(s) to do, {event.skipped} step(s) already done", highlight=False)
-        elif isinstance(event, SongStarted):
-            self.index = event.index
         elif isinstance(event, SongFinished):
-            line = (f"{time.strftime('%H:%M:%S')} [{self.index}/{self.total}] {event.status} {printable(event.song)} "
+            self.finished += 1
+            line = (f"{time.strftime('%H:%M:%S')} [{self.finished}/{self.total}] {event.status} {printable(event.song)} "
                     f"({event.seconds:.1f} s)")
             if event.reason:
                 line += f": {printable(event.reason)}"
@@ -130,10 +131,14 @@ def print_summary(console: Console, summary: RunSummary, quiet: bool = False) ->
         table.add_column("variant")
         table.add_column("status")
         table.add_column("why / seconds", overflow="fold")
+        workers = any(r.worker for r in rows)  # a cluster run: which worker did each
+        if workers:
+            table.add_column("worker")
         for r in rows:
             style = _STATUS_STYLE.get(r.status, "")
             detail = r.reason if r.reason else f"{r.seconds:.1f} s"
-            table.add_row(safe(r.song), r.variant or "-", f"[{style}]{r.status}[/]", safe(detail))
+            cells = [safe(r.song), r.variant or "-", f"[{style}]{r.status}[/]", safe(detail)]
+            table.add_row(*cells, *([safe(r.worker or "-")] if workers else []))
         console.print(table)
     c = summary.counts()
     parts = [f"[green]{c['done']} done[/]", f"[cyan]{c['skipped']} skipped (already done)[/]",
