@@ -227,3 +227,34 @@ def test_path_map_longest_prefix_wins_and_bad_specs_are_usage_errors():
     for bad in ("nomap", "=/x", "/x="):
         with pytest.raises(UsageError):
             PathMap.parse([bad])
+
+
+def test_songs_with_a_model_stage_go_to_the_worker_offering_a_gpu(tmp_path):
+    """A worker started as a person would (`dask worker ADDRESS --resources GPU=1`) beside a
+    plain one: every song that runs a model stage lands on it."""
+    pytest.importorskip("torch")
+    from distributed import Client
+    from restore.models.store import CATALOGUE
+    from tests.support.random_hifigan import save_random_hifigan
+    from .conftest import write_mp3
+    from tests.support.examples import band
+    models = tmp_path / "models"
+    save_random_hifigan(models / CATALOGUE["hifigan-bwe"].filename, seed=1, stacks=1, layers=4, channels=16)
+    for i in range(3):
+        write_mp3(tmp_path / "in" / f"{i} song.mp3", band(3.0, seed=i), bitrate=128)
+    with local_cluster() as c:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        gpu = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address,
+                                "--nthreads", "1", "--resources", "GPU=1", "--name", "gpu", "--no-dashboard"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(c.scheduler_address) as client:
+                client.wait_for_workers(3, timeout=120)
+            cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", models_dir=models, device="cpu",
+                            variants=resolve_variants("01,08"), report=False, cluster=c.scheduler_address)
+            summary = run(cfg)
+        finally:
+            gpu.terminate()
+            gpu.wait(timeout=60)
+    assert summary.counts()["done"] == 6, summary.results
+    assert {r.worker.rsplit("/", 1)[1] for r in summary.results} == {"gpu"}
