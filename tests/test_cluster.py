@@ -50,6 +50,14 @@ def temps(out: Path) -> list:
     return [p for p in out.rglob("*") if TMP_MARK in p.name]
 
 
+def assert_as_local(out: Path, library) -> None:
+    """The outputs and markers of `out` are the local run's, and nothing partial is left."""
+    _, ref_outputs, ref_markers = library
+    assert outputs(out) == ref_outputs
+    assert markers(out) == ref_markers
+    assert not temps(out)
+
+
 def config(library: Path, out: Path, cluster: str | None, **kw) -> RunConfig:
     return RunConfig(inputs=[str(library)], out_dir=out, variants=resolve_variants(VARIANTS), report=False,
                      cluster=cluster, **kw)
@@ -97,23 +105,21 @@ def cluster():
 
 
 def test_a_batch_on_the_cluster_equals_a_local_run(library, cluster, tmp_path):
-    lib, ref_outputs, ref_markers = library
+    lib = library[0]
     out = tmp_path / "out"
     summary = run(config(lib, out, cluster))
     assert summary.counts()["done"] == SONGS * 2 and summary.exit_code == 0
-    assert outputs(out) == ref_outputs
-    assert markers(out) == ref_markers
+    assert_as_local(out, library)
     assert all(r.worker for r in summary.results), "each result names the worker that did it"
     # Each worker process loads a model once and keeps it for its next songs.
     assert 1 <= summary.model_loads["offline_restore"] <= 2 < SONGS
-    assert not temps(out)
     # A rerun (local or on the cluster) finds everything done.
     again = run(config(lib, out, cluster))
     assert again.counts()["skipped"] == SONGS * 2 and again.counts()["done"] == 0
 
 
 def test_a_worker_killed_mid_song_leaves_nothing_partial_and_the_song_is_redone(library, tmp_path):
-    lib, ref_outputs, ref_markers = library
+    lib = library[0]
     out, log = tmp_path / "out", tmp_path / "checkpoints.log"
     # The first worker process to write audio stops mid-file and says so; the test kills it there.
     with local_cluster(MP3RESTORE_CHECKPOINT_LOG=log, MP3RESTORE_HOLD_AT="mid-audio") as c:
@@ -124,15 +130,12 @@ def test_a_worker_killed_mid_song_leaves_nothing_partial_and_the_song_is_redone(
         assert temps(out), "the held worker is mid-write"
         os.kill(pid, signal.SIGKILL)
         thread.join(timeout=600)
-    summary = result["summary"]
-    assert summary.counts()["done"] == SONGS * 2, summary.results
-    assert outputs(out) == ref_outputs
-    assert markers(out) == ref_markers
-    assert not temps(out)
+    assert result["summary"].counts()["done"] == SONGS * 2, result["summary"].results
+    assert_as_local(out, library)
 
 
 def test_the_client_killed_then_rerun_resumes(library, cluster, tmp_path):
-    lib, ref_outputs, ref_markers = library
+    lib = library[0]
     out = tmp_path / "out"
     # The client dies as soon as its first song is reported done (the workers live on).
     crashed = run_cli("run", str(lib), "--out", str(out), "-v", VARIANTS, "--no-report", "-q", "--cluster", cluster,
@@ -143,9 +146,7 @@ def test_the_client_killed_then_rerun_resumes(library, cluster, tmp_path):
     counts = summary.counts()
     assert counts["failed"] == counts["busy"] == 0 and counts["skipped"] >= 2
     assert counts["done"] + counts["skipped"] == SONGS * 2
-    assert outputs(out) == ref_outputs
-    assert markers(out) == ref_markers
-    assert not temps(out)
+    assert_as_local(out, library)
 
 
 def test_stop_on_the_cluster_cleans_up_and_resumes(library, cluster, tmp_path):

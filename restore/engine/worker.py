@@ -14,6 +14,7 @@ Everything here runs inside a Dask worker process; `distributed` is imported onl
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import socket
 import threading
@@ -224,7 +225,7 @@ def probe(out_dir: str, token_file: str, token: str, inputs: list[tuple[str, int
         problems.append(f"cannot see the output folder {out_dir}: {exc.strerror or exc} "
                         "(share it, or map the path with --path-map CLIENT=WORKER)")
     else:
-        probe_file = Path(out_dir) / "_done" / f".probe-{token[:8]}-{socket.gethostname()[:20]}"
+        probe_file = Path(out_dir) / "_done" / f".probe-{token[:8]}-{socket.gethostname()[:20]}-{os.getpid()}"  # one per worker process
         try:
             probe_file.write_bytes(b"")
             probe_file.unlink()
