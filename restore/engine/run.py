@@ -13,10 +13,11 @@ import traceback
 from pathlib import Path
 
 from restore.engine.config import RunConfig
+from restore.engine.locking import lock_path, wait_for_free
 from restore.engine.logs import LogFile, run_log
 from restore.engine.markers import read_marker
 from restore.engine.plan import Plan, make_plan
-from restore.engine.scan import scan
+from restore.engine.scan import Track, scan
 from restore.engine.song import SongRun
 from restore.engine.summary import JobResult, RunSummary
 from restore.errors import RestoreError, SetupError, describe_os_error, path_of, printable
@@ -112,19 +113,38 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     decoder = plan.stages["decode"]
     decoder.load()
     models = RunModels(config, plan.stages, songs, runlog.write)
+    left: list[tuple[int, Track, list]] = []  # songs with jobs whose claim another run held
+
+    def song(index: int, track: Track, jobs: list) -> list:
+        """Run one work item; its results go to the summary, but for the jobs another run
+        holds, which it returns."""
+        t0 = time.monotonic()
+        reporter.handle(SongStarted(index, track.rel.as_posix()))
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
+        results = SongRun(track, config, plan.out_dir, reporter, stop).run(jobs, decoder, models)
+        for r in results:
+            runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
+        reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
+        summary.results += [r for r in results if r.status != "busy"]
+        busy = {r.variant for r in results if r.status == "busy"}
+        return [job for job in jobs if job.variant.name in busy]
+
     try:
         for index, (track, jobs) in enumerate(songs, 1):
-            t0 = time.monotonic()
-            reporter.handle(SongStarted(index, track.rel.as_posix()))
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            results = SongRun(track, config, plan.out_dir, reporter, stop).run(jobs, decoder, models)
+            if busy := song(index, track, jobs):
+                left.append((index, track, busy))
             models.finished(index - 1)
-            summary.results += results
-            for r in results:
-                runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
-            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
+        while left:  # claims another run held: retried as they free up, waited for while it lives
+            paths = [lock_path(plan.out_dir, f"{j.variant.name}/{t.rel.as_posix()}") for _, t, jobs in left for j in jobs]
+            runlog.write(f"waiting for another run working on {len(paths)} step(s) of this run")
+            reporter.handle(Message("info", f"waiting for another run working on {len(paths)} step(s) of this run "
+                                            f"({left[0][1].rel.as_posix()}{', ...' if len(paths) > 1 else ''})"))
+            wait_for_free(paths, stop)
+            left = [(i, t, busy) for i, t, jobs in left if (busy := song(i, t, jobs))]
     except KeyboardInterrupt:
+        summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "busy", "another run was working on it "
+                                      "when this run stopped") for _, t, jobs in left for j in jobs]
         summary.interrupted = True
         runlog.write("interrupted by the user")
         raise

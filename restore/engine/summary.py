@@ -44,7 +44,8 @@ class RunSummary:
         if self.interrupted:
             return EXIT_INTERRUPTED
         counts = self.counts()
-        return EXIT_SONGS_FAILED if counts["failed"] or (self.strict and counts["unavailable"]) else EXIT_OK
+        undone = counts["failed"] or counts["busy"] or (self.strict and counts["unavailable"])
+        return EXIT_SONGS_FAILED if undone else EXIT_OK
 
     def to_dict(self) -> dict:
         return {
