@@ -105,3 +105,25 @@ def test_work_left_to_another_run_is_not_exit_0(tmp_path):
     summary = RunSummary(tmp_path, results=[JobResult("a.mp3", "01_baseline", "done"),
                                             JobResult("b.mp3", "01_baseline", "busy", "another run is working on it")])
     assert summary.exit_code == 1
+
+
+def test_a_run_stopped_while_waiting_says_what_is_left(tmp_path):
+    """Ctrl+C while a live run holds a song: exit 130, and the summary (--json and
+    last_run.json) names the song left to the other run and why."""
+    library, out, log = _two_songs(tmp_path), tmp_path / "out", tmp_path / "checkpoints.log"
+    holder = hold_claim(out, "01_baseline/00 Song.mp3")
+    run = _start_run(library, out, log)
+    try:
+        wait_for_checkpoint(log, "waiting-for-claim 1", run)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=300)
+    finally:
+        holder.kill()
+        run.kill()
+    assert run.returncode == 130, stderr
+    summary = json.loads(stdout)
+    got = {r["song"]: r for r in summary["results"]}
+    assert got["01 Song.mp3"]["status"] == "done" and got["00 Song.mp3"]["status"] == "busy"
+    assert "another run" in got["00 Song.mp3"]["reason"]
+    assert summary["exit_code"] == 130 and summary["interrupted"] is True
+    assert json.loads((out / "_report" / "last_run.json").read_text()) == {**summary, "seconds": ANY}

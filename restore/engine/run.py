@@ -74,12 +74,21 @@ class RunModels:
             self.cache.release_all()
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A Ctrl+C ended the run: `summary` is what it did until then, as last_run.json has it."""
+
+    def __init__(self, summary: RunSummary):
+        super().__init__()
+        self.summary = summary
+
+
 def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Event | None = None) -> RunSummary:
     """Execute the run described by `config`. With dry_run, only plan.
     Raises UsageError (bad inputs) or SetupError (output folder unusable) before any song
     starts; everything that goes wrong with one song ends up in the summary instead.
-    KeyboardInterrupt propagates after the song in progress is cleaned up (its temporary
-    files removed, its claims released) and the partial summary is written. `stop`, once
+    A Ctrl+C raises RunInterrupted (a KeyboardInterrupt) after the song in progress is
+    cleaned up (its temporary files removed, its claims released) and the partial summary,
+    which it carries, is written. `stop`, once
     set (a first Ctrl+C), ends the run the same way at the next decoded block, model chunk
     or step, without killing anything mid-write."""
     reporter = reporter or NullReporter()
@@ -122,7 +131,12 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
         reporter.handle(SongStarted(index, track.rel.as_posix()))
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
-        results = SongRun(track, config, plan.out_dir, reporter, stop).run(jobs, decoder, models)
+        current = SongRun(track, config, plan.out_dir, reporter, stop)
+        try:
+            results = current.run(jobs, decoder, models)
+        except KeyboardInterrupt:
+            summary.results += current.results  # its steps finished before the stop (their markers are written)
+            raise
         for r in results:
             runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
         reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
@@ -143,11 +157,13 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
             wait_for_free(paths, stop)
             left = [(i, t, busy) for i, t, jobs in left if (busy := song(i, t, jobs))]
     except KeyboardInterrupt:
+        settled = {(r.song, r.variant) for r in summary.results}
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "busy", "another run was working on it "
-                                      "when this run stopped") for _, t, jobs in left for j in jobs]
+                                      "when this run stopped") for _, t, jobs in left for j in jobs
+                            if (t.rel.as_posix(), j.variant.name) not in settled]
         summary.interrupted = True
         runlog.write("interrupted by the user")
-        raise
+        raise RunInterrupted(summary) from None
     finally:
         if models.cache is not None:
             summary.model_loads = dict(models.cache.loads)

@@ -44,6 +44,7 @@ class SongRun:
     source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
     facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
     step: str = ""                    # the stage at work now, for progress
+    results: list[JobResult] = field(default_factory=list)  # settled so far: kept if a Ctrl+C ends the song
 
     def __post_init__(self) -> None:
         self.log = song_log(self.out_dir, self.track.rel)
@@ -81,19 +82,21 @@ class SongRun:
     def run(self, jobs: list[Job], decoder, models) -> list[JobResult]:
         """Every claimed job of the song: decode once (streamed variants written as it goes),
         then each staged variant. One variant failing never stops the others."""
-        claimed, results = self.claim(jobs)
+        claimed, self.results = self.claim(jobs)
         if not claimed:
-            return results
+            return self.results
         try:
             jobs = [job for job, _ in claimed]
             self.log.write(f"start {self.track.path} -> {', '.join(j.variant.name for j in jobs)} "
                            f"(reason: {jobs[0].reason})")
-            return results + self._run_claimed(jobs, decoder, models)
+            self._run_claimed(jobs, decoder, models)
+            return self.results
         finally:
             for _, lock in claimed:
                 lock.release()
 
-    def _run_claimed(self, jobs: list[Job], decoder, models) -> list[JobResult]:
+    def _run_claimed(self, jobs: list[Job], decoder, models) -> None:
+        """Add each job's result to `self.results` as soon as it is settled."""
         streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
         staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
         share = 0.5 if staged else 1.0
@@ -115,12 +118,14 @@ class SongRun:
             self.facts = decoding.facts()
         except Exception as exc:  # bad input, a full disk, or a library failing in a new way: the batch goes on
             reason = self.failure(exc, "decoding" if not streamed else "decoding and writing")
-            return [self.result(job, "failed", reason) for job in jobs]
+            self.results += [self.result(job, "failed", reason) for job in jobs]
+            return
         f = self.facts
         self.log.write(f"decoded {f['duration']:.2f} s, {f['rate']} Hz, {decoding.channels} ch, "
                        f"{f['bitrate_kbps']} kbps{' VBR' if f['vbr'] else ''}, encoder {f['encoder'] or 'unknown'}, "
                        f"cutoff {f['cutoff_hz'] or 'none found'} Hz")
-        results = [self.finish(job, [records[job.variant.name]], t0) for job in streamed]
+        for job in streamed:
+            self.results.append(self.finish(job, [records[job.variant.name]], t0))
         shared = SharedSteps(audio, [job.variant.steps for job in staged])
         for n, job in enumerate(staged):
             self.stopping()
@@ -128,9 +133,8 @@ class SongRun:
                 self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
             stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"], "song": self.name},
                                      log=self.say, progress=progress, source=audio, loaded=models.get)
-            results.append(self._run_staged(job, shared, models, stage_ctx))
+            self.results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
-        return results
 
     def _decode_once(self, decoding, streamed: list[Job], keep_audio: bool):
         """One pass over the decode: each block goes to every streamed job's FLAC writer and,

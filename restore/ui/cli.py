@@ -19,7 +19,7 @@ from restore.models.store import ENV_MODELS, default_models_dir
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
-from restore.engine.run import run
+from restore.engine.run import RunInterrupted, run
 from restore.engine.scan import clean_user_path
 from restore.status_codes import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE
 from restore.engine.summary import RunSummary
@@ -248,8 +248,10 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int
     try:
         with reporter:
             summary = run(config, reporter, stop)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
+        if as_json and isinstance(exc, RunInterrupted):  # what was done until then, as last_run.json has it
+            sys.stdout.write(json.dumps(exc.summary.to_dict(), indent=1, default=str) + "\n")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
