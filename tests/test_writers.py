@@ -67,8 +67,8 @@ def test_temp_names_are_short_whatever_the_target(tmp_path):
     """The target's name inside the temporary's made names of 221 bytes or more fail on a
     255-byte file system ("path too long", or "the FLAC encoder failed (System error.)")."""
     lengths = {len(temp_path_for(tmp_path / ("x" * n + ".flac")).name.encode()) for n in (1, 100, 250)}
-    assert lengths == {33}
-    assert len(temp_path_for(tmp_path / "Song.a-very-long-suffix").name) == 32  # an odd suffix becomes .tmp
+    assert lengths == {37}
+    assert len(temp_path_for(tmp_path / "Song.a-very-long-suffix").name) == 36  # an odd suffix becomes .tmp
     final = tmp_path / ("é" * 123 + ".flac")  # 251 bytes in UTF-8: the file system's limit is 255
     record = write_flac(Audio(np.zeros((2, 4410), np.float32), 44100), final)
     assert record["size"] == final.stat().st_size and os.listdir(tmp_path) == [final.name]

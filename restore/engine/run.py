@@ -20,7 +20,7 @@ from restore.engine.plan import Plan, make_plan
 from restore.engine.scan import Track, scan
 from restore.engine.song import SongRun
 from restore.engine.summary import JobResult, RunSummary
-from restore.errors import RestoreError, SetupError, describe_os_error, path_of, printable
+from restore.errors import RestoreError, SetupError, describe_failure, describe_os_error, path_of, printable
 from restore.events import Message, NullReporter, Reporter, RunStarted, SongFinished, SongStarted
 from restore.io.writers import remove_stale_temps
 from restore.models.cache import ModelCache
@@ -169,16 +169,24 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
             summary.model_loads = dict(models.cache.loads)
         models.close()
         summary.seconds = time.time() - summary.started
-        try:
-            summary_path = plan.out_dir / "_report" / "last_run.json"
-            remove_stale_temps(summary_path)  # left by a run killed while writing it
-            summary.write(summary_path)
-        except RestoreError as exc:
-            runlog.write(f"could not write the summary: {exc.one_line()}")
-        runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
+        _write_summary(plan.out_dir, summary, runlog)
     if config.report:
-        _write_report(plan.out_dir, config, runlog, reporter)
+        summary.report_error = _write_report(plan.out_dir, config, runlog, reporter)
+        if summary.report_error:  # the summary says so too
+            _write_summary(plan.out_dir, summary, runlog)
     return summary
+
+
+def _write_summary(out_dir: Path, summary: RunSummary, runlog: LogFile) -> None:
+    """_report/last_run.json; a failure is a line in the run log."""
+    try:
+        summary_path = out_dir / "_report" / "last_run.json"
+        remove_stale_temps(summary_path, shared=True)  # left by a run killed while writing it
+        summary.write(summary_path)
+    except RestoreError as exc:
+        runlog.write(f"could not write the summary: {exc.one_line()}")
+    runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}"
+                 + (f"; the compare report failed: {summary.report_error}" if summary.report_error else ""))
 
 
 def _announce_device(plan: Plan, songs: list, config: RunConfig, reporter: Reporter) -> None:
@@ -223,10 +231,10 @@ def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int 
                                     + (f"; {unknown} step(s) of variants not run here before are not counted" if unknown else "")))
 
 
-def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> None:
-    """The compare report: a failure here is a line in the run log, never a failed run. What
-    it does (each song it measures, the end) goes to the run log and, as its progress, to
-    the reporter."""
+def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> str | None:
+    """The compare report; returns why it failed (the songs stay done), or None. What it
+    does (each song it measures, the end) goes to the run log and, as its progress, to the
+    reporter; a failure's traceback to the run log."""
     def say(line: str) -> None:
         runlog.write(line)
         reporter.handle(Message("info", line))
@@ -238,6 +246,8 @@ def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: R
     except Exception as exc:
         runlog.write(f"could not write the report: {exc.__class__.__name__}: {printable(exc)}")
         runlog.write(traceback.format_exc())
+        return exc.one_line() if isinstance(exc, RestoreError) else describe_failure(exc, "building the compare report")
+    return None
 
 
 def _prepare_out_dir(out_dir: Path) -> None:

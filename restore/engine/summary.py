@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from restore.io.writers import write_bytes_atomic
-from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_SONGS_FAILED
+from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REPORT_FAILED, EXIT_SONGS_FAILED
 
 
 
@@ -34,6 +34,7 @@ class RunSummary:
     interrupted: bool = False
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
     strict: bool = False       # --strict: unavailable variants make the exit code 1
+    report_error: str | None = None  # why the compare report could not be written
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
@@ -45,7 +46,9 @@ class RunSummary:
             return EXIT_INTERRUPTED
         counts = self.counts()
         undone = counts["failed"] or counts["busy"] or (self.strict and counts["unavailable"])
-        return EXIT_SONGS_FAILED if undone else EXIT_OK
+        if undone:
+            return EXIT_SONGS_FAILED
+        return EXIT_REPORT_FAILED if self.report_error else EXIT_OK
 
     def to_dict(self) -> dict:
         return {
@@ -56,6 +59,7 @@ class RunSummary:
             "counts": self.counts(),
             "exit_code": self.exit_code,
             "model_loads": self.model_loads,
+            "report_error": self.report_error,
             "results": [asdict(r) for r in self.results],
         }
 

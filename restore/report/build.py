@@ -99,7 +99,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
     if not out_dir.is_dir():
         raise UsageError("no such output folder", out_dir, "give the folder a run wrote its variants to")
     report_dir = out_dir / REPORT_DIR
-    removed = remove_temps_in(report_dir)  # left by a run killed while writing the report
+    removed = remove_temps_in(report_dir, shared=True)  # left by a run killed while writing the report
     if removed:
         log(f"report: removed {removed} temporary file(s) left by an interrupted run")
     songs = find_songs(out_dir)

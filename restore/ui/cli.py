@@ -1,6 +1,6 @@
 """Command line: `mp3restore run INPUT... --out DIR`. Builds a RunConfig, calls the library,
 renders with rich. Exit codes (restore/status_codes.py): 0 all done, 1 some songs failed or left undone, 2 usage error, 3 the
-output folder is unusable, 130 interrupted (Ctrl+C)."""
+output folder is unusable, 4 the compare report failed, 130 interrupted (Ctrl+C)."""
 from __future__ import annotations
 
 import argparse

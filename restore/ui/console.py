@@ -148,6 +148,8 @@ def print_summary(console: Console, summary: RunSummary, quiet: bool = False) ->
     for reason in sorted({r.reason for r in summary.results if r.status == "unavailable"}):
         variants = sorted({r.variant for r in summary.results if r.status == "unavailable" and r.reason == reason})
         console.print(f"[yellow]unavailable[/] {', '.join(variants)}: {safe(reason)}", soft_wrap=True)
+    if summary.report_error:
+        console.print(f"[bold red]the compare report failed:[/] {safe(summary.report_error)}", soft_wrap=True)
     if summary.interrupted:
         console.print("[yellow]Interrupted: run the same command again to resume.")
 
