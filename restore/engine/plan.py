@@ -10,6 +10,7 @@ from restore.engine.markers import check_marker, config_hash, marker_path
 from restore.engine.scan import ScanResult, Track
 from restore.stages import StageEnv, StageProtocol, get_stage
 from restore.engine.variants import VARIANTS, Variant
+from restore.io.writers import fit_name
 
 
 @dataclass
@@ -141,9 +142,10 @@ def stems_from_files(variants, env: StageEnv) -> list[Variant]:
 
 
 def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
-    """OUT/<variant>/Artist/Album/Song.flac, or for stems the folder OUT/<variant>/Artist/Album/Song/."""
-    rel = Path(*track.output_rel(".flac").parts)
-    return out_dir / variant.name / (rel.with_suffix("") if variant.stems else rel)
+    """OUT/<variant>/Artist/Album/Song.flac, or for stems the folder OUT/<variant>/Artist/Album/Song/.
+    A FLAC name that would pass the file system's limit (a 255-byte Song.mp3) is cut, with a hash."""
+    rel = Path(*track.output_rel("").parts)
+    return out_dir / variant.name / (rel if variant.stems else rel.with_name(fit_name(rel.name, ".flac")))
 
 
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",

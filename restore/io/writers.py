@@ -45,6 +45,24 @@ _owner: tuple[int, str] = (0, "")
 _WRITE_BLOCK = 1 << 16  # frames per block: bounds the int conversion buffers
 
 
+NAME_MAX = 255  # bytes in one file name: ext4, APFS, exFAT; NTFS counts UTF-16 units, never more than UTF-8 bytes
+
+
+def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix` where that fits in `limit` bytes of UTF-8 (every name that fits keeps
+    its spelling, so what earlier runs wrote is found again); else the stem cut on a
+    character boundary, `~` and 8 hex of the whole name's hash, then the suffix, `limit`
+    bytes at most: a 255-byte `Song.mp3` has its marker `Song.m~1a2b3c4d.json`."""
+    name = stem + suffix
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    room = limit - len(suffix.encode("utf-8", "surrogateescape")) - 9
+    cut = stem
+    while len(cut.encode("utf-8", "surrogateescape")) > room:
+        cut = cut[:-1]
+    return f"{cut}~{_name_hash(name)}{suffix}"
+
+
 def _name_hash(name: str) -> str:
     return hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
 
