@@ -34,6 +34,7 @@ class Plan:
     problems: list[tuple[Path, str]] = field(default_factory=list)  # inputs that cannot run
     variants: list[Variant] = field(default_factory=list)
     stages: "Stages | None" = None  # the stage instances the run processes with
+    warnings: list[tuple[Path, str]] = field(default_factory=list)  # inputs skipped, not failed (the scan's)
 
     def work(self, order: str = "song") -> list[tuple[Track, list[Job]]]:
         """The jobs still to do, grouped into work items in run order.
@@ -184,7 +185,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
                 todo, reason = not check.done, check.reason
             jobs.append(Job(track, variant, outputs[variant.name],
                             marker, cfg, h, ver, todo, reason, unavailable))
-    return Plan(out_dir, jobs, problems, list(variants), stages)
+    return Plan(out_dir, jobs, problems, list(variants), stages, list(scan.warnings))
 
 
 WINDOWS_MAX_PATH = 259   # MAX_PATH is 260 characters with the terminating NUL

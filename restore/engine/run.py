@@ -95,6 +95,7 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     plan = plan_run(config)
     summary = RunSummary(plan.out_dir, dry_run=config.dry_run, strict=config.strict and config.variants is not None)
     summary.results += [JobResult(printable(p), None, "failed", reason) for p, reason in plan.problems]
+    summary.warnings = [f"{printable(p)}: {why}" for p, why in plan.warnings]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "skipped", "already done", output=str(j.output))
                         for j in plan.done_jobs]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
@@ -116,6 +117,8 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
                      "unpickled in full if it needs it (that runs whatever the file names)")
     for path, reason in plan.problems:
         runlog.write(f"failed {path}: {reason}")
+    for line in summary.warnings:
+        runlog.write(f"warning: {line}")
     for reason in sorted({j.reason for j in plan.unavailable_jobs}):
         runlog.write(f"unavailable: {reason}")
     reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))

@@ -35,6 +35,7 @@ class RunSummary:
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
     strict: bool = False       # --strict: unavailable variants make the exit code 1
     report_error: str | None = None  # why the compare report could not be written
+    warnings: list[str] = field(default_factory=list)  # inputs skipped: a folder without MP3s, a link loop
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
@@ -45,7 +46,7 @@ class RunSummary:
         if self.interrupted:
             return EXIT_INTERRUPTED
         counts = self.counts()
-        undone = counts["failed"] or counts["busy"] or (self.strict and counts["unavailable"])
+        undone = counts["failed"] or counts["busy"] or (self.strict and counts["unavailable"]) or not self.results
         if undone:
             return EXIT_SONGS_FAILED
         return EXIT_REPORT_FAILED if self.report_error else EXIT_OK
@@ -60,6 +61,7 @@ class RunSummary:
             "exit_code": self.exit_code,
             "model_loads": self.model_loads,
             "report_error": self.report_error,
+            "warnings": self.warnings,
             "results": [asdict(r) for r in self.results],
         }
 
