@@ -281,3 +281,23 @@ def test_a_variant_folder_without_write_permission_is_named(tmp_path):
     reason = got["Art/s.mp3"]["reason"]
     assert reason.startswith("writing FLAC failed, permission denied") and "System error" not in reason, reason
     assert f": {folder} (" in reason, reason
+
+
+def test_an_input_without_read_permission_is_named_as_the_input(tmp_path):
+    """With real permissions (the test above fakes the OS's answer for root): the input's
+    own reason and hint, never the output folder's."""
+    import sys
+    from .conftest import ROOT
+    song = write_mp3(tmp_path / "in" / "s.mp3", band(1.0))
+    write_mp3(tmp_path / "in" / "t.mp3", band(1.0))
+    song.chmod(0)
+    try:
+        proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
+                               str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
+                               "--variants", "01"], capture_output=True, text=True, timeout=300)
+    finally:
+        song.chmod(0o644)
+    got = {r["song"]: r for r in json.loads(proc.stdout)["results"]}
+    assert proc.returncode == 1 and got["t.mp3"]["status"] == "done", proc.stderr
+    reason = got["s.mp3"]["reason"]
+    assert reason.startswith("cannot read the file, permission denied (give yourself read access") and "output" not in reason
