@@ -70,8 +70,8 @@ def _two_songs(tmp_path):
     return library
 
 
-def _start_run(library, out, log):
-    return subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), "-q",
+def _start_run(library, out, log, *flags):
+    return subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(library), "--out", str(out), *flags,
                              "--json", "--no-report", "--variants", "01_baseline"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MP3RESTORE_CHECKPOINT_LOG": str(log)})
@@ -83,7 +83,7 @@ def test_a_claim_freed_by_a_dead_run_is_retried(tmp_path):
     run' and exited 0 with the song undone)."""
     library, out, log = _two_songs(tmp_path), tmp_path / "out", tmp_path / "checkpoints.log"
     holder = hold_claim(out, "01_baseline/00 Song.mp3")
-    run = _start_run(library, out, log)
+    run = _start_run(library, out, log)   # not -q: one line per finished song
     try:
         wait_for_checkpoint(log, "waiting-for-claim 1", run)
         assert run.poll() is None and (out / "01_baseline" / "01 Song.flac").exists()  # the free song is done
@@ -97,6 +97,9 @@ def test_a_claim_freed_by_a_dead_run_is_retried(tmp_path):
     summary = json.loads(stdout)
     assert {r["song"]: r["status"] for r in summary["results"]} == {"00 Song.mp3": "done", "01 Song.mp3": "done"}
     assert (out / "01_baseline" / "00 Song.flac").is_file() and summary["exit_code"] == 0
+    finished = [line for line in stderr.splitlines() if "00 Song.mp3 (" in line]
+    assert len(finished) == 1 and "] done 00 Song.mp3" in finished[0], stderr   # counted once, when done
+    assert "another run is working on it; tried again after the other songs" in stderr
 
 
 
@@ -112,7 +115,7 @@ def test_a_run_stopped_while_waiting_says_what_is_left(tmp_path):
     last_run.json) names the song left to the other run and why."""
     library, out, log = _two_songs(tmp_path), tmp_path / "out", tmp_path / "checkpoints.log"
     holder = hold_claim(out, "01_baseline/00 Song.mp3")
-    run = _start_run(library, out, log)
+    run = _start_run(library, out, log, "-q")
     try:
         wait_for_checkpoint(log, "waiting-for-claim 1", run)
         run.send_signal(signal.SIGINT)

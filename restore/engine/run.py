@@ -142,9 +142,13 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
             raise
         for r in results:
             runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f": {r.reason}" if r.reason else ""))
-        reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
-        summary.results += [r for r in results if r.status != "busy"]
         busy = {r.variant for r in results if r.status == "busy"}
+        if len(busy) < len(results):
+            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), time.monotonic() - t0))
+        else:  # finished (counted) when it is tried again
+            reporter.handle(Message("info", f"{track.rel.as_posix()}: another run is working on it; "
+                                            "tried again after the other songs"))
+        summary.results += [r for r in results if r.status != "busy"]
         return [job for job in jobs if job.variant.name in busy]
 
     try:
