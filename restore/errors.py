@@ -106,7 +106,14 @@ def path_of(exc: OSError, default: Path | str) -> Path | str:
 
 
 def output_error(doing: str, path: Path | str, exc: OSError) -> OutputError:
+    """Writing `path` failed: the reason, naming what the person must act on where that is
+    not `path` itself (the file in the way; the folder that may not be written to: a variant
+    folder, not the output folder, which the run has proved writable)."""
     reason, hint = describe_os_error(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM) and getattr(exc, "winerror", None) not in _WINDOWS_REASONS:
+        folder = Path(exc.filename).parent if isinstance(exc.filename, (str, os.PathLike)) else Path(path).parent
+        return OutputError(f"{doing} failed, {reason}", folder, "give yourself write access to that folder, "
+                           "or choose another output folder", path_in_reason=True)
     in_the_way = path_of(exc, path)
     return OutputError(f"{doing} failed, {reason}", in_the_way, hint, path_in_reason=in_the_way != path)
 

@@ -1,5 +1,6 @@
 """Bad input: each bad file is one clear line in the summary and its song's log; the batch
 goes on; nothing already written is lost or left half-written."""
+import json
 import os
 import subprocess
 import uuid
@@ -246,3 +247,57 @@ def test_a_variant_folder_that_cannot_be_written_says_why(tmp_path, read_only_fo
     got = {r["song"]: r for r in summary["results"]}
     assert code == 1 and got["Other/t.mp3"]["status"] == "done"
     assert got["Art/s.mp3"]["reason"].startswith("writing FLAC failed, read-only file system"), got["Art/s.mp3"]
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which folder permissions bind: nothing for a user; for root,
+    setpriv dropping the capabilities that let root write anywhere (skip without it)."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permissions do not bind")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_variant_folder_without_write_permission_is_named(tmp_path):
+    """Not libsndfile's "System error.", nor only 'choose an output folder you can write to'
+    (the output folder is writable): permission denied, and the folder it was denied in."""
+    import sys
+    from .conftest import ROOT
+    write_mp3(tmp_path / "in" / "Art" / "s.mp3", band(1.0))
+    write_mp3(tmp_path / "in" / "Other" / "t.mp3", band(1.0))
+    folder = tmp_path / "out" / "01_baseline" / "Art"
+    folder.mkdir(parents=True)
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
+                               str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
+                               "--variants", "01"], capture_output=True, text=True, timeout=300)
+    finally:
+        folder.chmod(0o755)
+    got = {r["song"]: r for r in json.loads(proc.stdout)["results"]}
+    assert proc.returncode == 1 and got["Other/t.mp3"]["status"] == "done", proc.stderr
+    reason = got["Art/s.mp3"]["reason"]
+    assert reason.startswith("writing FLAC failed, permission denied") and "System error" not in reason, reason
+    assert f": {folder} (" in reason, reason
+
+
+def test_an_input_without_read_permission_is_named_as_the_input(tmp_path):
+    """With real permissions (the test above fakes the OS's answer for root): the input's
+    own reason and hint, never the output folder's."""
+    import sys
+    from .conftest import ROOT
+    song = write_mp3(tmp_path / "in" / "s.mp3", band(1.0))
+    write_mp3(tmp_path / "in" / "t.mp3", band(1.0))
+    song.chmod(0)
+    try:
+        proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
+                               str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
+                               "--variants", "01"], capture_output=True, text=True, timeout=300)
+    finally:
+        song.chmod(0o644)
+    got = {r["song"]: r for r in json.loads(proc.stdout)["results"]}
+    assert proc.returncode == 1 and got["t.mp3"]["status"] == "done", proc.stderr
+    reason = got["s.mp3"]["reason"]
+    assert reason.startswith("cannot read the file, permission denied (give yourself read access") and "output" not in reason

@@ -366,10 +366,63 @@ def test_temporary_files_of_a_killed_report_are_swept(tmp_path, song):
     left = out / "_report" / "songs" / f".s.html.1a2b3c4d{TMP_MARK}.html"
     left.parent.mkdir(parents=True)
     left.write_text("half a page")
+    os.utime(left, (time.time() - 7200,) * 2)  # stale: a fresh one may be another run's, being written
     lines = []
     build_report(out, log=lines.append)
     assert not left.exists() and any("removed 1 temporary" in line for line in lines)
     assert (out / "_report" / "songs" / "s.html").is_file()
+
+
+WRITE_AND_WAIT = """
+import sys
+from pathlib import Path
+from restore.io.writers import atomic_output
+with atomic_output(Path(sys.argv[1]), "writing the report") as tmp:
+    tmp.write_bytes(b"the other run's page")
+    print("writing", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_report_leaves_another_runs_temporaries_alone(tmp_path, song):
+    """Two runs on one output folder: the one that starts its report removes only its own
+    and stale temporaries, so the other's page still goes in place (it removed every
+    temporary under _report, and the other run's report failed)."""
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    run_lib([write_mp3(tmp_path / "in" / "s.mp3", song)], out)
+    other = subprocess.Popen([sys.executable, "-c", WRITE_AND_WAIT, str(out / "_report" / "songs" / "t.html")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert other.stdout.readline().strip() == "writing"
+        stale = out / "_report" / ".mp3restore-0123456789abcd012345.csv"   # a killed run's, two hours old
+        stale.write_text("half a table")
+        os.utime(stale, (time.time() - 7200,) * 2)
+        build_report(out)
+        _, err = other.communicate("go on\n", timeout=120)
+    finally:
+        other.kill()
+    assert other.returncode == 0, err
+    assert (out / "_report" / "songs" / "t.html").read_text() == "the other run's page"
+    assert not stale.exists() and (out / "_report" / "index.html").is_file()
+
+
+def test_a_report_that_cannot_be_written_fails_the_run(tmp_path, song):
+    """Visible in the summary (console, --json, last_run.json) and the exit code, not only
+    in the run's log."""
+    from restore.status_codes import EXIT_REPORT_FAILED
+    from .conftest import run_cli
+    write_mp3(tmp_path / "in" / "s.mp3", song)
+    out = tmp_path / "out"
+    (out / "_report" / "index.html").mkdir(parents=True)   # a folder in the way of the index page
+    proc = run_cli("run", str(tmp_path / "in"), "--out", str(out), "--json", report=True)
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == summary["exit_code"] == EXIT_REPORT_FAILED == 4, proc.stderr
+    assert summary["counts"]["done"] == 1 and "index.html" in summary["report_error"]
+    assert "compare report failed" in proc.stderr
+    assert json.loads((out / "_report" / "last_run.json").read_text())["report_error"] == summary["report_error"]
 
 
 def test_a_star_that_loudness_moves_goes_only_to_variants_as_loud_as_the_baseline(tmp_path):

@@ -67,3 +67,49 @@ def test_natural_order(tmp_path):
     for name in ("10 b.mp3", "2 a.mp3", "1 c.mp3"):
         (tmp_path / name).write_bytes(b"x")
     assert [t.rel.name for t in scan([str(tmp_path)]).tracks] == ["1 c.mp3", "2 a.mp3", "10 b.mp3"]
+
+
+def test_folders_reached_through_a_symlink_are_followed_once(tmp_path):
+    """A linked folder is scanned (it was skipped without a word); a link back up (a loop)
+    or to a folder already scanned is skipped, and said."""
+    elsewhere = tmp_path / "elsewhere" / "Album"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "x.mp3").write_bytes(b"x")
+    library = tmp_path / "in"
+    (library / "Real").mkdir(parents=True)
+    (library / "Real" / "y.mp3").write_bytes(b"x")
+    (library / "Linked").symlink_to(elsewhere, target_is_directory=True)
+    (library / "Real" / "loop").symlink_to(library, target_is_directory=True)
+    (library / "song.mp3").symlink_to(elsewhere / "x.mp3")
+    result = scan([str(library)])
+    assert [t.rel.as_posix() for t in result.tracks] == ["Linked/x.mp3", "Real/y.mp3", "song.mp3"]
+    assert result.problems == []
+    assert [(p.name, why) for p, why in result.warnings] == [
+        ("loop", f"skipped: it leads to {library}, a folder already scanned")]
+
+
+def test_a_folder_without_mp3s_is_a_warning(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "cover.jpg").write_bytes(b"x")
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "a.mp3").write_bytes(b"x")
+    result = scan([str(tmp_path / "empty"), str(tmp_path / "music")])
+    assert [t.rel.as_posix() for t in result.tracks] == ["a.mp3"]
+    assert result.warnings == [(tmp_path / "empty", "no MP3 files in this folder")]
+
+
+def test_nothing_found_at_all_is_exit_1(tmp_path):
+    from .conftest import cli_json
+    (tmp_path / "empty").mkdir()
+    code, summary = cli_json("run", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    assert code == 1 and summary["exit_code"] == 1 and summary["results"] == []
+    assert summary["warnings"] == [f"{tmp_path / 'empty'}: no MP3 files in this folder"]
+
+
+def test_an_empty_folder_beside_songs_is_said_but_not_a_failure(tmp_path, song):
+    from .conftest import run_cli, write_mp3
+    (tmp_path / "empty").mkdir()
+    write_mp3(tmp_path / "music" / "a.mp3", song)
+    proc = run_cli("run", str(tmp_path / "empty"), str(tmp_path / "music"), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "no MP3 files in this folder" in proc.stderr

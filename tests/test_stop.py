@@ -2,6 +2,7 @@
 says so), the second stops at once; either way no partial file, the finished work kept,
 exit code 130, and the same command resumes. Waits for what the run reports, never for a
 fixed time."""
+import json
 import os
 import signal
 import subprocess
@@ -84,3 +85,27 @@ def test_second_ctrl_c_stops_at_once_mid_decode(tmp_path, long_song):
     assert "Traceback" not in err
     assert not (out / "01_baseline" / "long.flac").exists()
     assert [p for p in out.rglob("*") if TMP_MARK in p.name] == []
+
+
+def test_the_summary_after_ctrl_c_says_what_the_markers_say(tmp_path, long_song):
+    """Ctrl+C inside the denoise, after the song's baseline was finished: --json still prints
+    the summary, and it and _report/last_run.json list the baseline as done (its marker is
+    written), with the exit code the process returns."""
+    out, log = tmp_path / "out", tmp_path / "checkpoints.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mp3restore.py"), "run", str(long_song), "--out", str(out),
+                             "--no-report", "--variants", "01,09", "--json", "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            env={**os.environ, "MP3RESTORE_CHECKPOINT_LOG": str(log)})
+    t0 = time.monotonic()
+    while not (log.exists() and "before-replace 2" in log.read_text()):   # the baseline's marker goes in place
+        assert proc.poll() is None and time.monotonic() - t0 < 300, "the run never wrote the baseline's marker"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    printed = json.loads(stdout)
+    assert printed == json.loads((out / "_report" / "last_run.json").read_text())
+    assert printed["exit_code"] == 130 and printed["interrupted"] is True
+    markers = {(m.parent.name, m.name.removesuffix(".json")) for m in (out / "_done").rglob("*.json")}
+    done = {(r["variant"], r["song"]) for r in printed["results"] if r["status"] in ("done", "skipped")}
+    assert markers == done == {("01_baseline", "long.mp3")}

@@ -67,8 +67,8 @@ def test_temp_names_are_short_whatever_the_target(tmp_path):
     """The target's name inside the temporary's made names of 221 bytes or more fail on a
     255-byte file system ("path too long", or "the FLAC encoder failed (System error.)")."""
     lengths = {len(temp_path_for(tmp_path / ("x" * n + ".flac")).name.encode()) for n in (1, 100, 250)}
-    assert lengths == {33}
-    assert len(temp_path_for(tmp_path / "Song.a-very-long-suffix").name) == 32  # an odd suffix becomes .tmp
+    assert lengths == {37}
+    assert len(temp_path_for(tmp_path / "Song.a-very-long-suffix").name) == 36  # an odd suffix becomes .tmp
     final = tmp_path / ("é" * 123 + ".flac")  # 251 bytes in UTF-8: the file system's limit is 255
     record = write_flac(Audio(np.zeros((2, 4410), np.float32), 44100), final)
     assert record["size"] == final.stat().st_size and os.listdir(tmp_path) == [final.name]
@@ -83,6 +83,28 @@ def test_a_song_with_a_name_near_the_limit_is_restored(tmp_path, song):
     summary = run_lib([write_mp3(tmp_path / "in" / name, song)], tmp_path / "out")
     assert summary.exit_code == 0, [r.reason for r in summary.results]
     assert (tmp_path / "out" / "01_baseline" / ("s" * 246 + ".flac")).is_file()
+    # A name that fits keeps the marker name earlier versions wrote, so their markers still count.
+    assert (tmp_path / "out" / "_done" / "01_baseline" / (name + ".json")).is_file()
+
+
+@pytest.mark.parametrize("name", ["s" * 247 + ".mp3", "s" * 251 + ".mp3", "é" * 125 + "x.mp3"],
+                         ids=["251 bytes", "255 bytes", "255 bytes of é"])
+def test_a_song_name_of_up_to_255_bytes_is_restored_reported_and_resumed(tmp_path, song, name):
+    """251 to 255 bytes: the marker (name + .json) and the FLAC (the name less .mp3, plus
+    .flac) would pass the file system's 255-byte limit; they get a cut name with a hash."""
+    assert 251 <= len(name.encode()) <= 255
+    mp3 = write_mp3(tmp_path / "in" / "Album" / name, song)
+    out = tmp_path / "out"
+    summary = run_lib([tmp_path / "in"], out, report=True)
+    assert summary.exit_code == 0, [r.reason for r in summary.results] + [summary.report_error]
+    (flac,) = (out / "01_baseline" / "Album").glob("*.flac")
+    (marker,) = (out / "_done" / "01_baseline" / "Album").glob("*.json")
+    assert flac.name.startswith(name[:100]) and marker.name.startswith(name[:100])
+    assert read_flac(flac)[0].shape[1] >= song.frames  # the whole song (no gapless tag: the delay is kept)
+    assert [p for p in (out / "_report").rglob("*") if p.name.endswith(".html") and name[:100] in p.name]
+    again = run_lib([tmp_path / "in"], out)
+    assert [r.status for r in again.results] == ["skipped"] and again.exit_code == 0
+    assert mp3.is_file()
 
 
 def test_tags_and_cover_art_survive(tmp_path, song):

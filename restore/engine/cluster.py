@@ -23,6 +23,7 @@ from restore.engine.config import RunConfig
 from restore.engine.pathmap import PathMap
 from restore.engine.plan import Plan
 from restore.engine.scan import Track
+from restore.engine.song import SongDone
 from restore.engine.summary import JobResult
 from restore.engine.worker import EVENT_TOPIC, STOP_EVENT, SongTask, TaskOutcome, WorkerSettings, probe, run_song
 from restore.errors import SetupError, UsageError, describe_failure
@@ -49,8 +50,8 @@ def connect(address: str):
 
 
 class ClusterSongs:
-    """The songs of a plan, run on a Dask cluster. Iterate for (track, results, seconds) as
-    each song finishes, in whatever order they finish. `model_loads()` totals the workers'
+    """The songs of a plan, run on a Dask cluster. Iterate for SongDone as each song
+    finishes, in whatever order they finish. `model_loads()` totals the workers'
     loads; `close()` disconnects."""
 
     def __init__(self, config: RunConfig, plan: Plan, songs: list[tuple[Track, list]], reporter: Reporter,
@@ -61,6 +62,7 @@ class ClusterSongs:
         self.loads: dict[str, dict[str, int]] = {}   # worker -> its process's loads per stage
         self.client = connect(config.cluster)
         self.events: queue.Queue = queue.Queue()
+        self.stopped_results: list[JobResult] = []
         try:
             self.workers = self._check_workers()
         except BaseException:
@@ -156,7 +158,8 @@ class ClusterSongs:
                 continue
             sent = pending.pop(item)
             outcome = self._outcome(item, sent.track, sent.jobs)
-            if outcome.stopped:
+            if outcome.stopped:  # the steps it finished before the stop count; the rest is for a rerun
+                self.stopped_results += sent.earlier + outcome.results
                 continue
             self.loads[outcome.worker] = outcome.model_loads
             busy = [r for r in outcome.results if r.status == "busy"]
@@ -170,7 +173,7 @@ class ClusterSongs:
                 pending[future] = _Sent(sent.index, sent.track, again, sent.t0, kept, retry=True)
                 continue
             checkpoint("cluster-song-done")
-            yield sent.track, sent.earlier + outcome.results, time.monotonic() - sent.t0
+            yield SongDone(sent.track, sent.earlier + outcome.results, time.monotonic() - sent.t0)
         while not self.events.empty():
             item = self.events.get_nowait()
             if not isinstance(item, Future):
@@ -190,7 +193,7 @@ class ClusterSongs:
         future.add_done_callback(self.events.put)
         return future
 
-    def _outcome(self, future, track: Track, jobs: list) -> TaskOutcome:
+    def _outcome(self, future, track: Track, jobs: list) -> "TaskOutcome":
         """The task's outcome, its outputs named as the client sees them; a task that failed
         as a whole (its worker died too often, a bug) fails each of its variants."""
         song = track.rel.as_posix()
@@ -234,6 +237,10 @@ class ClusterSongs:
                 self.reporter.handle(Message(**data))
 
     # -- after -----------------------------------------------------------------------------
+
+    def unsettled(self) -> list[JobResult]:
+        """After a stop: the steps the stopped songs finished (their markers are written)."""
+        return list(self.stopped_results)
 
     def model_loads(self) -> dict[str, int]:
         """Loads per stage, summed over the workers (each keeps its models across songs)."""

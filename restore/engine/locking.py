@@ -2,14 +2,18 @@
 
 A claim is an OS file lock (flock on Linux/macOS, LockFileEx on Windows, via filelock)
 on `_done/.locks/<id>.lock`. The OS drops it when its process dies, even by SIGKILL or
-a power cut, so a crashed run never leaves a song locked.
+a power cut, so a crashed run never leaves a song locked: a claim that cannot be taken
+means a live run holds it, and one that can means nobody works on that song.
 """
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from restore.faults import checkpoint
 
 
 def lock_path(out_dir: Path, key: str) -> Path:
@@ -26,3 +30,18 @@ def try_claim(path: Path, wait: float | None = 0.0) -> FileLock | None:
     except Timeout:
         return None
     return lock
+
+
+def wait_for_free(paths: list[Path], stop: threading.Event | None = None, poll_s: float = 0.5) -> None:
+    """Block while live runs hold every claim at `paths`; return once one is free (its run
+    finished or died) or `stop` is set. Polls the locks (the OS says nothing when a lock is
+    freed), `poll_s` apart."""
+    checkpoint("waiting-for-claim")
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        for path in paths:
+            lock = try_claim(path)
+            if lock is not None:
+                lock.release()
+                return
+        stop.wait(poll_s)

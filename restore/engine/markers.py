@@ -25,7 +25,7 @@ from typing import Any
 
 from restore import __version__
 from restore.errors import input_read_error
-from restore.io.writers import hash_file, write_bytes_atomic
+from restore.io.writers import fit_name, hash_file, write_bytes_atomic
 
 SCHEMA = 1
 
@@ -37,7 +37,10 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def marker_path(out_dir: Path, variant: str, rel: PurePosixPath) -> Path:
-    return out_dir / "_done" / variant / Path(*rel.parts).with_name(rel.name + ".json")
+    """`_done/<variant>/<song path>.json`; a song name of 251 to 255 bytes, whose marker name
+    would pass the file system's limit, gets a cut name with a hash (`fit_name`). Names that
+    fit are spelled as ever, so markers earlier versions wrote still count."""
+    return out_dir / "_done" / variant / Path(*rel.parts).with_name(fit_name(rel.name, ".json"))
 
 
 def file_record(path: Path, digest: str | None = None) -> dict:

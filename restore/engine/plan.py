@@ -10,6 +10,7 @@ from restore.engine.markers import check_marker, config_hash, marker_path
 from restore.engine.scan import ScanResult, Track
 from restore.stages import StageEnv, StageProtocol, get_stage
 from restore.engine.variants import VARIANTS, Variant
+from restore.io.writers import fit_name
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Plan:
     problems: list[tuple[Path, str]] = field(default_factory=list)  # inputs that cannot run
     variants: list[Variant] = field(default_factory=list)
     stages: "Stages | None" = None  # the stage instances the run processes with
+    warnings: list[tuple[Path, str]] = field(default_factory=list)  # inputs skipped, not failed (the scan's)
 
     def work(self, order: str = "song") -> list[tuple[Track, list[Job]]]:
         """The jobs still to do, grouped into work items in run order.
@@ -141,9 +143,10 @@ def stems_from_files(variants, env: StageEnv) -> list[Variant]:
 
 
 def output_path(out_dir: Path, variant: Variant, track: Track) -> Path:
-    """OUT/<variant>/Artist/Album/Song.flac, or for stems the folder OUT/<variant>/Artist/Album/Song/."""
-    rel = Path(*track.output_rel(".flac").parts)
-    return out_dir / variant.name / (rel.with_suffix("") if variant.stems else rel)
+    """OUT/<variant>/Artist/Album/Song.flac, or for stems the folder OUT/<variant>/Artist/Album/Song/.
+    A FLAC name that would pass the file system's limit (a 255-byte Song.mp3) is cut, with a hash."""
+    rel = Path(*track.output_rel("").parts)
+    return out_dir / variant.name / (rel if variant.stems else rel.with_name(fit_name(rel.name, ".flac")))
 
 
 def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, verify: str = "quick",
@@ -184,7 +187,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
                 todo, reason = not check.done, check.reason
             jobs.append(Job(track, variant, outputs[variant.name],
                             marker, cfg, h, ver, todo, reason, unavailable))
-    return Plan(out_dir, jobs, problems, list(variants), stages)
+    return Plan(out_dir, jobs, problems, list(variants), stages, list(scan.warnings))
 
 
 WINDOWS_MAX_PATH = 259   # MAX_PATH is 260 characters with the terminating NUL

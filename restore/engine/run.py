@@ -13,13 +13,14 @@ import traceback
 from pathlib import Path
 
 from restore.engine.config import RunConfig
+from restore.engine.locking import wait_for_free
 from restore.engine.logs import LogFile, run_log
 from restore.engine.markers import read_marker
 from restore.engine.plan import Plan, make_plan
-from restore.engine.scan import scan
-from restore.engine.song import SongRun
+from restore.engine.scan import Track, scan
+from restore.engine.song import SongDone, SongRun, job_lock
 from restore.engine.summary import JobResult, RunSummary
-from restore.errors import RestoreError, SetupError, describe_os_error, path_of, printable
+from restore.errors import RestoreError, SetupError, describe_failure, describe_os_error, path_of, printable
 from restore.events import Message, NullReporter, Reporter, RunStarted, SongFinished, SongStarted
 from restore.io.writers import remove_stale_temps
 from restore.models.cache import ModelCache
@@ -75,26 +76,56 @@ class RunModels:
 
 
 class LocalSongs:
-    """The songs of a plan, run here one after the other in the plan's order. Iterate for
-    (track, results, seconds) as each song finishes."""
+    """The songs of a plan, run here in the plan's order; then the steps another run held,
+    each as its claim frees up (waited for while that run lives). Iterate for SongDone."""
 
     def __init__(self, config: RunConfig, plan: Plan, songs: list, reporter: Reporter,
                  stop: threading.Event | None, log):
-        self.config, self.plan, self.songs, self.reporter, self.stop = config, plan, songs, reporter, stop
+        self.config, self.plan, self.songs, self.reporter, self.stop, self.log = config, plan, songs, reporter, stop, log
         self.decoder = plan.stages["decode"]
         self.decoder.load()
         self.models = RunModels(config, plan.stages, songs, log)
+        self.left: list[tuple[int, Track, list]] = []  # songs with jobs whose claim another run held
+        self.current: SongRun | None = None
 
     def __iter__(self):
         for index, (track, jobs) in enumerate(self.songs, 1):
-            t0 = time.monotonic()
-            self.reporter.handle(SongStarted(index, track.rel.as_posix()))
+            yield self._song(index, track, jobs)
+            self.models.finished(index - 1)
+        while self.left:  # claims another run held: retried as they free up
+            paths = [job_lock(self.plan.out_dir, j) for _, _, jobs in self.left for j in jobs]
+            line = f"waiting for another run working on {len(paths)} step(s) of this run"
+            self.log(line)
+            self.reporter.handle(Message("info", f"{line} ({self.left[0][1].rel.as_posix()}"
+                                                 f"{', ...' if len(paths) > 1 else ''})"))
+            wait_for_free(paths, self.stop)
             if self.stop is not None and self.stop.is_set():
                 raise KeyboardInterrupt
-            results = SongRun(track, self.config, self.plan.out_dir, self.reporter, self.stop).run(
-                jobs, self.decoder, self.models)
-            self.models.finished(index - 1)
-            yield track, results, time.monotonic() - t0
+            for item in list(self.left):
+                self.left.remove(item)  # back in the list if still held
+                yield self._song(*item)
+
+    def _song(self, index: int, track: Track, jobs: list) -> SongDone:
+        t0 = time.monotonic()
+        self.reporter.handle(SongStarted(index, track.rel.as_posix()))
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt
+        self.current = SongRun(track, self.config, self.plan.out_dir, self.reporter, self.stop)
+        results = self.current.run(jobs, self.decoder, self.models)
+        self.current = None
+        busy = {r.variant for r in results if r.status == "busy"}
+        if busy:
+            self.left.append((index, track, [job for job in jobs if job.variant.name in busy]))
+            self.reporter.handle(Message("info", f"{track.rel.as_posix()}: another run is working on it; "
+                                                 "tried again after the other songs"))
+        return SongDone(track, [r for r in results if r.status != "busy"], time.monotonic() - t0, not busy)
+
+    def unsettled(self) -> list[JobResult]:
+        """After a Ctrl+C: the steps the interrupted song finished (their markers are
+        written) and those still left to another run."""
+        done = self.current.results if self.current is not None else []
+        return done + [JobResult(t.rel.as_posix(), j.variant.name, "busy", "another run was working on it "
+                                 "when this run stopped") for _, t, jobs in self.left for j in jobs]
 
     def model_loads(self) -> dict[str, int]:
         return dict(self.models.cache.loads) if self.models.cache is not None else {}
@@ -103,18 +134,28 @@ class LocalSongs:
         self.models.close()
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A Ctrl+C ended the run: `summary` is what it did until then, as last_run.json has it."""
+
+    def __init__(self, summary: RunSummary):
+        super().__init__()
+        self.summary = summary
+
+
 def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Event | None = None) -> RunSummary:
     """Execute the run described by `config`. With dry_run, only plan.
     Raises UsageError (bad inputs) or SetupError (output folder unusable) before any song
     starts; everything that goes wrong with one song ends up in the summary instead.
-    KeyboardInterrupt propagates after the song in progress is cleaned up (its temporary
-    files removed, its claims released) and the partial summary is written. `stop`, once
+    A Ctrl+C raises RunInterrupted (a KeyboardInterrupt) after the song in progress is
+    cleaned up (its temporary files removed, its claims released) and the partial summary,
+    which it carries, is written. `stop`, once
     set (a first Ctrl+C), ends the run the same way at the next decoded block, model chunk
     or step, without killing anything mid-write."""
     reporter = reporter or NullReporter()
     plan = plan_run(config)
     summary = RunSummary(plan.out_dir, dry_run=config.dry_run, strict=config.strict and config.variants is not None)
     summary.results += [JobResult(printable(p), None, "failed", reason) for p, reason in plan.problems]
+    summary.warnings = [f"{printable(p)}: {why}" for p, why in plan.warnings]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "skipped", "already done", output=str(j.output))
                         for j in plan.done_jobs]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
@@ -137,6 +178,8 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
                      "unpickled in full if it needs it (that runs whatever the file names)")
     for path, reason in plan.problems:
         runlog.write(f"failed {path}: {reason}")
+    for line in summary.warnings:
+        runlog.write(f"warning: {line}")
     for reason in sorted({j.reason for j in plan.unavailable_jobs}):
         runlog.write(f"unavailable: {reason}")
     reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))
@@ -146,30 +189,41 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     else:
         source = LocalSongs(config, plan, songs, reporter, stop, runlog.write)
     try:
-        for track, results, seconds in source:
-            summary.results += results
-            for r in results:
+        for done in source:
+            summary.results += done.results
+            for r in done.results:
                 runlog.write(f"{r.status} {r.song} [{r.variant}]" + (f" on {r.worker}" if r.worker else "")
                              + (f": {r.reason}" if r.reason else ""))
-            reporter.handle(SongFinished(track.rel.as_posix(), *_song_status(results), seconds))
+            if done.finished:  # else it is counted when the steps another run held are done
+                reporter.handle(SongFinished(done.track.rel.as_posix(), *_song_status(done.results), done.seconds))
     except KeyboardInterrupt:
+        settled = {(r.song, r.variant) for r in summary.results}
+        summary.results += [r for r in source.unsettled() if (r.song, r.variant) not in settled]
         summary.interrupted = True
         runlog.write("interrupted by the user")
-        raise
+        raise RunInterrupted(summary) from None
     finally:
         summary.model_loads = source.model_loads()
         source.close()
         summary.seconds = time.time() - summary.started
-        try:
-            summary_path = plan.out_dir / "_report" / "last_run.json"
-            remove_stale_temps(summary_path)  # left by a run killed while writing it
-            summary.write(summary_path)
-        except RestoreError as exc:
-            runlog.write(f"could not write the summary: {exc.one_line()}")
-        runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}")
+        _write_summary(plan.out_dir, summary, runlog)
     if config.report:
-        _write_report(plan.out_dir, config, runlog, reporter)
+        summary.report_error = _write_report(plan.out_dir, config, runlog, reporter)
+        if summary.report_error:  # the summary says so too
+            _write_summary(plan.out_dir, summary, runlog)
     return summary
+
+
+def _write_summary(out_dir: Path, summary: RunSummary, runlog: LogFile) -> None:
+    """_report/last_run.json; a failure is a line in the run log."""
+    try:
+        summary_path = out_dir / "_report" / "last_run.json"
+        remove_stale_temps(summary_path, shared=True)  # left by a run killed while writing it
+        summary.write(summary_path)
+    except RestoreError as exc:
+        runlog.write(f"could not write the summary: {exc.one_line()}")
+    runlog.write(f"finished in {summary.seconds:.1f} s: {summary.counts()}"
+                 + (f"; the compare report failed: {summary.report_error}" if summary.report_error else ""))
 
 
 def _announce_device(plan: Plan, songs: list, config: RunConfig, reporter: Reporter) -> None:
@@ -214,10 +268,10 @@ def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int 
                                     + (f"; {unknown} step(s) of variants not run here before are not counted" if unknown else "")))
 
 
-def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> None:
-    """The compare report: a failure here is a line in the run log, never a failed run. What
-    it does (each song it measures, the end) goes to the run log and, as its progress, to
-    the reporter."""
+def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> str | None:
+    """The compare report; returns why it failed (the songs stay done), or None. What it
+    does (each song it measures, the end) goes to the run log and, as its progress, to the
+    reporter; a failure's traceback to the run log."""
     def say(line: str) -> None:
         runlog.write(line)
         reporter.handle(Message("info", line))
@@ -229,6 +283,8 @@ def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: R
     except Exception as exc:
         runlog.write(f"could not write the report: {exc.__class__.__name__}: {printable(exc)}")
         runlog.write(traceback.format_exc())
+        return exc.one_line() if isinstance(exc, RestoreError) else describe_failure(exc, "building the compare report")
+    return None
 
 
 def _prepare_out_dir(out_dir: Path) -> None:

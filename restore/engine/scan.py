@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from restore.errors import UsageError, printable
@@ -64,6 +64,8 @@ class Track:
 class ScanResult:
     tracks: list[Track]
     problems: list[tuple[Path, str]]  # (path, one-line reason) for what could not be used
+    warnings: list[tuple[Path, str]] = field(default_factory=list)  # what was skipped, not failed: a folder
+                                      # without MP3s, a link to a folder already scanned
 
 
 def _natural_key(rel: PurePosixPath) -> list:
@@ -75,12 +77,49 @@ def _is_mp3_name(name: str) -> bool:
     return name.lower().endswith(".mp3") and not name.startswith("._")
 
 
+def _folder_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)  # follows a link: the folder it leads to
+    return st.st_dev, st.st_ino
+
+
+def _walk(root: Path, skip: set[Path], problems: list, warnings: list) -> list[tuple[Path, PurePosixPath]]:
+    """The MP3s under the folder `root` with their paths relative to it. Linked folders are
+    followed (the relative path is the link's); a link to a folder already scanned (a loop
+    back up, or a second way to one folder) is skipped with a warning."""
+    candidates = []
+    scanned = {_folder_id(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True,
+                                       onerror=lambda e: problems.append((Path(e.filename), f"cannot read folder: {e.strerror}"))):
+        keep = []
+        for name in sorted(dirs):
+            path = Path(folder) / name
+            if path.resolve() in skip:
+                continue
+            try:
+                ident = _folder_id(path)
+            except OSError as exc:
+                problems.append((path, f"cannot read folder: {exc.strerror}"))
+                continue
+            if ident in scanned:
+                warnings.append((path, f"skipped: it leads to {printable(path.resolve())}, a folder already scanned"))
+                continue
+            scanned.add(ident)
+            keep.append(name)
+        dirs[:] = keep
+        for name in files:
+            if _is_mp3_name(name):
+                p = Path(folder) / name
+                candidates.append((p, PurePosixPath(p.relative_to(root).as_posix())))
+    return candidates
+
+
 def scan(raw_inputs: list[str], skip_dirs: list[Path] = ()) -> ScanResult:
-    """Find MP3s (any case of .mp3) in the given files and folders, recursively.
+    """Find MP3s (any case of .mp3) in the given files and folders, recursively, following
+    linked folders (each folder once).
 
     Raises UsageError for an input that does not exist after cleaning. Songs whose
     relative paths collide (two inputs both holding Song.mp3) keep the first; the
-    others are reported as problems.
+    others are reported as problems. A folder without MP3s is a warning.
     """
     roots = [clean_user_path(r) for r in raw_inputs]
     for root in roots:
@@ -90,18 +129,15 @@ def scan(raw_inputs: list[str], skip_dirs: list[Path] = ()) -> ScanResult:
     tracks: dict[str, Track] = {}  # keyed by output name, case-folded (Windows ignores case)
     seen: set[Path] = set()
     problems: list[tuple[Path, str]] = []
+    warnings: list[tuple[Path, str]] = []
     for root in roots:
         root = root.resolve()
         if root.is_file():
             candidates = [(root, PurePosixPath(root.name))]
         else:
-            candidates = []
-            for folder, dirs, files in os.walk(root, onerror=lambda e: problems.append((Path(e.filename), f"cannot read folder: {e.strerror}"))):
-                dirs[:] = [d for d in dirs if (Path(folder) / d).resolve() not in skip]
-                for name in files:
-                    if _is_mp3_name(name):
-                        p = Path(folder) / name
-                        candidates.append((p, PurePosixPath(p.relative_to(root).as_posix())))
+            candidates = _walk(root, skip, problems, warnings)
+            if not candidates:
+                warnings.append((root, "no MP3 files in this folder"))
         for path, rel in candidates:
             if path in seen:
                 continue
@@ -117,4 +153,4 @@ def scan(raw_inputs: list[str], skip_dirs: list[Path] = ()) -> ScanResult:
                 continue
             tracks[key] = Track(path, rel, st.st_size, st.st_mtime_ns)
     ordered = sorted(tracks.values(), key=lambda t: _natural_key(t.rel))
-    return ScanResult(ordered, problems)
+    return ScanResult(ordered, problems, warnings)

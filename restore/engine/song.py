@@ -31,6 +31,22 @@ from restore.stages import StageContext
 
 
 @dataclass
+class SongDone:
+    """What a song source yields: a song's settled results. `finished` is False while some
+    of its steps wait for another run's claim (they come in a later SongDone)."""
+
+    track: Track
+    results: list[JobResult]
+    seconds: float
+    finished: bool = True
+
+
+def job_lock(out_dir: Path, job: Job) -> Path:
+    """Where the claim of one (song, variant) job lives."""
+    return lock_path(out_dir, f"{job.variant.name}/{job.track.rel.as_posix()}")
+
+
+@dataclass
 class SongRun:
     """One song of a run, from its claims to its markers."""
 
@@ -44,7 +60,7 @@ class SongRun:
     source_record: dict | None = None  # the input as the markers vouch for it (size, mtime, hash)
     facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
     step: str = ""                    # the stage at work now, for progress
-    claim_wait: float | None = 0.0    # seconds to wait for a claim another run holds (None: while it lives)
+    results: list[JobResult] = field(default_factory=list)  # settled so far: kept if a Ctrl+C ends the song
 
     def __post_init__(self) -> None:
         self.log = song_log(self.out_dir, self.track.rel)
@@ -61,7 +77,7 @@ class SongRun:
         claimed, results = [], []
         for job in jobs:
             try:
-                lock = try_claim(lock_path(self.out_dir, f"{job.variant.name}/{self.name}"), self.claim_wait)
+                lock = try_claim(job_lock(self.out_dir, job))
             except OSError as exc:
                 results.append(self.result(job, "failed", self.failure(exc, "claiming the song")))
                 continue
@@ -82,19 +98,21 @@ class SongRun:
     def run(self, jobs: list[Job], decoder, models) -> list[JobResult]:
         """Every claimed job of the song: decode once (streamed variants written as it goes),
         then each staged variant. One variant failing never stops the others."""
-        claimed, results = self.claim(jobs)
+        claimed, self.results = self.claim(jobs)
         if not claimed:
-            return results
+            return self.results
         try:
             jobs = [job for job, _ in claimed]
             self.log.write(f"start {self.track.path} -> {', '.join(j.variant.name for j in jobs)} "
                            f"(reason: {jobs[0].reason})")
-            return results + self._run_claimed(jobs, decoder, models)
+            self._run_claimed(jobs, decoder, models)
+            return self.results
         finally:
             for _, lock in claimed:
                 lock.release()
 
-    def _run_claimed(self, jobs: list[Job], decoder, models) -> list[JobResult]:
+    def _run_claimed(self, jobs: list[Job], decoder, models) -> None:
+        """Add each job's result to `self.results` as soon as it is settled."""
         streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
         staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
         share = 0.5 if staged else 1.0
@@ -116,12 +134,14 @@ class SongRun:
             self.facts = decoding.facts()
         except Exception as exc:  # bad input, a full disk, or a library failing in a new way: the batch goes on
             reason = self.failure(exc, "decoding" if not streamed else "decoding and writing")
-            return [self.result(job, "failed", reason) for job in jobs]
+            self.results += [self.result(job, "failed", reason) for job in jobs]
+            return
         f = self.facts
         self.log.write(f"decoded {f['duration']:.2f} s, {f['rate']} Hz, {decoding.channels} ch, "
                        f"{f['bitrate_kbps']} kbps{' VBR' if f['vbr'] else ''}, encoder {f['encoder'] or 'unknown'}, "
                        f"cutoff {f['cutoff_hz'] or 'none found'} Hz")
-        results = [self.finish(job, [records[job.variant.name]], t0) for job in streamed]
+        for job in streamed:
+            self.results.append(self.finish(job, [records[job.variant.name]], t0))
         shared = SharedSteps(audio, [job.variant.steps for job in staged])
         for n, job in enumerate(staged):
             self.stopping()
@@ -129,9 +149,8 @@ class SongRun:
                 self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
             stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"], "song": self.name},
                                      log=self.say, progress=progress, source=audio, loaded=models.get)
-            results.append(self._run_staged(job, shared, models, stage_ctx))
+            self.results.append(self._run_staged(job, shared, models, stage_ctx))
             shared.finished(job.variant.steps)
-        return results
 
     def _decode_once(self, decoding, streamed: list[Job], keep_audio: bool):
         """One pass over the decode: each block goes to every streamed job's FLAC writer and,

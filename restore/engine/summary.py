@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from restore.io.writers import write_bytes_atomic
-from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_SONGS_FAILED
+from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REPORT_FAILED, EXIT_SONGS_FAILED
 
 
 
@@ -35,6 +35,8 @@ class RunSummary:
     interrupted: bool = False
     model_loads: dict[str, int] = field(default_factory=dict)  # stage -> times its model was loaded
     strict: bool = False       # --strict: unavailable variants make the exit code 1
+    report_error: str | None = None  # why the compare report could not be written
+    warnings: list[str] = field(default_factory=list)  # inputs skipped: a folder without MP3s, a link loop
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.status for r in self.results)
@@ -45,7 +47,10 @@ class RunSummary:
         if self.interrupted:
             return EXIT_INTERRUPTED
         counts = self.counts()
-        return EXIT_SONGS_FAILED if counts["failed"] or (self.strict and counts["unavailable"]) else EXIT_OK
+        undone = counts["failed"] or counts["busy"] or (self.strict and counts["unavailable"]) or not self.results
+        if undone:
+            return EXIT_SONGS_FAILED
+        return EXIT_REPORT_FAILED if self.report_error else EXIT_OK
 
     def to_dict(self) -> dict:
         return {
@@ -56,6 +61,8 @@ class RunSummary:
             "counts": self.counts(),
             "exit_code": self.exit_code,
             "model_loads": self.model_loads,
+            "report_error": self.report_error,
+            "warnings": self.warnings,
             "results": [asdict(r) for r in self.results],
         }
 

@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 from restore.engine.config import RunConfig
 from restore.engine.plan import Stages, make_plan, stems_from_files
 from restore.engine.scan import ScanResult, Track
-from restore.engine.song import SongRun
+from restore.engine.locking import wait_for_free
+from restore.engine.song import SongRun, job_lock
 from restore.engine.summary import JobResult
 from restore.engine.variants import Variant
 from restore.errors import describe_failure
@@ -131,39 +132,53 @@ def run_song(settings: WorkerSettings, task: SongTask) -> TaskOutcome:
             _state.clear()
             state = _state[settings.key()] = _WorkerRun(settings, lambda line: reporter.say("debug", line))
         reporter.handle(SongStarted(task.index, task.rel))
+        results: list[JobResult] = []
         try:
-            results = _run(state, task, reporter, stop, name)
+            _run(state, task, reporter, stop, name, results)
             stopped = False
         except KeyboardInterrupt:  # the client asked to stop: SongRun cleaned up (temporaries, claims)
-            results, stopped = [], True
+            stopped = True
         loads = dict(state.models.cache.loads) if state.models.cache is not None else {}
+        for r in results:
+            r.worker = name
         return TaskOutcome(name, results, loads, stopped)
 
 
-def _run(state: _WorkerRun, task: SongTask, reporter, stop, name: str) -> list[JobResult]:
+def _run(state: _WorkerRun, task: SongTask, reporter, stop, name: str, results: list[JobResult]) -> None:
+    """Plan and run the song, adding each step's result to `results` as it is settled (a
+    stop raises KeyboardInterrupt with those kept). With `wait_for_claims`, steps another
+    run holds are waited for while it lives (its claims polled), then run."""
     variants = [v for v in state.variants if v.name in task.variants]
     path = Path(task.input)
     try:
         st = path.stat()
     except OSError as exc:
         reason = describe_failure(exc, f"reading the input on {name}")
-        return [JobResult(task.rel, v.name, "failed", reason, worker=name) for v in variants]
+        results += [JobResult(task.rel, v.name, "failed", reason) for v in variants]
+        return
     track = Track(path, PurePosixPath(task.rel), st.st_size, st.st_mtime_ns)
     plan = make_plan(ScanResult([track], []), variants, state.config.out_dir, state.config.verify,
                      state.config.redo, state.env, stages=state.stages)
-    results = [JobResult(task.rel, v.name, "failed", f"on {name}: {why}", worker=name)
-               for _, why in plan.problems for v in variants]
-    results += [JobResult(task.rel, j.variant.name, "skipped", "finished by another run", output=str(j.output),
-                          worker=name) for j in plan.done_jobs]
-    results += [JobResult(task.rel, j.variant.name, "unavailable", f"on {name}: {j.reason}", worker=name)
+    results += [JobResult(task.rel, v.name, "failed", f"on {name}: {why}") for _, why in plan.problems for v in variants]
+    results += [JobResult(task.rel, j.variant.name, "skipped", "finished by another run", output=str(j.output))
+                for j in plan.done_jobs]
+    results += [JobResult(task.rel, j.variant.name, "unavailable", f"on {name}: {j.reason}")
                 for j in plan.unavailable_jobs]
     for track, jobs in plan.work("song"):
-        song = SongRun(track, state.config, state.config.out_dir, reporter, stop,
-                       claim_wait=None if task.wait_for_claims else 0.0)
-        for r in song.run(jobs, state.decoder, state.models):
-            r.worker = name
-            results.append(r)
-    return results
+        while jobs:
+            song = SongRun(track, state.config, state.config.out_dir, reporter, stop)
+            try:
+                done = song.run(jobs, state.decoder, state.models)
+            except KeyboardInterrupt:
+                results += song.results  # the steps it finished before the stop
+                raise
+            busy = {r.variant for r in done if r.status == "busy"}
+            results += [r for r in done if r.status != "busy" or not task.wait_for_claims]
+            jobs = [j for j in jobs if j.variant.name in busy] if task.wait_for_claims else []
+            if jobs:
+                wait_for_free([job_lock(state.config.out_dir, j) for j in jobs], stop)
+                if stop.is_set():
+                    raise KeyboardInterrupt
 
 
 class _Forwarder:
@@ -188,7 +203,7 @@ class _Forwarder:
 
 class _StopFlag:
     """`is_set()` of the client's stop Event, asked of the scheduler at most once a second
-    (SongRun asks at every decoded block and model chunk)."""
+    (SongRun asks at every decoded block and model chunk); `wait()` as threading.Event's."""
 
     def __init__(self, name: str):
         self.name, self.checked, self.value = name, 0.0, False
@@ -203,6 +218,10 @@ class _StopFlag:
             except Exception:  # the scheduler is gone: the client is gone too, finish the song
                 self.value = False
         return self.value
+
+    def wait(self, seconds: float) -> bool:
+        time.sleep(seconds)  # a poll interval of wait_for_free: nothing to wake it sooner
+        return self.is_set()
 
 
 def probe(out_dir: str, token_file: str, token: str, inputs: list[tuple[str, int]], models_dir: str | None,

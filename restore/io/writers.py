@@ -7,10 +7,12 @@ old file, the new file or no file at a path, and at worst a stale temporary file
 the next run removes (`remove_stale_temps`).
 
 Temporary names have one length whatever the target's (`.mp3restore-<8 hex of the
-target's name><8 random hex>.flac`, 33 bytes): a name that fits the file system as a
-target fits as a temporary (the target's name inside the temporary's made names of 221
-bytes or more fail on the usual 255-byte limit). The name's hash lets a sweep find the
-temporaries of one target only.
+target's name><6 hex of its owner><6 random hex>.flac`, 37 bytes): a name that fits the
+file system as a target fits as a temporary (the target's name inside the temporary's
+made names of 221 bytes or more fail on the usual 255-byte limit). The name's hash lets a
+sweep find the temporaries of one target only; the owner (one token per process) lets a
+sweep where no claim keeps other runs out (`_report`) tell its own temporaries from those
+another live run is writing, which it leaves alone unless they are stale (`STALE_TEMP_S`).
 """
 from __future__ import annotations
 
@@ -34,19 +36,51 @@ from restore.faults import checkpoint
 from restore.io.tags import TagSet
 
 TMP_MARK = ".mp3restore-"  # in every temporary name (this version's and the earlier `.<name>.<hex>.mp3restore-tmp.<ext>`)
-_TEMP = re.compile(r"\.mp3restore-([0-9a-f]{8})[0-9a-f]{8}(\.[A-Za-z0-9]{1,8})?")
+# <name hash 8><owner 6><random 6>, or an earlier version's <name hash 8><random 8> (no owner)
+_TEMP = re.compile(r"\.mp3restore-([0-9a-f]{8})(?:([0-9a-f]{6})[0-9a-f]{6}|[0-9a-f]{8})(\.[A-Za-z0-9]{1,8})?")
+# A temporary untouched this long is a killed run's: every write of a live run is done in
+# far less (a report page, a summary: milliseconds; a FLAC is written to as it goes).
+STALE_TEMP_S = 3600.0
+_owner: tuple[int, str] = (0, "")
 _WRITE_BLOCK = 1 << 16  # frames per block: bounds the int conversion buffers
+
+
+NAME_MAX = 255  # bytes in one file name: ext4, APFS, exFAT; NTFS counts UTF-16 units, never more than UTF-8 bytes
+
+
+def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix` where that fits in `limit` bytes of UTF-8 (every name that fits keeps
+    its spelling, so what earlier runs wrote is found again); else the stem cut on a
+    character boundary, `~` and 8 hex of the whole name's hash, then the suffix, `limit`
+    bytes at most: a 255-byte `Song.mp3` has its marker `Song.m~1a2b3c4d.json`."""
+    name = stem + suffix
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    room = limit - len(suffix.encode("utf-8", "surrogateescape")) - 9
+    cut = stem
+    while len(cut.encode("utf-8", "surrogateescape")) > room:
+        cut = cut[:-1]
+    return f"{cut}~{_name_hash(name)}{suffix}"
 
 
 def _name_hash(name: str) -> str:
     return hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
 
 
+def temp_owner() -> str:
+    """This process's token in the temporary names it makes (6 hex; a new one after a fork)."""
+    global _owner
+    if _owner[0] != os.getpid():
+        _owner = (os.getpid(), secrets.token_hex(3))
+    return _owner[1]
+
+
 def temp_path_for(final: Path) -> Path:
-    """A fresh temporary name beside `final`, 33 bytes or so whatever final's length, e.g.
-    `.mp3restore-1a2b3c4d5e6f7a8b.flac`: a hash of final's name, random digits, its suffix."""
+    """A fresh temporary name beside `final`, 37 bytes or so whatever final's length, e.g.
+    `.mp3restore-1a2b3c4d5e6f7a8b9c0d.flac`: a hash of final's name, this process's token,
+    random digits, its suffix."""
     suffix = final.suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", final.suffix) else ".tmp"
-    return final.with_name(f"{TMP_MARK}{_name_hash(final.name)}{secrets.token_hex(4)}{suffix}")
+    return final.with_name(f"{TMP_MARK}{_name_hash(final.name)}{temp_owner()}{secrets.token_hex(3)}{suffix}")
 
 
 def is_temp_of(candidate: str, final: Path) -> bool:
@@ -57,29 +91,47 @@ def is_temp_of(candidate: str, final: Path) -> bool:
     return candidate.startswith(f".{final.name}.") and ".mp3restore-tmp" in candidate
 
 
-def remove_stale_temps(final: Path) -> int:
-    """Delete temporary files left beside `final` by a crashed run. Call only while holding
-    the claim for `final` (no other run can be writing them then). Returns how many."""
+def _removable(path: Path, shared: bool) -> bool:
+    """Whether a sweep may delete the temporary `path`: always where a claim keeps other runs
+    out; in a `shared` folder only this process's own and stale ones (untouched for
+    STALE_TEMP_S: another live run may be writing a fresh one)."""
+    if not shared:
+        return True
+    match = _TEMP.fullmatch(path.name)
+    if match and match.group(2) == temp_owner():
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > STALE_TEMP_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(final: Path, shared: bool = False) -> int:
+    """Delete temporary files left beside `final` by a crashed run. Call while holding the
+    claim for `final` (no other run can be writing them then), or with `shared` (only this
+    process's own and stale ones go). Returns how many."""
     removed = 0
     try:
         names = os.listdir(final.parent)
     except OSError:
         return 0
     for name in names:
-        if is_temp_of(name, final):
+        if is_temp_of(name, final) and _removable(final.parent / name, shared):
             with contextlib.suppress(OSError):
                 os.remove(final.parent / name)
                 removed += 1
     return removed
 
 
-def remove_temps_in(folder: Path) -> int:
-    """Delete every temporary file under `folder` (a song's stems folder, the report folder),
+def remove_temps_in(folder: Path, shared: bool = False) -> int:
+    """Delete the temporary files under `folder` (a song's stems folder, the report folder),
     left by a crashed run whose file names are not known ahead (the stem names depend on the
-    model). Call only while no other run can be writing there. Returns how many."""
+    model). Call while no other run can be writing there, or with `shared` (the report
+    folder, which two runs may write at once: only this process's own and stale ones go).
+    Returns how many."""
     removed = 0
     for path in folder.rglob(f"*{TMP_MARK}*") if folder.is_dir() else ():
-        if path.is_file():
+        if path.is_file() and _removable(path, shared):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1

@@ -29,7 +29,7 @@ from restore.errors import UsageError, printable
 from restore.io.writers import remove_temps_in, write_bytes_atomic
 from restore.report.choices import load_choices
 from restore.report.discover import ReferenceIndex, find_songs, variant_folders
-from restore.report.html import REPORT_DIR, index_page, song_page
+from restore.report.html import REPORT_DIR, index_page, song_file, song_page
 from restore.report.measure import BASELINE, Log, code_fingerprint, measure_song, write_json
 
 __all__ = ["BASELINE", "build_report", "find_songs"]
@@ -99,7 +99,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
     if not out_dir.is_dir():
         raise UsageError("no such output folder", out_dir, "give the folder a run wrote its variants to")
     report_dir = out_dir / REPORT_DIR
-    removed = remove_temps_in(report_dir)  # left by a run killed while writing the report
+    removed = remove_temps_in(report_dir, shared=True)  # left by a run killed while writing the report
     if removed:
         log(f"report: removed {removed} temporary file(s) left by an interrupted run")
     songs = find_songs(out_dir)
@@ -120,7 +120,7 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
             measured += 1
             log(f"report: {printable(song.key)}: measured {', '.join(record['measured'])}")
         problems += [f"{printable(song.key)}: {p}" for p in record["problems"]]
-        write_bytes_atomic(report_dir / "songs" / f"{song.key}.html", song_page(record, out_dir, choices.get(song.key)).encode("utf-8"),
+        write_bytes_atomic(report_dir / "songs" / song_file(song.key, ".html"), song_page(record, out_dir, choices.get(song.key)).encode("utf-8"),
                            "writing the report")
         records.append(record)
     _install_assets(report_dir)

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from restore.errors import printable
 from restore.engine.variants import VARIANTS
+from restore.io.writers import fit_name
 
 REPORT_DIR = "_report"
 Log = Callable[[str], object]
@@ -39,6 +40,13 @@ class Row:
     same_loudness: bool = False # loudness moves it: starred only among variants as loud as the
                                 # baseline (within LOUDNESS_MATCH_LU), see starred_values
 
+
+
+def song_file(key: str, suffix: str) -> str:
+    """A song's file under the report folder's songs/ (or cache/): its key (Artist/Album/Song)
+    plus `suffix`, the last name cut with a hash where it would pass the file system's limit."""
+    folder, _, name = key.rpartition("/")
+    return (folder + "/" if folder else "") + fit_name(name, suffix)
 
 def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -311,7 +319,7 @@ def _abx(record: dict, playable: list[str]) -> str:
 
 
 def _pictures(record: dict, playable: list[str]) -> str:
-    files_rel = record["song"].rsplit("/", 1)[-1] + ".files/"
+    files_rel = song_file(record["song"], ".files").rsplit("/", 1)[-1] + "/"
 
     def figures(kind: str, caption: Callable[[str], str]) -> str:
         return "".join(
@@ -428,7 +436,7 @@ def index_page(records: list[dict], out_dir: Path, problems: list[str], choices:
                  '<th>notes</th></tr>\n')
     for r in records:
         variants = list(r["variants"].items()) or [("", {"error": "stems only", "metrics": None})]
-        link = f'<a href="{url("songs/" + r["song"] + ".html")}">{esc(r["song"])}</a>'
+        link = f'<a href="{url("songs/" + song_file(r["song"], ".html"))}">{esc(r["song"])}</a>'
         entry = choices.get(r["song"]) or {}
         artist, album = artist_album(r["song"])
         attrs = f' data-song="{esc(r["song"])}" data-artist="{esc(artist)}" data-album="{esc(album)}"'

@@ -20,7 +20,7 @@ from restore.io.read import read_audio
 from restore.io.writers import write_bytes_atomic
 from restore.report import plots
 from restore.report.discover import Song
-from restore.report.html import REPORT_DIR
+from restore.report.html import REPORT_DIR, song_file
 from restore.report.plots import SpectrogramScale, spectrogram_png
 
 BASELINE = "01_baseline"
@@ -94,10 +94,10 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
     the baseline and the reference are unchanged (size and mtime). Returns the song's record
     (also what the cache holds). Nothing here raises for a bad FLAC: it becomes a problem line."""
     report_dir = out_dir / REPORT_DIR
-    cache_path = report_dir / "cache" / f"{song.key}.json"
+    cache_path = report_dir / "cache" / song_file(song.key, ".json")
     old = _load_json(cache_path)
     old_variants = old.get("variants", {}) if old.get("fingerprint") == fingerprint else {}
-    files_dir = report_dir / "songs" / f"{song.key}.files"
+    files_dir = report_dir / "songs" / song_file(song.key, ".files")
     base = BASELINE if BASELINE in song.files else None
     problems: list[str] = []
     record = {"song": song.key, "fingerprint": fingerprint, "baseline": base, "reference": None,

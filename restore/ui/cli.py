@@ -1,6 +1,6 @@
 """Command line: `mp3restore run INPUT... --out DIR`. Builds a RunConfig, calls the library,
-renders with rich. Exit codes: 0 all done, 1 some songs failed, 2 usage error, 3 the
-output folder is unusable, 130 interrupted (Ctrl+C)."""
+renders with rich. Exit codes (restore/status_codes.py): 0 all done, 1 some songs failed or left undone, 2 usage error, 3 the
+output folder is unusable, 4 the compare report failed, 130 interrupted (Ctrl+C)."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,7 @@ from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
 from restore.engine.pathmap import PathMap
-from restore.engine.run import run
+from restore.engine.run import RunInterrupted, run
 from restore.engine.scan import clean_user_path
 from restore.status_codes import EXIT_INTERRUPTED, EXIT_SETUP, EXIT_USAGE
 from restore.engine.summary import RunSummary
@@ -258,8 +258,10 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int
     try:
         with reporter:
             summary = run(config, reporter, stop)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
+        if as_json and isinstance(exc, RunInterrupted):  # what was done until then, as last_run.json has it
+            sys.stdout.write(json.dumps(exc.summary.to_dict(), indent=1, default=str) + "\n")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -153,6 +153,12 @@ def print_summary(console: Console, summary: RunSummary, quiet: bool = False) ->
     for reason in sorted({r.reason for r in summary.results if r.status == "unavailable"}):
         variants = sorted({r.variant for r in summary.results if r.status == "unavailable" and r.reason == reason})
         console.print(f"[yellow]unavailable[/] {', '.join(variants)}: {safe(reason)}", soft_wrap=True)
+    for line in summary.warnings:
+        console.print(f"[yellow]warning:[/] {safe(line)}", soft_wrap=True)
+    if not summary.results:
+        console.print("[bold red]No MP3 files found[/] in what you gave: nothing to do.")
+    if summary.report_error:
+        console.print(f"[bold red]the compare report failed:[/] {safe(summary.report_error)}", soft_wrap=True)
     if summary.interrupted:
         console.print("[yellow]Interrupted: run the same command again to resume.")
 
