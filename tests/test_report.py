@@ -255,7 +255,7 @@ def js_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def wait_for(driver, script: str, timeout: float = 10.0):
+def wait_for(driver, script: str, timeout: float = 30.0):
     from selenium.webdriver.support.ui import WebDriverWait
     return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
 
@@ -330,9 +330,11 @@ def test_blind_abx_reveals_names_and_score_only_at_the_end(batch, browser, tmp_p
         assert find("abx-progress").text == f"Trial {trial + 1} of 10"
         run_text = find("abx-run").text
         assert "01_baseline" not in run_text and "08_hifigan" not in run_text
-        for label in "ABX":
+        for label in "ABX":  # each plays for real (the page says so) before the next: no fixed sleeps
             browser.find_element("css selector", f'button[data-abx-play="{label}"]').click()
+            wait_for(browser, f"return document.getElementById('abx').dataset.playing === '{label}'")
         find("abx-stop").click()
+        wait_for(browser, "return document.getElementById('abx').dataset.playing === undefined")
         find("abx-answer-a" if trial % 3 else "abx-answer-b").click()
     assert browser.execute_script("return document.getElementById('abx-message').textContent") == ""  # all played
     result = find("abx-result")
