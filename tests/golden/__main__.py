@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from tests.golden import CASES, RECORDS, check, load_records, output_of, stage_class, why_not_here
+from tests.golden import CASES, RECORDS, check, load_records, output_of, revision_of, why_not_here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         if why:
             print(f"{name}: skipped ({why})")
             continue
-        revision = stage_class(name).revision
+        revision = revision_of(name)
         got = output_of(name)
         problem = check(name, revision, got, records.get(name))
         if problem is None:
