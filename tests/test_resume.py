@@ -95,6 +95,27 @@ def test_changed_config_or_versions_redo_the_step(library, tmp_path, monkeypatch
     assert set(reasons(library, out).values()) == {"config changed"}
 
 
+def test_a_library_upgrade_alone_redoes_nothing_and_older_markers_still_count(library, tmp_path, monkeypatch):
+    """Library versions are recorded, not compared: an upgrade that left the output alone
+    keeps the work (the golden tests make a change in the output bump the revision). A
+    marker from before (libraries inside `versions`) is not redone either."""
+    import json
+    out = tmp_path / "out"
+    run_lib([library], out)
+    marker = json.loads(next((out / "_done").rglob("*.json")).read_text())
+    assert marker["libraries"]["decode.miniaudio"] and "decode.miniaudio" not in marker["versions"]
+    monkeypatch.setattr(DecodeStage, "library_versions", lambda self: {"miniaudio": "99.0", "miniaudio_lib": "9"})
+    assert set(reasons(library, out).values()) == {"done"}
+    for path in (out / "_done").rglob("*.json"):       # as markers were written before
+        old = json.loads(path.read_text())
+        old["versions"].update({"decode.miniaudio": "1.0", "decode.miniaudio_lib": "0.1"})
+        del old["libraries"]
+        path.write_text(json.dumps(old))
+    assert set(reasons(library, out).values()) == {"done"}
+    monkeypatch.setattr(DecodeStage, "revision", DecodeStage.revision + 1)   # what does redo it
+    assert set(reasons(library, out).values()) == {"versions changed (decode.decode)"}
+
+
 def test_unreadable_marker_is_redone_not_trusted(library, tmp_path):
     out = tmp_path / "out"
     run_lib([library], out)

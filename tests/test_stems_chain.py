@@ -133,7 +133,7 @@ def test_default_routes_enhance_each_stem_as_planned(library):
     assert rate == RATE and remix.shape[1] == raw["bass"].shape[1]
     made = marker(out, "06_remixed", "Band/One.mp3")
     assert made["config"]["steps"][1]["stage"] == "stems_from" and made["config"]["steps"][2]["config"]["bwe"] == "offline_restore"
-    assert "route.denoise.model" in made["versions"] and "route.offline_restore.numpy" in made["versions"]
+    assert "route.denoise.model" in made["versions"] and "route.offline_restore.numpy" in made["libraries"]
 
 
 @needs_parts

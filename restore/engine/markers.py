@@ -2,8 +2,17 @@
 last and atomically. "The output file exists" never means "done"; a valid marker does.
 
 A marker holds the input's fingerprint (size, mtime, blake2b of its bytes), the step's
-config hash, the versions that decide its output, and each output's path, size, mtime
-and hash. `check_marker` says whether a step can be skipped, and if not, why.
+config hash, the versions that decide its output (each stage's revision, its model files,
+a stems folder's files), the versions of the libraries that made it (for information), and
+each output's path, size, mtime and hash. `check_marker` says whether a step can be skipped,
+and if not, why.
+
+Redo policy: a step is redone when its input, config, stage revision or model changed,
+never for a library version alone. Upgrading torch or numpy does not throw away a night of
+GPU work when the output did not change; when it did, the stage's revision is bumped, and
+the golden tests (tests/test_golden.py) fail until it is. A marker's `versions` may hold
+keys that are no longer compared (markers written before library versions moved to
+`libraries`): they are ignored, so that an upgrade to this policy redoes nothing.
 
 A marker is checked against its schema before anything in it is used (`marker_problem`):
 valid JSON of the wrong shape (`[]`, `null`, an input that is not a record, outputs that
@@ -75,7 +84,7 @@ def _same_file(path: Path, record: dict, verify: str, hashes: dict | None) -> st
 
 _RECORD = (("size", int), ("mtime_ns", int), ("hash", str))
 _TOP = (("input", dict), ("config_hash", str), ("versions", dict), ("outputs", list))
-_OPTIONAL = (("config", dict), ("facts", dict), ("stage_facts", dict))
+_OPTIONAL = (("config", dict), ("facts", dict), ("stage_facts", dict), ("libraries", dict))
 _KIND = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
 
 
@@ -155,9 +164,9 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
         return MarkerCheck(False, f"input {why}")
     if marker.get("config_hash") != cfg_hash:
         return MarkerCheck(False, "config changed")
-    if marker["versions"] != versions:
-        changed = sorted(k for k in set(versions) | set(marker["versions"])
-                         if versions.get(k) != marker["versions"].get(k))
+    # only what decides the output now; a key only the marker has is ignored (see above)
+    changed = sorted(k for k in versions if versions[k] != marker["versions"].get(k))
+    if changed:
         return MarkerCheck(False, f"versions changed ({', '.join(changed)})")
     for out in marker["outputs"]:
         why = _same_file(out_dir / out["path"], out, verify, hashes)
@@ -168,10 +177,11 @@ def check_marker(path: Path, source: Path, out_dir: Path, cfg_hash: str, version
 
 def write_marker(path: Path, *, variant: str, rel: PurePosixPath, source_record: dict, cfg_hash: str,
                  config: dict, versions: dict, outputs: list[dict], out_dir: Path, facts: dict,
-                 seconds: float, stage_facts: dict | None = None) -> None:
+                 seconds: float, stage_facts: dict | None = None, libraries: dict | None = None) -> None:
     """Write the marker atomically. `outputs` are writer results ({path, size, mtime_ns, hash});
     `facts` what the decode found; `stage_facts` what the variant's stages measured and
-    chose (the low-pass used, a level match, a stem sum residual), shown in the report."""
+    chose (the low-pass used, a level match, a stem sum residual), shown in the report;
+    `libraries` the library versions that made it (information only)."""
     marker = {
         "schema": SCHEMA,
         "variant": variant,
@@ -180,6 +190,7 @@ def write_marker(path: Path, *, variant: str, rel: PurePosixPath, source_record:
         "config_hash": cfg_hash,
         "config": config,
         "versions": versions,
+        "libraries": libraries or {},
         "outputs": [
             {"path": Path(o["path"]).relative_to(out_dir).as_posix(), "size": o["size"],
              "mtime_ns": o["mtime_ns"], "hash": o["hash"]}

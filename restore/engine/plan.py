@@ -25,6 +25,7 @@ class Job:
     todo: bool
     reason: str           # "new", "input changed", "done", or why it is unavailable
     unavailable: bool = False
+    libraries: dict = field(default_factory=dict)   # recorded in the marker, never compared
 
 
 @dataclass
@@ -159,6 +160,7 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
     variants = candidates if variants is not None else default_variants(stages, candidates)
     configs = {n: s.config() for n, s in stages.by_name.items()}
     versions = {n: s.versions() for n, s in stages.by_name.items()}
+    libraries = {n: s.library_versions() for n, s in stages.by_name.items()}
     hashes: dict = {}  # an input is hashed once however many variants check it
     per_song: dict = {}
     jobs = []
@@ -185,8 +187,9 @@ def make_plan(scan: ScanResult, variants: list[Variant] | None, out_dir: Path, v
             else:
                 check = check_marker(marker, track.path, out_dir, h, ver, verify, hashes)
                 todo, reason = not check.done, check.reason
+            libs = {f"{s}.{k}": v for s in ("decode", *variant.steps) for k, v in libraries[s].items()}
             jobs.append(Job(track, variant, outputs[variant.name],
-                            marker, cfg, h, ver, todo, reason, unavailable))
+                            marker, cfg, h, ver, todo, reason, unavailable, libs))
     return Plan(out_dir, jobs, problems, list(variants), stages, list(scan.warnings))
 
 

@@ -240,7 +240,7 @@ class SongRun:
         try:
             checkpoint("after-output")
             write_marker(job.marker, variant=job.variant.name, rel=job.track.rel, source_record=self.source_record,
-                         cfg_hash=job.config_hash, config=job.config, versions=job.versions, outputs=records,
+                         cfg_hash=job.config_hash, config=job.config, versions=job.versions, libraries=job.libraries, outputs=records,
                          out_dir=self.out_dir, facts={**self.facts, "clipped_on_write": clipped},
                          seconds=time.monotonic() - t0, stage_facts=stage_facts)
         except Exception as exc:

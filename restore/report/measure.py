@@ -16,7 +16,7 @@ import soundfile as sf
 
 from restore.analysis import blocks, compare, levels, loudness, spectrum
 from restore.errors import RestoreError, describe_failure, printable
-from restore.io.read import read_audio
+from restore.io.read import read_audio, read_resampled
 from restore.io.writers import write_bytes_atomic
 from restore.report import plots
 from restore.report.discover import Song
@@ -158,16 +158,20 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
             e["pictures"] = None
             e["want_pictures"] = names
 
-    # Then read and measure only what changed. The baseline (and reference) stay in memory
-    # for the song; each other variant is read, measured, drawn and dropped.
+    # Then read and measure only what changed, one song's file in memory at a time (an
+    # hour of stereo 44.1 kHz is 1.2 GiB; two at once, plus a resampled copy, was 5 GiB):
+    # the baseline first, kept only as its metrics (the others' deltas) and its spectrogram
+    # (their difference pictures); each other variant is read, measured, drawn and dropped,
+    # and read again resampled, block by block, for its difference picture. A reference
+    # stays in memory for the song (reference_metrics aligns against the whole of it).
     todo = [v for v, e in entries.items() if not e["error"] and (e["metrics"] is None or e["pictures"] is None)]
-    base_audio = ref_audio = None
-    if base and todo and not entries[base]["error"]:
-        try:
-            base_audio = read_audio(song.files[base])
-        except Exception as exc:
-            entries[base]["error"] = f"cannot read {printable(song.files[base].name)}: {describe_failure(exc)}"
-            todo = [v for v in todo if v != base]
+    ref_audio = None
+    base_spectrogram = None
+    base_rate = entries[base].get("rate") if base else None
+    wants_diff = any(v != base and entries[v].get("want_pictures", {}).get("difference") for v in todo)
+    if base and wants_diff and base not in todo and not entries[base]["error"]:
+        todo.append(base)   # its pictures are there, but the others' differences need its spectrogram
+        entries[base]["keep_pictures"] = True
     if reference is not None and any(entries[v]["metrics"] is None for v in todo):
         try:
             ref_audio = read_audio(reference)
@@ -176,22 +180,28 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
     todo.sort(key=lambda v: v != base)  # the baseline first: its metrics feed the others' deltas
     for v in todo:
         e = entries[v]
-        e["problems"] = []
+        keep_pictures = e.pop("keep_pictures", False)
+        e.setdefault("problems", [])
+        if not keep_pictures:
+            e["problems"] = []
         try:
-            audio = base_audio if v == base else read_audio(song.files[v])
+            audio = read_audio(song.files[v])
         except Exception as exc:
             e["error"] = f"cannot read {printable(song.files[v].name)}: {describe_failure(exc)}"
             continue
-        against = base_audio if v != base else None
+        if v == base:
+            base_rate = audio.rate
+            if wants_diff:
+                base_spectrogram = plots.spectrogram_db(audio)
         if e["metrics"] is None:
             record["measured"].append(v)
             e.update(rate=audio.rate, channels=audio.channels, frames=audio.frames)
             base_metrics = entries[base]["metrics"] if base and v != base else None
             try:
                 if base_metrics is not None:  # measured once, not again for every variant
-                    e["metrics"] = _flat(compare.song_metrics(audio, against, baseline_metrics=base_metrics))
+                    e["metrics"] = _flat(compare.song_metrics(audio, baseline_metrics=base_metrics))
                 else:
-                    e["metrics"] = _flat(compare.song_metrics(audio, against))
+                    e["metrics"] = _flat(compare.song_metrics(audio))
             except Exception as exc:  # the report goes on; the line says what failed
                 e["problems"].append(f"measuring failed: {describe_failure(exc)}")
             if ref_audio is not None:
@@ -202,7 +212,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
         if e["pictures"] is None:
             e["pictures"] = {}
             for kind, name in e.pop("want_pictures").items():
-                if name is None or (kind == "difference" and against is None):
+                if name is None or (kind == "difference" and base_spectrogram is None):
                     continue
                 title = f"{v} minus {base}" if kind == "difference" else v
                 try:
@@ -210,8 +220,11 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
                         # plots pairs the two spectrograms column by column: both must be at
                         # one rate for a column to mean the same moment (the diff shows only
                         # up to the lower Nyquist anyway)
-                        spectrogram_png(blocks.resample(audio, against.rate), files_dir / name,
-                                        _mathtext_safe(title), scale, diff_against=against)
+                        if audio.rate != base_rate:
+                            audio = None   # the resampled copy is read from the file, not made from this
+                            audio = read_resampled(song.files[v], base_rate)
+                        spectrogram_png(audio, files_dir / name, _mathtext_safe(title), scale,
+                                        diff_against=base_spectrogram)
                     else:
                         spectrogram_png(audio, files_dir / name, _mathtext_safe(title), scale)
                     e["pictures"][kind] = name
@@ -219,7 +232,7 @@ def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint:
                     raise  # cannot write the report at all (disk full): not one song's problem
                 except Exception as exc:
                     e["problems"].append(f"drawing the {kind} failed: {describe_failure(exc)}")
-        del audio
+        audio = None
     for v, e in entries.items():
         e.pop("want_pictures", None)
         if e["error"]:

@@ -29,7 +29,7 @@ class SpectrogramScale:
 def spectrogram_db(audio: Audio, max_frames: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times s [T], freqs Hz [F], dBFS [F, T]) of the channel-averaged power, Hann 2048/512,
     decimated in time to at most `max_frames` columns (a picture needs no more)."""
-    x = audio.samples.astype(np.float32)
+    x = np.asarray(audio.samples, dtype=np.float32)   # no copy of a float32 song
     n = audio.frames
     hop = max(HOP, (max(n - N_FFT, 0) // HOP + 1) // max_frames * HOP or HOP)
     starts = np.arange(0, max(n - N_FFT, 0) + 1, hop)
@@ -45,10 +45,11 @@ def spectrogram_db(audio: Audio, max_frames: int = 2000) -> tuple[np.ndarray, np
 
 
 def spectrogram_png(audio: Audio, path: Path, title: str, scale: SpectrogramScale = SpectrogramScale(),
-                    diff_against: Audio | None = None, diff_label: str = "dB vs baseline") -> Path:
+                    diff_against: Audio | tuple | None = None, diff_label: str = "dB vs baseline") -> Path:
     """Draw `audio`'s spectrogram (or, with `diff_against`, the dB difference audio - other,
     on a -30..+30 dB diverging scale, compared at the same instants and frequencies up to
-    the lower Nyquist) to `path`, written atomically."""
+    the lower Nyquist) to `path`, written atomically. `diff_against` may be the other's
+    `spectrogram_db` itself, so that the other song need not stay in memory."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,7 +59,7 @@ def spectrogram_png(audio: Audio, path: Path, title: str, scale: SpectrogramScal
     times, freqs, db = spectrogram_db(audio)
     cmap, vmin, vmax, label = "magma", scale.db_min, scale.db_max, "dBFS"
     if diff_against is not None:
-        t2, f2, db2 = spectrogram_db(diff_against)
+        t2, f2, db2 = diff_against if isinstance(diff_against, tuple) else spectrogram_db(diff_against)
         f_common = freqs[freqs <= min(freqs[-1], f2[-1])]
         t_common = times[times <= t2[-1]] if len(t2) else times[:0]
         a = _regrid(db, times, freqs, t_common, f_common)

@@ -97,6 +97,7 @@ class ApolloStage(ModelStage):
 
     name = "apollo"
     revision = 1
+    libraries = ("torch", "msst", "soxr", "numpy")
     facts_key = "apollo_model_file"
     options = (
         Option("model", "choice", "official",
@@ -127,8 +128,7 @@ class ApolloStage(ModelStage):
         return model_file_problem(self.spec, path, WHAT, self.trusted)
 
     def versions(self) -> dict:
-        return {"apollo": self.revision, "model": model_version(self.spec, self.models_dir),
-                "torch": package_version("torch"), "msst": package_version("msst")}
+        return {"apollo": self.revision, "model": model_version(self.spec, self.models_dir)}
 
     def config(self) -> dict:
         return {**self.opts, "rate": RATE, "overlap_s": OVERLAP_SECONDS, "context_s": CONTEXT_SECONDS,

@@ -42,6 +42,7 @@ class StageProtocol(Protocol):
 
     def unavailable(self) -> str | None: ...
     def versions(self) -> dict[str, Any]: ...
+    def library_versions(self) -> dict[str, str]: ...
     def config(self) -> dict[str, Any]: ...
     def memory_bytes(self) -> int: ...
     def load(self, device: Any = None) -> None: ...
@@ -58,8 +59,15 @@ class Stage:
     plan time), and override what differs:
     - `unavailable()`: None, or why the stage cannot run here (a missing package or model);
       cheap: no torch import, no weights.
-    - `versions()`: what decides the output besides the config (revision, library and model
-      versions); a change redoes the step.
+    - `versions()`: what decides the output besides the config: the revision and the model
+      files; a change redoes the step. Library versions are not in it: they are listed in
+      `libraries` (every installed package whose version can change the samples, by its
+      distribution name), recorded in the marker by `library_versions()` for information and
+      never redo a step by themselves: an upgrade that leaves the output alone (a refactor, a
+      faster build) keeps a night of GPU work. A change in the output must come with a
+      revision bump, and the golden test of every stage (tests/test_golden.py: a fixed input,
+      its output's signature recorded beside the revision in tests/golden/stages.json) fails
+      when the output changes and the revision does not.
     - `config()`: the parameters that decide the output, hashed into the marker (default:
       the parsed options).
     - `memory_bytes()`: device memory the loaded stage needs (the model cache makes room).
@@ -74,6 +82,7 @@ class Stage:
     name: ClassVar[str] = ""
     revision: ClassVar[int] = 1
     options: ClassVar[tuple[Option, ...]] = ()
+    libraries: ClassVar[tuple[str, ...]] = ("numpy",)   # packages that can change its samples
 
     def __init__(self, env: StageEnv | None = None):
         self.env = env or StageEnv()
@@ -84,6 +93,10 @@ class Stage:
 
     def versions(self) -> dict[str, Any]:
         return {self.name: self.revision}
+
+    def library_versions(self) -> dict[str, str]:
+        """{package: installed version} of `libraries`: recorded in the marker, never compared."""
+        return {lib: package_version(lib) for lib in self.libraries}
 
     def config(self) -> dict[str, Any]:
         return dict(self.opts)

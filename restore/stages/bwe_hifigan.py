@@ -39,6 +39,7 @@ class HifiganBweStage(ModelStage):
 
     name = "bwe_hifigan"
     revision = 1
+    libraries = ("torch", "numpy")
     spec = CATALOGUE["hifigan-bwe"]
     facts_key = "bwe_hifigan_model_file"
 
@@ -59,7 +60,7 @@ class HifiganBweStage(ModelStage):
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
-        return {"bwe_hifigan": self.revision, "model": model, "torch": package_version("torch")}
+        return {"bwe_hifigan": self.revision, "model": model}
 
     def config(self) -> dict:
         return {"out_rate": OUT_RATE, "chunk_s": CHUNK_SECONDS, "overlap_s": OVERLAP_SECONDS, "level": "match-below-cutoff"}

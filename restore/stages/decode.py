@@ -47,8 +47,10 @@ class DecodeStage(Stage):
     name = "decode"
     revision = 2  # bump when the decoded samples would change (2: audio bytes only, own gapless trim)
 
-    def versions(self) -> dict:
-        return {"decode": self.revision, "miniaudio": miniaudio.__version__, "miniaudio_lib": miniaudio.lib_version()}
+    libraries = ("miniaudio", "numpy")
+
+    def library_versions(self) -> dict:
+        return {**super().library_versions(), "miniaudio_lib": miniaudio.lib_version()}
 
     def config(self) -> dict:
         return {"gapless": "lame-tag, iTunSMPB", "untagged": "keep-delay"}

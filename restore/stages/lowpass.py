@@ -18,7 +18,7 @@ import importlib.util
 import numpy as np
 
 from restore.audio import Audio, fit_frames
-from restore.stages.base import Stage, StageContext, package_version
+from restore.stages.base import Stage, StageContext
 
 FALLBACK_HZ = 16000
 ORDER = 8                      # AudioSR's own (utils.lowpass_filtering_prepare_inference)
@@ -63,8 +63,7 @@ class LowpassStage(Stage):
             return 'scipy is not installed (pip install -e ".[audiosr]", see README)'
         return None
 
-    def versions(self) -> dict:
-        return {"lowpass": self.revision, "scipy": package_version("scipy")}
+    libraries = ("scipy", "numpy")
 
     def config(self) -> dict:
         # The cutoff itself is a fact of the song (the decode's), recorded in the marker's facts.

@@ -65,6 +65,7 @@ class MasterStage(Stage):
 
     name = "master"
     revision = 1
+    libraries = (*_NEEDS, "soxr", "numpy")   # soxr: the true peak measured (analysis.loudness)
     options = (
         Option("target_lufs", "float", -14.0, "integrated loudness to reach, LUFS (BS.1770-4, measured by pyloudnorm)",
                -30, -5),
@@ -83,9 +84,6 @@ class MasterStage(Stage):
         if missing:
             return f'{", ".join(missing)} not installed (pip install -e ".[master]"; pedalboard is GPL-3, see README)'
         return None
-
-    def versions(self) -> dict:
-        return {"master": self.revision, **{m: package_version(m) for m in _NEEDS}}
 
     def config(self) -> dict:
         return {**self.opts, "lookahead_ms": LOOKAHEAD_MS, "limiter": "pedalboard.BrickwallLimiter(true_peak=True)"}

@@ -43,6 +43,7 @@ class RemixStage(Stage):
 
     name = "remix"
     revision = 1
+    libraries = ("soxr", "numpy")   # soxr: analysis.blocks.resample
     options = tuple(Option(f"{stem}_db", "float", 0.0, f"gain of the {stem} stem in the remix, dB",
                            -MAX_GAIN_DB, MAX_GAIN_DB) for stem in STEM_NAMES)
 

@@ -153,6 +153,12 @@ class RouteStage(Stage):
             out.update({f"{name}.{k}": v for k, v in self._stage(name).versions().items()})
         return out
 
+    def library_versions(self) -> dict:
+        out = {}
+        for name in self.uses():
+            out.update({f"{name}.{k}": v for k, v in self._stage(name).library_versions().items()})
+        return out
+
     def config(self) -> dict:
         return {"routes": {stem: [{"stage": n, "config": self._stage(n).config()} for n in self.route_of(stem)]
                            for stem in STEM_NAMES},

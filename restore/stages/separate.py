@@ -325,6 +325,7 @@ class DemucsStage(ModelStage):
     name = "separate"
     revision = 1
     options = OPTIONS
+    libraries = ("demucs", "torch", "soxr", "numpy")
 
     def __init__(self, env=None):
         super().__init__(env)
@@ -352,7 +353,7 @@ class DemucsStage(ModelStage):
     def versions(self) -> dict:
         weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
         model = f"{self.model_name}:{weights.fingerprint()}" if weights else "missing"
-        return {"separate": self.revision, "model": model, "demucs": package_version("demucs"), "torch": package_version("torch")}
+        return {"separate": self.revision, "model": model}
 
     def config(self) -> dict:
         return {"model": self.model_name, "shifts": self.shifts, "overlap": self.overlap,

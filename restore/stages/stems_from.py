@@ -101,6 +101,7 @@ class StemsFromStage(Stage):
 
     name = "stems_from"
     revision = 1
+    libraries = ("soundfile", "soxr", "numpy")   # soundfile (libsndfile) reads the stems; soxr: align
     options = (Option("folder", "text", "", "the folder of stems made elsewhere: `--stems-from DIR` sets it and uses "
                       "it instead of Demucs in 04-07", values="a folder"),)
 

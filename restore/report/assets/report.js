@@ -336,11 +336,28 @@
     stopAll();
     players.forEach(function (p) { if (!p.paused) p.pause(); });
     const el = state.audio[label];
+    // at (or near) the end the next sound starts from the beginning: a new X is not loaded
+    // yet, and one sent to its very end would end at once and never play
+    const length = [state.audio.A, state.audio.B].map(function (a) { return a.duration; }).filter(Number.isFinite);
+    if (length.length && state.position >= Math.min.apply(null, length) - 0.1) state.position = 0;
     seek(el, state.position);
     const started = el.play();
     if (started && started.catch) {
-      started.catch(function (err) { message.textContent = "This browser cannot play it: " + err.name; });
+      // AbortError: a pause or a new trial's source came before the media could start (a
+      // quick click on the next button): not a failure to report
+      started.catch(function (err) {
+        if (err.name !== "AbortError") message.textContent = "This browser cannot play it: " + err.name;
+      });
     }
+  }
+
+  // #abx's data-playing names the label whose sound is really playing (set on the media's
+  // "playing" event, cleared on "pause"): what a test waits for, instead of a fixed time
+  function reportPlaying(label, el) {
+    el.addEventListener("playing", function () { abx.dataset.playing = label; });
+    el.addEventListener("pause", function () {
+      if (abx.dataset.playing === label) delete abx.dataset.playing;
+    });
   }
 
   function newAudio(name) {
@@ -378,6 +395,7 @@
     };
     state.audio = { A: newAudio(state.A), B: newAudio(state.B), X: new Audio() };
     state.audio.X.preload = "auto";
+    ["A", "B", "X"].forEach(function (label) { reportPlaying(label, state.audio[label]); });
     setup.hidden = true;
     result.hidden = true;
     run.hidden = false;

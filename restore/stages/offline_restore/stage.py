@@ -65,6 +65,7 @@ class OfflineRestoreStage(Stage):
     """The restore that needs no download (11_offline_restore): numpy only, runs anywhere."""
 
     name = "offline_restore"
+    libraries = ("numpy",)
     revision = 2   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
@@ -80,9 +81,6 @@ class OfflineRestoreStage(Stage):
             rolloff_db_khz=self.opts["rolloff"],
             holes=self.opts["holes"],
         )
-
-    def versions(self) -> dict:
-        return {"offline_restore": self.revision, "numpy": np.__version__}
 
     def config(self) -> dict:
         return {"strength": self.strength, **self.settings.config(),
