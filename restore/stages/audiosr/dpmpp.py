@@ -25,15 +25,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def timesteps(steps: int, num_timesteps: int = 1000) -> np.ndarray:
-    """The steps + 1 integer times the solver visits, from the last trained time down to 0,
-    uniform in t (DPM-Solver++'s advice for guided sampling): int64 [steps + 1]."""
+def timesteps(steps: int, start: int = 999) -> np.ndarray:
+    """The steps + 1 integer times the solver visits, from `start` down to 0, uniform in t
+    (DPM-Solver++'s advice for guided sampling): int64 [steps + 1]."""
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    t = np.round(np.linspace(num_timesteps - 1, 0, steps + 1)).astype(np.int64)
+    t = np.round(np.linspace(start, 0, steps + 1)).astype(np.int64)
     if len(np.unique(t)) != steps + 1:
-        raise ValueError(f"{steps} steps do not fit in {num_timesteps} timesteps")
+        raise ValueError(f"{steps} steps do not fit in {start + 1} timesteps")
     return t
+
+
+def start_time(alphas_cumprod: np.ndarray) -> int:
+    """The last time whose alphas_cumprod is above zero: audiosr's cosine schedule ends at
+    exactly 0 (t = 999), where the log-SNR is -inf and an eps-predicting model's clean
+    estimate is 0/0. At t = 998 it is 2.4e-6: the start noise is pure noise all the same."""
+    above = np.nonzero(alphas_cumprod > 0)[0]
+    if not len(above):
+        raise ValueError("alphas_cumprod is zero everywhere")
+    return int(above[-1])
 
 
 def predict_x0(model_out, x, alpha: float, sigma: float, parameterization: str):
@@ -49,23 +59,22 @@ def predict_x0(model_out, x, alpha: float, sigma: float, parameterization: str):
 
 def sample(model, steps: int, x_T, cond, callback=None):
     """Run DPM-Solver++(2M) from x_T (the start noise, [B, ...] float32 on the model's
-    device) to t = 0, returning the latents (same shape and dtype as x_T; audiosr's DDIM
+    device) at the last time with alphas_cumprod > 0 (see start_time) to t = 0, returning the latents (same shape and dtype as x_T; audiosr's DDIM
     likewise returns x at alphas_cumprod[0], not a separate final denoise).
 
-    model: anything with apply_model(x, t, cond) (t: int64 [B]), alphas_cumprod (the
-    num_timesteps values, tensor or array), num_timesteps and parameterization ("v" for
-    audiosr_basic, "eps" or "x0"); the stage passes GuidedModel, so each step is one
+    model: anything with apply_model(x, t, cond) (t: int64 [B]), alphas_cumprod (one
+    value per trained time, tensor or array) and parameterization ("v" for audiosr_basic,
+    "eps" or "x0"); the stage passes GuidedModel, so each step is one
     guided model call. callback(i): after step i (0-based), as audiosr's DDIM calls it."""
     import torch
 
     abar = np.asarray(torch.as_tensor(model.alphas_cumprod).detach().cpu().double().numpy())
-    ts = timesteps(steps, int(model.num_timesteps))
+    ts = timesteps(steps, start_time(abar))
     alpha = np.sqrt(abar[ts])
     sigma = np.sqrt(1.0 - abar[ts])
     if not (sigma > 0).all():
         raise ValueError("alphas_cumprod reaches 1: log-SNR undefined")
-    with np.errstate(divide="ignore"):   # audiosr's cosine schedule ends at alphas_cumprod 0: lambda -inf,
-        lam = np.log(alpha) - np.log(sigma)   # and the first (first-order) step from there is DDIM's from pure noise
+    lam = np.log(alpha) - np.log(sigma)
     x = x_T
     b = x.shape[0]
     prev_x0, prev_h = None, None
