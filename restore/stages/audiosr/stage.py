@@ -499,8 +499,8 @@ class AudioSrStage(ModelStage):
         bytes free on the device. Items are whole chunks (all channels of a chunk go
         together, and neighbouring chunks after them): chunks_per_call, or on `auto` as
         many as the memory estimate (COST) fits in free GPU memory, at most 16 items, and
-        one chunk on the CPU (compute-bound: a call of B items costs B single calls there,
-        bench/RESULTS.md). A number asked for is capped at what fits (psutil's free RAM on
+        one chunk on the CPU (compute-bound: both channels in one call cost 1.63 single
+        calls there, more items were not measured; bench/RESULTS.md). A number asked for is capped at what fits (psutil's free RAM on
         the CPU); the out-of-memory policy covers the estimate being wrong."""
         o = self.opts
         chunk_s = o["chunk_seconds"]
