@@ -18,6 +18,22 @@ GuidedModel) against audiosr's two calls of B, interleaved round by round (a sha
 machine's load changes hit both alike).
 `parts` and `totals` time audiosr's two passes (as measured before GuidedModel).
 
+`perminute` (issue #19), side by side in one run, seconds per stereo minute of music:
+- ours at the defaults: the stage's own AudioSrEngine.generate on one 5.12 s chunk of both
+  channels (one call of 2 items, DDIM, each guided step one UNet pass over 4), `--steps`
+  steps timed, fixed part (encode, VAE decode, vocoder) = the call less its steps; 14
+  chunks per minute (0.64 s crossfades), one model load per run;
+- ours with sampler=dpmpp (25 steps, each one guided UNet call: timed on the same chunk);
+- ours with chunks_per_call=2: the guided step of a call of 4 items (two chunks), against
+  two calls of 2 (the fixed parts scale with the items on a CPU: counted so);
+- the person's plan: 60 s chunks (61.44 s padded), each channel alone with audiosr's own
+  two UNet passes per step, the model loaded again for every chunk (the load timed here
+  with the stage's loader: the plan's fresh process also imports and builds CLAP, so this
+  is a floor). Its step is fitted through one item's steps at 5.12, 10.24 and 20.48 s
+  (a + b L + c L^2: attention is quadratic), its fixed part scaled in proportion from ours
+  at 5.12 s (61.44 s of one item is too slow to run here). Both extrapolations are stated
+  with the figures.
+
     flock /tmp/mp3restore-bench.lock python bench/bench_audiosr.py [--only parts|totals|batch]
         [--steps 4] [--work DIR] [--keep]
 """
@@ -36,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import add_common_args, load, machine_line, say, work_folder  # noqa: E402
 
-PARTS = ("load", "parts", "totals", "batch")
+PARTS = ("load", "parts", "totals", "batch", "perminute")
 DDIM_STEPS = 50
 OVERLAP = 0.64
 
@@ -129,6 +145,71 @@ def batch_part(engine, steps: int, rounds: int = 3) -> None:
                      f"(rounds: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(two, one))}); {load()}")
 
 
+def step_times(engine, seconds: float, items: int, steps: int, *, sampler: str = "ddim", batched: bool = True) -> float:
+    """Median seconds of one guided step (guidance 3.5) for a call of `items` items of
+    `seconds` s: DDIM (GuidedModel's one pass over 2B, or audiosr's two passes of B) or
+    DPM-Solver++; the first step's set-up excluded."""
+    import torch
+
+    from restore.stages.audiosr import dpmpp
+    from restore.stages.audiosr.stage import UNCOND_LATENT, GuidedModel
+    x = torch.from_numpy((np.random.default_rng(1).standard_normal((items, int(round(seconds * 48000)))) * 0.05)
+                         .astype(np.float32))
+    with torch.inference_mode():
+        c = engine.model.cond_stage_models[0].vae.encode(engine.log_mel(x)[:, None]).sample()
+    if sampler == "ddim":
+        return guided_steps(engine, c, steps, batched)
+    uncond = {"concat_lowpass_cond": torch.full_like(c, UNCOND_LATENT)}
+    ends = []
+    with torch.inference_mode():
+        dpmpp.sample(GuidedModel(engine.model, uncond, 3.5), steps, torch.randn(c.shape), {"concat_lowpass_cond": c},
+                     callback=lambda i: ends.append(time.perf_counter()))
+    return float(np.median(np.diff(ends)))
+
+
+def per_minute(engine, ckpt, steps: int, load_s: float) -> None:
+    """Seconds per stereo minute: ours at the defaults, with dpmpp 25, with two chunks per
+    call, and the person's plan's scheme, in one run (see the module docstring)."""
+    from restore.stages.audiosr.stage import load_engine
+    items = (np.random.default_rng(2).standard_normal((2, 245760)) * 0.05).astype(np.float32)
+    ends = []
+    t0 = time.perf_counter()
+    engine.generate(items, steps, 3.5, 42, on_step=lambda i: ends.append(time.perf_counter()))
+    call = time.perf_counter() - t0
+    step2 = float(np.median(np.diff(ends)))
+    fixed2 = call - steps * step2
+    say("perminute", f"ours: one call of 2 items x 5.12 s, {steps} DDIM steps: {call:.1f} s = fixed {fixed2:.1f} s "
+                     f"+ {steps} x {step2:.2f} s per guided step; {load()}")
+    dpm2 = step_times(engine, 5.12, 2, 3, sampler="dpmpp")
+    say("perminute", f"ours, sampler=dpmpp: one guided step of 2 items {dpm2:.2f} s ({dpm2 / step2:.2f} x DDIM's); {load()}")
+    step4 = step_times(engine, 5.12, 4, 4)
+    say("perminute", f"ours, chunks_per_call=2: one guided step of 4 items {step4:.2f} s = {step4 / (2 * step2):.2f} x "
+                     f"two calls of 2; {load()}")
+    t = time.perf_counter()
+    load_engine(ckpt, "cpu", False)
+    reload_s = time.perf_counter() - t
+    one = {L: step_times(engine, L, 1, 4 if L < 20 else 2, batched=False) for L in (5.12, 10.24, 20.48)}
+    say("perminute", "plan: one item, audiosr's two passes: one guided step " +
+        ", ".join(f"{one[L]:.2f} s at {L} s" for L in one) + f"; model reload {reload_s:.1f} s; {load()}")
+    step61 = fit(list(one), list(one.values()), 61.44, 2)
+    fixed61 = fixed2 / 2 * 61.44 / 5.12
+    chunks = 1 + math.ceil((60.0 - 5.12) / (5.12 - OVERLAP))
+    rows = [
+        ("ours, defaults (5.12 s, DDIM 50, both channels per call)", chunks * (fixed2 + DDIM_STEPS * step2) + load_s),
+        ("ours, sampler=dpmpp, 25 steps", chunks * (fixed2 + 25 * dpm2) + load_s),
+        ("ours, chunks_per_call=2 (DDIM 50)", math.ceil(chunks / 2) * (2 * fixed2 + DDIM_STEPS * step4) + load_s),
+        ("plan: 61.44 s chunks, per channel, reload per chunk (DDIM 50)",
+         2 * (reload_s + fixed61 + DDIM_STEPS * step61)),
+    ]
+    plan = rows[-1][1]
+    say("perminute", f"per stereo minute ({chunks} chunks of 5.12 s; the plan's 61.44 s step {step61:.1f} s fitted, "
+                     f"fixed {fixed61:.0f} s scaled from ours; ours counted with one load of {load_s:.1f} s):")
+    for name, total in rows:
+        say("perminute", f"  {name:64s} {total:8.0f} s = {total / 60:6.1f} min  plan / this {plan / total:5.2f} "
+                         f"(goal 8)")
+    say("perminute", f"peak RSS {peak_rss_gib():.2f} GiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(ap, PARTS)
@@ -155,6 +236,8 @@ def main() -> None:
 
         measure(engine, 0.64, 1, 2)   # warm-up: the first call pays for kernel set-up and allocations
         only = set(args.only or PARTS)
+        if "perminute" in only:
+            per_minute(engine, ckpt, max(args.steps, 4), load_s)
         if "batch" in only:
             batch_part(engine, args.steps)
         if not only & {"parts", "totals"}:

@@ -91,6 +91,11 @@ OPTIONS = (
     Option("chunk_seconds", "float", CHUNK_SECONDS, "chunk length, a multiple of 0.64 s (5.12: what it was trained on)",
            1.28, 20.48, check=_on_grid),
     Option("half", "text", "auto", "half precision (auto: on CUDA)", values="auto, on or off", check=half_precision),
+    Option("sampler", "choice", "ddim", "ddim: audiosr's own (ddim_steps); dpmpp: DPM-Solver++(2M), fewer steps "
+           "(dpmpp_steps), quality unjudged", choices=("ddim", "dpmpp")),
+    Option("dpmpp_steps", "int", 25, "DPM-Solver++ steps, one guided UNet call each (sampler=dpmpp only)", 2, 200),
+    Option("chunks_per_call", "int", None, "neighbouring chunks per model call, both channels each "
+           "(auto: as many as fit in free GPU memory; 1 on the CPU)", 1, 16, auto=True),
 )
 
 
@@ -232,12 +237,15 @@ class AudioSrEngine:
         return mel.transpose(1, 2)
 
     def generate(self, items: np.ndarray, steps: int, guidance: float, seed: int, on_step=None,
-                 half: bool | None = None) -> np.ndarray:
+                 half: bool | None = None, sampler: str = "ddim") -> np.ndarray:
         """items: float32 [B, n] at 48 kHz, low-passed and scaled -> float32 [B, n] at 48 kHz.
         `half` (None: the engine's own setting) runs the UNet under float16 autocast, on
         CUDA only; the VAEs and the vocoder always run in float32. Each guided step is one
-        UNet pass over 2B items (GuidedModel) unless `batched_guidance` is off. Items are
-        zero-padded to a multiple of the 0.64 s latent grid and trimmed back."""
+        UNet pass over 2B items (GuidedModel) unless `batched_guidance` is off (DDIM only).
+        `sampler`: "ddim" (audiosr's, eta 1: noise at every step, from each item's own
+        generator) or "dpmpp" (restore/stages/audiosr/dpmpp.py: deterministic from the
+        start noise). Items are zero-padded to a multiple of the 0.64 s latent grid and
+        trimmed back."""
         import contextlib
 
         import torch
@@ -265,20 +273,24 @@ class AudioSrEngine:
             guide = {"unconditional_guidance_scale": guidance,
                      "unconditional_conditioning": {"concat_lowpass_cond": uncond}}
             sampled = m
-            if self.batched_guidance and guidance != 1.0:   # at 1.0 audiosr makes the conditional pass only
+            if (self.batched_guidance or sampler == "dpmpp") and guidance != 1.0:   # at 1.0: the conditional pass only
                 sampled = GuidedModel(m, guide["unconditional_conditioning"], guidance)
                 guide = {"unconditional_guidance_scale": 1.0, "unconditional_conditioning": None}
-            sampler = lib["DDIMSampler"](sampled, device=self.device)
             half = self.half if half is None else half
             autocast = (torch.autocast("cuda", dtype=torch.float16) if half and self.device.type == "cuda"
                         else contextlib.nullcontext())
             original = ddim.noise_like
             ddim.noise_like = lambda shape, device, repeat=False: noise(shape)
             try:
+                callback = (lambda i: on_step(i + 1)) if on_step else None
                 with autocast:
-                    samples, _ = sampler.sample(
-                        steps, b, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
-                        x_T=noise(c.shape), **guide, callback=(lambda i: on_step(i + 1)) if on_step else None)
+                    if sampler == "dpmpp":
+                        from restore.stages.audiosr import dpmpp
+                        samples = dpmpp.sample(sampled, steps, noise(c.shape), {"concat_lowpass_cond": c}, callback)
+                    else:
+                        samples, _ = lib["DDIMSampler"](sampled, device=self.device).sample(
+                            steps, b, tuple(c.shape[1:]), {"concat_lowpass_cond": c}, verbose=False, eta=1.0,
+                            x_T=noise(c.shape), **guide, callback=callback)
             finally:
                 ddim.noise_like = original
             out_mel = m.decode_first_stage(samples.float())
@@ -412,13 +424,22 @@ class AudioSrStage(ModelStage):
 
     def config(self) -> dict:
         o = self.opts
-        return {"out_rate": OUT_RATE, "ddim_steps": o["ddim_steps"], "guidance_scale": o["guidance_scale"],
-                "seed": o["seed"], "chunk_s": o["chunk_seconds"], "overlap_s": OVERLAP_SECONDS, "ddim_eta": 1.0,
+        sampling = ({"ddim_steps": o["ddim_steps"], "ddim_eta": 1.0} if o["sampler"] == "ddim"
+                    else {"sampler": "dpmpp-2m", "dpmpp_steps": o["dpmpp_steps"]})
+        # chunks_per_call is left out: an item's output does not depend on its batch (its
+        # noise is its own), so a different batching is the same output.
+        return {"out_rate": OUT_RATE, **sampling, "guidance_scale": o["guidance_scale"],
+                "seed": o["seed"], "chunk_s": o["chunk_seconds"], "overlap_s": OVERLAP_SECONDS,
                 "half": o["half"], "input_peak": TARGET_PEAK, "low_band": "input-below-detected-cutoff",
                 "level": "match-below-cutoff"}
 
+    def steps(self) -> int:
+        """Model steps per item: ddim_steps or dpmpp_steps, as `sampler` says."""
+        return self.opts["ddim_steps"] if self.opts["sampler"] == "ddim" else self.opts["dpmpp_steps"]
+
     def memory_bytes(self) -> int:
-        return COST.fixed_bytes + int(2 * self.opts["chunk_seconds"] * COST.bytes_per_item_second)
+        chunks = self.opts["chunks_per_call"] or 1
+        return COST.fixed_bytes + int(2 * chunks * self.opts["chunk_seconds"] * COST.bytes_per_item_second)
 
     # -- heavy --
     def _half(self, device) -> bool:
@@ -451,12 +472,12 @@ class AudioSrStage(ModelStage):
         raises RestoreError; one that is only loud in float32 is kept, with a warning.
         where(i): the item's place in the song, for the log."""
         o = self.opts
-        args = (o["ddim_steps"], o["guidance_scale"], o["seed"])
-        y = engine.generate(items, *args, on_step)
+        args = (self.steps(), o["guidance_scale"], o["seed"])
+        y = engine.generate(items, *args, on_step, sampler=o["sampler"])
         why = suspect(items, y)
         bad = [i for i, w in enumerate(why) if w]
         if bad and engine.half:
-            redo = engine.generate(np.ascontiguousarray(items[bad]), *args, half=False)
+            redo = engine.generate(np.ascontiguousarray(items[bad]), *args, half=False, sampler=o["sampler"])
             for i in bad:
                 ctx.log(f"warning: bwe_audiosr: {where(i)}: {why[i]} in half precision; redone in float32")
             y[bad] = redo
@@ -472,6 +493,24 @@ class AudioSrStage(ModelStage):
             counts["suspect"] += 1
             ctx.log(f"warning: bwe_audiosr: {where(i)}: {why[i]}; kept as the model made it")
         return y
+
+    def _batching(self, channels: int, free: int) -> tuple[float, int]:
+        """(chunk seconds, items per call) for a song of `channels` channels with `free`
+        bytes free on the device. Items are whole chunks (all channels of a chunk go
+        together, and neighbouring chunks after them): chunks_per_call, or on `auto` as
+        many as the memory estimate (COST) fits in free GPU memory, at most 16 items, and
+        one chunk on the CPU (compute-bound: both channels in one call cost 1.63 single
+        calls there, more items were not measured; bench/RESULTS.md). A number asked for is capped at what fits (psutil's free RAM on
+        the CPU); the out-of-memory policy covers the estimate being wrong."""
+        o = self.opts
+        chunk_s = o["chunk_seconds"]
+        _, fit = choose_chunking(free, COST, channels, chunk_s, min_seconds=chunk_s, max_items=16)
+        fit_chunks = max(1, fit // channels)
+        if o["chunks_per_call"] is None:
+            chunks = 1 if self.device.kind == "cpu" else fit_chunks
+        else:
+            chunks = min(o["chunks_per_call"], fit_chunks)
+        return chunk_s, chunks * channels
 
     def process(self, audio: Audio, ctx: StageContext) -> Audio:
         """[C, T] at any rate -> [C, round(T * 48000 / rate)] at 48 kHz, without the input's DC offset."""
@@ -500,15 +539,12 @@ class AudioSrStage(ModelStage):
             ctx.log(f"bwe_audiosr: removed a DC offset of {', '.join(f'{d:+.4f}' for d in dc[:, 0])} "
                     "(as AudioSR's own normalisation does; not put back)")
         ctx.log(f"bwe_audiosr: input cut at {cutoff:.0f} Hz (AudioSR's detection; {ftype} order {ORDER}), "
-                f"scaled by {20 * np.log10(gain):+.1f} dB to peak {TARGET_PEAK}; {o['ddim_steps']} DDIM steps, "
+                f"scaled by {20 * np.log10(gain):+.1f} dB to peak {TARGET_PEAK}; {self.steps()} "
+                f"{'DDIM' if o['sampler'] == 'ddim' else 'DPM-Solver++(2M)'} steps, "
                 f"guidance {o['guidance_scale']}, seed {o['seed']}, "
                 f"{'UNet in float16 (autocast)' if self.engine.half else 'float32'}")
 
-        if self.device.kind == "cpu":
-            chunk_s, items = o["chunk_seconds"], audio.channels   # compute-bound: bigger batches only cost memory
-        else:
-            chunk_s, items = choose_chunking(free_bytes(self.device), COST, audio.channels, o["chunk_seconds"],
-                                             min_seconds=o["chunk_seconds"], max_items=16)
+        chunk_s, items = self._batching(audio.channels, free_bytes(self.device))
         plan = plan_chunks(frames_out, rate_in=OUT_RATE, rate_out=OUT_RATE, chunk_seconds=chunk_s,
                            overlap_seconds=OVERLAP_SECONDS)
         # A song shorter than one chunk is one item of its own length (the chunker's rule):
@@ -537,7 +573,7 @@ class AudioSrStage(ModelStage):
             return y[:, :n] / np.float32(gain)
 
         def call(batch: np.ndarray) -> np.ndarray:
-            on_step = lambda i: ctx.progress(min(1.0, (done["calls"] + i / o["ddim_steps"]) / calls))  # noqa: E731
+            on_step = lambda i: ctx.progress(min(1.0, (done["calls"] + i / self.steps()) / calls))  # noqa: E731
             y = run(self.engine, batch, on_step)
             done["calls"] += 1
             return y
@@ -562,6 +598,7 @@ class AudioSrStage(ModelStage):
                     "left as it came out")
             return out
         redone = f"; {counts['fp32_redone']} redone in float32" if counts["fp32_redone"] else ""
-        ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls"
+        ctx.log(f"bwe_audiosr: {stats.get('chunks', 0)} chunks of {chunk_s:.2f} s in {stats.get('calls', 0)} calls "
+                f"of up to {items} items"
                 f"{redone}, level matched below {top:.0f} Hz with {change_db:+.2f} dB")
         return Audio((y * np.float32(match)).astype(np.float32), OUT_RATE)
