@@ -4,6 +4,9 @@ TUNED part, and check the constants shipped in restore/stages/offline_restore/hi
 
     python bench/fit_offline_level.py [--part tuned] [--bitrates 128,192]
 
+The correction is off by default (HighsSettings.fitted_level): fitted here, it narrowed the
+tuned part's error but did not measure better on the held-out part (bench/RESULTS.md).
+
 For every clip and bitrate whose decode lost its top (energy above the cutoff more than 15 dB
 under the source's), the stage runs with the correction off (revision 2's level) and the
 harness's measure (quality.band_scores) gives how many dB the added band ends under the

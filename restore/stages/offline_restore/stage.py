@@ -4,8 +4,8 @@ download, any rate in, the same rate out, exact length, true stereo, determinist
 What it does (see restore/stages/offline_restore/highs.py for how): fills the spectral holes the encoder
 punched in the top of the kept band, and extends the band above the MP3's lowpass from the
 music just below it, only as bright as that music is. The whole song's spectrum is read
-once (the slope under the cutoff, the near slope that sets the level correction fitted on
-the dev set, and the cutoff itself when the caller gave none); then
+once (the slope under the cutoff, the slope of the 2.5 kHz just under it, recorded in the
+facts, and the cutoff itself when the caller gave none); then
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
 
@@ -130,8 +130,8 @@ class OfflineRestoreStage(Stage):
         level_top = min(fill_hz, sfb21_hz(audio.rate))
         plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings))
         near = near_slope(spectrum, audio.rate, level_top)
-        gain_db = level_gain_db(near) if settings.fitted_level else 0.0
-        if math.isfinite(settings.strength_db) and gain_db:
+        gain_db = level_gain_db(near) if settings.fitted_level and math.isfinite(settings.strength_db) else 0.0
+        if gain_db:
             settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db)
         facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2))
         totals = {"frames": 0, "holes": 0, "extended_frames": 0}
@@ -155,7 +155,7 @@ class OfflineRestoreStage(Stage):
         facts.update(extended=bool(math.isfinite(settings.strength_db)), from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
                      extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"])
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
-                f"{plan.slope_db_khz:+.1f} dB/kHz, level {gain_db:+.1f} dB from the near slope, "
+                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the near slope' if gain_db else ''}, "
                 f"{facts['extended_frames_pct']}% of frames loud enough), "
                 f"{totals['holes']} hole bins filled below")
         return Audio(y, audio.rate)
