@@ -286,3 +286,69 @@ def test_the_engine_tells_the_stage_the_mp3s_bitrate(tmp_path):
     marker = json.loads((tmp_path / "out" / "_done" / "11_offline_restore" / "narrow.mp3.json").read_text())
     facts = marker["stage_facts"]["offline_restore"]
     assert facts.get("own_band_limit") is True and facts["extended"] is False
+
+
+# ---- The level of what is added (issue 14): a correction fitted on the dev set's tuned part ----
+
+def test_level_correction_follows_the_near_slope_and_is_bounded():
+    from restore.stages.offline_restore import highs
+    assert highs.level_gain_db(None) == 0.0
+    assert highs.level_gain_db(float("nan")) == 0.0
+    # a top that does not fall under the cutoff (hats, shakers): the fit says nothing, no correction
+    assert highs.level_gain_db(highs.FLAT_SLOPE) == 0.0 and highs.level_gain_db(1.0) == 0.0
+    falling = np.linspace(-9.0, highs.TILTED_SLOPE, 50)
+    gains = np.array([highs.level_gain_db(s) for s in falling])
+    assert np.all(np.diff(gains) >= 0)                        # the steeper the fall, the darker the guess
+    assert gains.min() >= highs.LEVEL_MIN_DB and gains.max() <= highs.LEVEL_MAX_DB
+    assert gains[0] < 0 < gains[-1]                           # it darkens tonal tops and brightens noisy ones
+    between = [highs.level_gain_db(s) for s in np.linspace(highs.TILTED_SLOPE, highs.FLAT_SLOPE, 7)]
+    assert all(abs(g) <= highs.LEVEL_MAX_DB for g in between) and between[-1] == 0.0
+
+
+def test_the_fitted_level_is_off_by_default_and_is_a_level_only(bright):
+    """The correction fitted on the tuned part did not measure better on the held-out part, so
+    the default leaves it off (level_gain_db 0); turned on, it scales the added band by the
+    gain it records and touches nothing else."""
+    import dataclasses
+    src, dec, out, facts = bright
+    assert facts["near_slope_db_khz"] is not None and facts["level_gain_db"] == 0.0
+    stage = OfflineRestoreStage(StageEnv())
+    stage.settings = dataclasses.replace(stage.settings, fitted_level=True)
+    ctx = StageContext(options={"cutoff_hz": facts["cutoff_hz"]})
+    fitted = stage.process(dec, ctx)
+    gain = ctx.facts["offline_restore"]["level_gain_db"]
+    assert gain != 0.0
+    top, nyq = facts["cutoff_hz"] + 300, src.rate / 2
+    assert abs(db(band_power(fitted, top, nyq) / band_power(out, top, nyq)) - gain) < 0.3
+    under = facts["cutoff_hz"] - 300
+    assert np.allclose(brickwall(Audio(fitted.samples, dec.rate), None, under),
+                       brickwall(Audio(out.samples, dec.rate), None, under), atol=1e-4)
+
+
+@pytest.mark.parametrize("borrowed_db", [None, 300.0])
+def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_db, tmp_path, monkeypatch):
+    """The cymbals gated (100 ms on, 150 ms of digital silence) at 192 kbps: the frames of a
+    gap are quiet, not holed, so nothing is added under the cutoff there (revision 2 filled
+    them with noise from the envelope of the hits on either side)."""
+    from restore.stages.offline_restore import highs
+    if borrowed_db is not None:
+        monkeypatch.setattr(highs, "BORROWED_DB", borrowed_db)   # revision 2: no such check
+    src = clip("bright_cymbals")
+    t = np.arange(src.frames) / src.rate
+    on = (t % 0.25) < 0.1
+    gated = Audio((src.samples * on).astype(np.float32), src.rate)
+    dec, cutoff = decode_of(gated, tmp_path, 192)
+    out, facts = restore(dec, cutoff, strength="0")                  # holes only
+    lag, _ = align(dec, gated)                                       # onto the source's timeline
+    dec, out = (apply_alignment(a, lag, 1.0, gated.frames) for a in (dec, out))
+    added = out.samples - dec.samples                                 # only the holes' noise: strength 0
+    gap = ((t % 0.25) > 0.13) & ((t % 0.25) < 0.23)                  # well inside the silences
+    hits = ((t % 0.25) > 0.01) & ((t % 0.25) < 0.09)
+    kept = brickwall(dec, 8000.0, (cutoff or 16000.0) - 300)
+    in_gaps = db(np.mean(added[:, gap] ** 2) / np.mean(kept[:, hits] ** 2))
+    # Measured: -130 dB under the hits' band with the check, -73 dB without (the decode's own
+    # MP3 noise in the gaps is at -40 dB: its holes were filled).
+    if borrowed_db is None:
+        assert in_gaps < -90, in_gaps
+    else:
+        assert in_gaps > -90, in_gaps                                # the check is what keeps them quiet

@@ -4,7 +4,8 @@ download, any rate in, the same rate out, exact length, true stereo, determinist
 What it does (see restore/stages/offline_restore/highs.py for how): fills the spectral holes the encoder
 punched in the top of the kept band, and extends the band above the MP3's lowpass from the
 music just below it, only as bright as that music is. The whole song's spectrum is read
-once (the slope under the cutoff, and the cutoff itself when the caller gave none); then
+once (the slope under the cutoff, the slope of the 2.5 kHz just under it, recorded in the
+facts, and the cutoff itself when the caller gave none); then
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
 
@@ -30,7 +31,8 @@ from restore.audio import Audio
 from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import OFFLINE
-from restore.stages.offline_restore.highs import HighsSettings, SongPlan, measure_slope, restore_block, sfb21_hz
+from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, level_gain_db, measure_slope, near_slope,
+                                                  restore_block, sfb21_hz)
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
 
@@ -66,7 +68,7 @@ class OfflineRestoreStage(Stage):
 
     name = "offline_restore"
     libraries = ("numpy",)
-    revision = 2   # bump when the output for the same input and options would change
+    revision = 3   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
@@ -123,7 +125,13 @@ class OfflineRestoreStage(Stage):
                     f".. Nyquist - {TOP_MARGIN_HZ:.0f} Hz); output = input")
             ctx.progress(1.0)
             return Audio(audio.samples.copy(), audio.rate)
-        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, min(fill_hz, sfb21_hz(audio.rate)), settings))
+        level_top = min(fill_hz, sfb21_hz(audio.rate))
+        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings))
+        near = near_slope(spectrum, audio.rate, level_top)
+        gain_db = level_gain_db(near) if settings.fitted_level and math.isfinite(settings.strength_db) else 0.0
+        if gain_db:
+            settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db)
+        facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2))
         totals = {"frames": 0, "holes": 0, "extended_frames": 0}
         calls = [0]
         chunk_s, overlap_s = _geometry(audio.rate)
@@ -145,6 +153,7 @@ class OfflineRestoreStage(Stage):
         facts.update(extended=bool(math.isfinite(settings.strength_db)), from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
                      extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"])
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
-                f"{plan.slope_db_khz:+.1f} dB/kHz, {facts['extended_frames_pct']}% of frames loud enough), "
+                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the near slope' if gain_db else ''}, "
+                f"{facts['extended_frames_pct']}% of frames loud enough), "
                 f"{totals['holes']} hole bins filled below")
         return Audio(y, audio.rate)
