@@ -68,6 +68,7 @@ def main() -> None:
         tiny = make_songs(work / "tiny", args.songs, 1.0)
         audio_min = args.songs * args.seconds / 60
         say("cluster", f"{args.songs} songs of {args.seconds:.0f} s, variant 11_offline_restore; {load()}")
+        timed_run(tiny, work / "warm-local", "01,11", None)  # imports, as the workers' first batch
         local, _ = timed_run(library, work / "local", "11", None)
         say("cluster", f"local run (1 thread): {local:.1f} s, {args.songs / local * 60:.1f} songs/min, "
                        f"{audio_min * 60 / local:.1f}x real time")
