@@ -163,7 +163,7 @@ CATALOGUE: dict[str, ModelSpec] = {
         ),
         _demucs("htdemucs", "Demucs v4 hybrid transformer, one model, 4 stems (separate.model=htdemucs)",
                 ("955717e8-8726e21a.th",), 84_000_000),
-        _demucs("htdemucs_ft", "Demucs v4 fine-tuned bag of 4 models, one per stem (separate.model=htdemucs_ft, the default)",
+        _demucs("htdemucs_ft", "Demucs v4 fine-tuned bag of 4 models, one per stem (separate.model=htdemucs_ft; what auto takes without SCNet XL IHF)",
                 ("f7e0c4bc-ba3fe64a.th", "d12395a8-e57c48e6.th", "92cfc3b6-ef3bcb9c.th", "04573f0d-f3cf25b2.th"),
                 84_000_000),
         _demucs("htdemucs_6s", "Demucs v4, 6 stems: adds guitar and piano (separate.model=htdemucs_6s)",
@@ -176,7 +176,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             url=MSST_RELEASES + "v1.0.15/model_scnet_ep_36_sdr_10.0891.ckpt",
             purpose="SCNet XL IHF, 4 stems, MUSDB18-HQ test SDR avg 10.08 (separate.model=scnet_xl_ihf; "
                     "what separate.model=auto takes when present)",
-            variants=("04_stems", "05_stems_enhanced", "06_remixed", "07_mastered"),
+            variants=("04_stems",),
             # 53.47 M float32 parameters with the config below make 213.87 MB: the published
             # file's 214,063,778 bytes (and sha256, as another project pins them) fit that.
             approx_bytes=214_063_778,
@@ -201,7 +201,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             filename="msst/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
             url=MSST_RELEASES + "v1.0.12/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
             purpose="BS-RoFormer 384x8, 4 stems, MUSDB18-HQ test SDR avg 9.65 (separate.model=bs_roformer)",
-            variants=("04_stems", "05_stems_enhanced", "06_remixed", "07_mastered"),
+            variants=("04_stems",),
             approx_bytes=526_816_656,   # 131.7 M float32 parameters; the file's size not known here
             fmt="torch",
             licence="MIT (a release asset of the MIT-licensed MSST repository; trained on MUSDB18-HQ only)",
@@ -218,7 +218,7 @@ CATALOGUE: dict[str, ModelSpec] = {
                 "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
             purpose="BS-RoFormer 512x12 (viperx), vocals + instrumental (the mix minus the vocals); "
                     "Multisong vocals SDR 10.87 (separate.model=bs_roformer_vocals)",
-            variants=("04_stems", "05_stems_enhanced", "06_remixed", "07_mastered"),
+            variants=("04_stems",),
             approx_bytes=639_032_368,   # 159.8 M float32 parameters; the file's size not known here
             fmt="torch",
             licence="not stated by its publisher (UVR's public model repository): never the default",
