@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("msst", reason="msst is not installed (pip install --no-deps msst==0.1.0)")
 pytest.importorskip("rotary_embedding_torch", reason="the separators extra is not installed")
 
-from restore.audio import Audio  # noqa: E402
 from restore.engine.config import RunConfig  # noqa: E402
 from restore.engine.run import run  # noqa: E402
 from restore.engine.variants import resolve_variants  # noqa: E402

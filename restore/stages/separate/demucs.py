@@ -52,9 +52,9 @@ from restore.errors import RestoreError, UsageError
 from restore.models.checkpoints import ModelRefused, is_trusted, load_tensors, read_safetensors, refusal
 from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, hf_hub_cache
 from restore.stages.base import StageContext, package_version
-from restore.stages.separate.common import AUTO, MAX_SEGMENT, MODEL_RATE, SeparatorStage
+from restore.stages.separate.common import AUTO, BEST_FIRST, MAX_SEGMENT, MODEL_RATE, SeparatorStage
 
-FALLBACK = "htdemucs_ft"   # what separate.model=auto takes when no better model's file is present
+FALLBACK = BEST_FIRST[-1]   # htdemucs_ft: what separate.model=auto takes when no better model's file is present
 HF_NAMESPACE = "adefossez"
 SHIFT_SEED = 0             # the random shifts are drawn from this seed: reruns give the same bytes
 
@@ -326,9 +326,8 @@ class DemucsStage(SeparatorStage):
     @property
     def auto_note(self) -> str:
         """For separate.model=auto: which better model's file would have been taken."""
-        from restore.models.store import CATALOGUE as models
-        spec = models["scnet_xl_ihf"]
-        return f" (separate.model=auto would take scnet_xl_ihf, the best, with {spec.filename} in {self.models_dir})"
+        best = BEST_FIRST[0]
+        return f" (separate.model=auto would take {best}, the best, with {CATALOGUE[best].filename} in {self.models_dir})"
 
     def versions(self) -> dict:
         weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
