@@ -32,8 +32,9 @@ from restore.stages.msst_compat import INSTALL, MSST_VERSION, msst_installed
 from restore.stages.separate.common import AUTO, BEST_FIRST, MODEL_RATE, SeparatorStage
 
 INSTRUMENTAL = "instrumental"   # the mix minus the target, for a model that gives only the target
-# Activation memory of one chunk on the device (float32), beyond the weights: rounded up from
-# bench/bench_separators.py's peak RSS for one 11 s chunk on the CPU.
+# Memory of one chunk's activations (float32), beyond the weights: bench/bench_separators.py
+# measured SCNet XL IHF at 1804 MiB peak RSS with 433 MiB before the load and 204 MiB of
+# weights, about 1.2 GiB; 3 GiB leaves room for the RoFormers' attention (bench/RESULTS.md).
 CHUNK_BYTES = 3 << 30
 
 
