@@ -353,7 +353,7 @@ def test_every_new_stage_declares_its_options_for_the_readme():
     for name in ("route", "remix", "stems_from"):
         assert get_stage(name).options
     assert [o.name for o in get_stage("remix").options] == [f"{s}_db" for s in ("vocals", "drums", "bass", "other",
-                                                                                 "guitar", "piano")]
+                                                                                 "guitar", "piano", "instrumental")]
 
 
 # -- the engine with Demucs: one separation for the song, any stage after the remix ---------------------

@@ -38,7 +38,8 @@ VARIANTS: dict[str, Variant] = {
                 steps=("bwe_audiosr",), keeps_loudness=False),
         Variant("03_audiosr_lp", "low-pass at the detected MP3 cutoff, then AudioSR, 48 kHz",
                 steps=("lowpass", "bwe_audiosr"), keeps_loudness=False),
-        Variant("04_stems", "Demucs stems (vocals, drums, bass, other), one FLAC each",
+        Variant("04_stems", "stems (vocals, drums, bass, other; SCNet XL IHF when present, else Demucs; "
+                "separate.model chooses), one FLAC each",
                 steps=("separate",), stems=True),
         Variant("05_stems_enhanced", "each stem through its own route (vocals: denoise + bandwidth extension; "
                 "drums, other: bandwidth extension; bass: unchanged), one FLAC each",

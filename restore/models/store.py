@@ -59,6 +59,11 @@ class ModelSpec:
     sha256_prefix: str | None = None
     also: tuple[ModelFile, ...] = ()   # the model's other files (a Demucs bag: one per model in it)
     licence: str = ""              # the weights' licence as their publisher states it ("" not recorded)
+    # The published config's values the model needs (the msst separators: "class", the
+    # constructor's "model" arguments, "instruments", "target", "chunk_size", "num_overlap"),
+    # kept here as data: the YAML files are not in the msst wheel, and reading a YAML
+    # would need more than safe_load (they carry !!python/tuple tags).
+    config: dict = field(default_factory=dict, compare=False, hash=False)
 
     def files(self) -> tuple[ModelFile, ...]:
         """Every file of the model, the main one (`filename`) first."""
@@ -70,6 +75,22 @@ class ModelSpec:
 DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
 
 
+MSST_RELEASES = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download/"
+FOUR = ("drums", "bass", "other", "vocals")
+# BS-RoFormer's band split of the 1025 STFT bins of a 2048-point STFT (both published configs)
+ROFORMER_BANDS = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
+
+
+def _roformer(dim: int, depth: int, stems: int, **more) -> dict:
+    """BSRoformer's constructor arguments as the published configs give them (the training
+    losses' arguments left out: they are the class's defaults or unused at inference)."""
+    return {"dim": dim, "depth": depth, "stereo": True, "num_stems": stems, "time_transformer_depth": 1,
+            "freq_transformer_depth": 1, "linear_transformer_depth": 0, "freqs_per_bands": ROFORMER_BANDS,
+            "dim_head": 64, "heads": 8, "attn_dropout": 0.1, "ff_dropout": 0.1, "flash_attn": True,
+            "dim_freqs_in": 1025, "stft_n_fft": 2048, "stft_hop_length": 441, "stft_win_length": 2048,
+            "stft_normalized": False, "mask_estimator_depth": 2, **more}
+
+
 def _demucs(name: str, purpose: str, published: tuple[str, ...], each_bytes: int) -> ModelSpec:
     """A Demucs bag as published: one `<signature>-<sha256[:8]>.th` per model, in the bag's
     order (demucs/remote/files.txt and <name>.yaml), kept in <models>/demucs/."""
@@ -77,7 +98,7 @@ def _demucs(name: str, purpose: str, published: tuple[str, ...], each_bytes: int
     first = files[0]
     return ModelSpec(name=name, filename=first.filename, url=first.url, purpose=purpose, variants=("04_stems",),
                      approx_bytes=each_bytes * len(files), fmt="demucs", sha256_prefix=first.sha256_prefix,
-                     also=files[1:])
+                     also=files[1:], licence="MIT (the demucs repository; trained on MUSDB18-HQ + 800 songs)")
 
 
 CATALOGUE: dict[str, ModelSpec] = {
@@ -142,11 +163,69 @@ CATALOGUE: dict[str, ModelSpec] = {
         ),
         _demucs("htdemucs", "Demucs v4 hybrid transformer, one model, 4 stems (separate.model=htdemucs)",
                 ("955717e8-8726e21a.th",), 84_000_000),
-        _demucs("htdemucs_ft", "Demucs v4 fine-tuned bag of 4 models, one per stem (separate.model=htdemucs_ft, the default)",
+        _demucs("htdemucs_ft", "Demucs v4 fine-tuned bag of 4 models, one per stem (separate.model=htdemucs_ft; what auto takes without SCNet XL IHF)",
                 ("f7e0c4bc-ba3fe64a.th", "d12395a8-e57c48e6.th", "92cfc3b6-ef3bcb9c.th", "04573f0d-f3cf25b2.th"),
                 84_000_000),
         _demucs("htdemucs_6s", "Demucs v4, 6 stems: adds guitar and piano (separate.model=htdemucs_6s)",
                 ("5c90dfd2-34c22ccb.th",), 55_000_000),
+        # The msst separators (04-07 with separate.model=NAME): their files as the MSST project
+        # publishes them (docs/pretrained_models.md), read as tensors only.
+        ModelSpec(
+            name="scnet_xl_ihf",
+            filename="msst/model_scnet_ep_36_sdr_10.0891.ckpt",
+            url=MSST_RELEASES + "v1.0.15/model_scnet_ep_36_sdr_10.0891.ckpt",
+            purpose="SCNet XL IHF, 4 stems, MUSDB18-HQ test SDR avg 10.08 (separate.model=scnet_xl_ihf; "
+                    "what separate.model=auto takes when present)",
+            variants=("04_stems",),
+            # 53.47 M float32 parameters with the config below make 213.87 MB: the published
+            # file's 214,063,778 bytes (and sha256, as another project pins them) fit that.
+            approx_bytes=214_063_778,
+            fmt="torch",
+            sha256="ac25975f0f5704f3d1a3c3c251505b7a0f417a22eafe82773440ee4f7e14b74f",
+            licence="MIT (a release asset of the MIT-licensed MSST repository; trained on MUSDB18-HQ only)",
+            # config_musdb18_scnet_xl_more_wide_v5.yaml (release v1.0.15). dims, band_stride,
+            # num_dplayer, chunk_size and num_overlap as read from that file by another
+            # project's test; band_kernel and conv_depths as another project's copy gives them
+            # (the parameter count then matches the file's size); band_SR as in the repository's
+            # config_musdb18_scnet_large.yaml. A value that differs from the real file fails the
+            # load (strict) with the file named, it does not run wrong.
+            config={"class": "scnet", "instruments": FOUR, "chunk_size": 485_100, "num_overlap": 4,
+                    "model": {"sources": list(FOUR), "audio_channels": 2, "dims": [4, 64, 128, 256], "nfft": 4096,
+                              "hop_size": 1024, "win_size": 4096, "normalized": True,
+                              "band_SR": [0.225, 0.372, 0.403], "band_stride": [1, 4, 4], "band_kernel": [3, 4, 4],
+                              "conv_depths": [3, 3, 3], "compress": 4, "conv_kernel": 3, "num_dplayer": 8,
+                              "expand": 1}},
+        ),
+        ModelSpec(
+            name="bs_roformer",
+            filename="msst/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+            url=MSST_RELEASES + "v1.0.12/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+            purpose="BS-RoFormer 384x8, 4 stems, MUSDB18-HQ test SDR avg 9.65 (separate.model=bs_roformer)",
+            variants=("04_stems",),
+            approx_bytes=526_816_656,   # 131.7 M float32 parameters; the file's size not known here
+            fmt="torch",
+            licence="MIT (a release asset of the MIT-licensed MSST repository; trained on MUSDB18-HQ only)",
+            # config_bs_roformer_384_8_2_485100.yaml (release v1.0.12), as the repository's copy
+            # configs/sage/config_musdb18_bs_roformer_384_8_2_485100_sage.yaml gives it (less
+            # its SageAttention switch, which this msst's class does not take).
+            config={"class": "bs_roformer", "instruments": FOUR, "chunk_size": 485_100, "num_overlap": 2,
+                    "model": _roformer(384, 8, 4, mlp_expansion_factor=2)},
+        ),
+        ModelSpec(
+            name="bs_roformer_vocals",
+            filename="msst/model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            url="https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+                "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            purpose="BS-RoFormer 512x12 (viperx), vocals + instrumental (the mix minus the vocals); "
+                    "Multisong vocals SDR 10.87 (separate.model=bs_roformer_vocals)",
+            variants=("04_stems",),
+            approx_bytes=639_032_368,   # 159.8 M float32 parameters; the file's size not known here
+            fmt="torch",
+            licence="not stated by its publisher (UVR's public model repository): never the default",
+            # configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml
+            config={"class": "bs_roformer", "instruments": ("vocals", "other"), "target": "vocals",
+                    "chunk_size": 352_800, "num_overlap": 2, "model": _roformer(512, 12, 1)},
+        ),
     )
 }
 

@@ -22,7 +22,7 @@ _REGISTRY = {
     "bwe_hifigan": "restore.stages.bwe_hifigan:HifiganBweStage",
     "bwe_audiosr": "restore.stages.audiosr.stage:AudioSrStage",
     "lowpass": "restore.stages.lowpass:LowpassStage",
-    "separate": "restore.stages.separate:DemucsStage",
+    "separate": "restore.stages.separate:separate_stage",
     "denoise": "restore.stages.denoise.stage:DeepFilterStage",
     "offline_restore": "restore.stages.offline_restore.stage:OfflineRestoreStage",
     "master": "restore.stages.master:MasterStage",

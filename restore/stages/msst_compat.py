@@ -10,13 +10,17 @@ packages on the way to a model file (`msst`, `msst.models`, ...) are registered 
 packages with their real folder as `__path__`: the model file and what it imports itself
 run, their `__init__` files never do. Apollo's module then needs torch and numpy only.
 
-Apollo's constructor prints its band widths: stages never print, so its module's `print`
-is silenced. tests/test_apollo.py proves the import pulls no training stack.
+Apollo's constructor prints its band widths, and the RoFormers' attention module prints
+which CUDA kernel it takes: stages never print, so every msst module's `print` is
+silenced. tests/test_apollo.py and tests/test_separators.py prove the imports pull no
+training stack (BS-RoFormer's module needs einops, beartype and rotary_embedding_torch;
+the Mel-Band RoFormer's would also pull librosa and numba, which is why it is not offered).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import types
 from pathlib import Path
 
@@ -49,10 +53,29 @@ def msst_module(dotted: str) -> types.ModuleType:
     for i in range(1, len(parts)):
         register_bare_package(".".join(parts[:i]), root.joinpath(*parts[1:i]))
     module = importlib.import_module(dotted)
-    module.print = lambda *args, **kwargs: None   # Apollo prints its band widths in __init__
+    for name, loaded in list(sys.modules.items()):   # the module and what it imported of msst
+        if name.split(".")[0] == "msst" and loaded is not None:
+            loaded.print = _silent
     return module
+
+
+def _silent(*args, **kwargs) -> None:
+    """In place of `print` in msst's modules: Apollo prints its band widths, Attend its kernel."""
 
 
 def apollo_class():
     """msst's Apollo (look2hear): Apollo(sr, win [ms], feature_dim, layer)."""
     return msst_module("msst.models.look2hear.models.apollo").Apollo
+
+
+# The separators' classes by the name the catalogue gives their family (ModelSpec.config["class"]).
+SEPARATORS = {
+    "scnet": ("msst.models.scnet.scnet", "SCNet"),
+    "bs_roformer": ("msst.models.bs_roformer.bs_roformer", "BSRoformer"),
+}
+
+
+def separator_class(family: str):
+    """msst's SCNet or BSRoformer class."""
+    module, name = SEPARATORS[family]
+    return getattr(msst_module(module), name)

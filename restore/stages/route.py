@@ -7,8 +7,10 @@ The default routes follow the plan the archive's owner made, kept honest:
   drums   bwe
   bass    none           there is nothing above 16 kHz in a bass line to extend
   other   bwe
-  guitar, piano  other   (the 6-stem model's) other's route, whatever it is set to; a stem
-                         of any other name (UVR's "instrumental") takes other's route too
+  guitar, piano  other   (the 6-stem model's) other's route, whatever it is set to
+  instrumental   other   a two-stem separation's accompaniment (separate.model=bs_roformer_vocals,
+                         or UVR's files): other's route, unless set; a stem of any other
+                         name takes other's route too
 "bwe" is the best bandwidth extension present here, chosen when the run is planned: AudioSR,
 else HiFi-GAN+, else the offline restore (numpy, always present), so the chain runs on a
 machine with no neural weights. The chosen engine is part of the config, so installing a
@@ -35,17 +37,19 @@ from restore.errors import RestoreError, UsageError
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
 
-STEM_NAMES = ("vocals", "drums", "bass", "other", "guitar", "piano")
+STEM_NAMES = ("vocals", "drums", "bass", "other", "guitar", "piano", "instrumental")
 BWE_ENGINES = ("bwe_audiosr", "bwe_hifigan", "offline_restore")   # best first
 NOT_ROUTABLE = frozenset({"decode", "separate", "stems_from", "route", "remix"})  # not Audio -> Audio
-DEFAULT_ROUTES = {"vocals": "denoise,bwe", "drums": "bwe", "bass": "none", "other": "bwe", "guitar": "other", "piano": "other"}
+DEFAULT_ROUTES = {"vocals": "denoise,bwe", "drums": "bwe", "bass": "none", "other": "bwe", "guitar": "other", "piano": "other",
+                  "instrumental": "other"}
 WHY = {
     "vocals": "DeepFilterNet3 (a speech model: the vocal stem is where it belongs), then the band's extension",
     "drums": "the band's extension",
     "bass": "unchanged: there is nothing above 16 kHz in a bass line to extend",
-    "other": "the band's extension; a stem of another name (UVR's instrumental) takes this route too",
+    "other": "the band's extension; a stem of another name takes this route too",
     "guitar": "other's route (htdemucs_6s)",
     "piano": "other's route (htdemucs_6s)",
+    "instrumental": "other's route (a vocals + instrumental separation: bs_roformer_vocals, UVR)",
 }
 VALUES = "stage names or bwe, separated by commas; or none; or other (other's route)"
 

@@ -1,5 +1,5 @@
-"""Demucs stem separation (variant 04_stems): {stem: Audio} at the song's own rate, channel
-count and exact length.
+"""The Demucs backend of the `separate` stage (htdemucs_ft, htdemucs, htdemucs_6s):
+{stem: Audio} at the song's own rate, channel count and exact length.
 
 Demucs 4.1 is used as a library, in-process: its own loader reads the weights, once per run,
 and its own `apply_model` runs them. The song goes through `apply_model(split=True)`: the
@@ -13,11 +13,9 @@ measures the peak for a 10-minute song).
 
 Around the model, as demucs's own Separator does: the mix is normalised by the mean and
 standard deviation of its mid channel, and the stems are scaled back (the mean, a DC offset,
-shared evenly among the stems rather than added to each, so that they add up to the mix). Around that, what the
-project adds: resampling to 44.1 kHz and back (soxr, very high quality) for songs at other
-rates; mono duplicated to stereo for the model and the stems folded back to mono; a fixed
-seed for the random shifts, so that a rerun gives the same bytes; and the mixture check:
-how far the sum of the stems is from the decode.
+shared evenly among the stems rather than added to each, so that they add up to the mix).
+A fixed seed for the random shifts, so that a rerun gives the same bytes. Resampling,
+mono and the mixture check are the shared part (common.py).
 
 Weights, looked for in this order (cheaply, by file name: no torch import):
 1. the models folder, `<models>/demucs/`: demucs's local repo layout (`<name>.yaml` and
@@ -50,21 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
-from restore.audio import Audio, fit_frames
 from restore.errors import RestoreError, UsageError
 from restore.models.checkpoints import ModelRefused, is_trusted, load_tensors, read_safetensors, refusal
 from restore.models.store import CATALOGUE, ModelFile, ModelSpec, check_file, file_sha256, hf_hub_cache
-from restore.stages.base import ModelStage, StageContext, package_version
-from restore.stages.options import Option
+from restore.stages.base import StageContext, package_version
+from restore.stages.separate.common import AUTO, BEST_FIRST, MAX_SEGMENT, MODEL_RATE, SeparatorStage
 
-MODELS = {
-    "htdemucs_ft": "fine-tuned bag of 4 models (one per stem): the best, 4x slower",
-    "htdemucs": "single model, 4 stems",
-    "htdemucs_6s": "single model, 6 stems (adds guitar and piano; piano is weak)",
-}
-DEFAULT_MODEL = "htdemucs_ft"
-MODEL_RATE = 44100
-MAX_SEGMENT = 7.8          # the transformer models refuse longer segments than they were trained on
+FALLBACK = BEST_FIRST[-1]   # htdemucs_ft: what separate.model=auto takes when no better model's file is present
 HF_NAMESPACE = "adefossez"
 SHIFT_SEED = 0             # the random shifts are drawn from this seed: reruns give the same bytes
 
@@ -303,39 +293,23 @@ def load_bag(name: str, weights: Weights, trusted=()):
     return BagOfModels(models, bag.get("weights"), bag.get("segment")).eval()
 
 
-# -- options --
-
-OPTIONS = (
-    Option("model", "choice", DEFAULT_MODEL, "htdemucs_ft: a bag of 4 fine-tuned models, one per stem, the best and 4x "
-           "slower; htdemucs: one model, 4 stems; htdemucs_6s: 6 stems (adds guitar and piano; piano is weak)",
-           choices=tuple(MODELS)),
-    Option("shifts", "int", 1, "random time shifts averaged: each costs one more pass; demucs reports up to +0.2 dB SDR",
-           0, 20, auto=True),
-    Option("overlap", "float", 0.25, "overlap of the segments, as a fraction", 0.0, 0.9, auto=True),
-    Option("segment", "float", None, "segment length in seconds (auto: the model's own)", 1.0, MAX_SEGMENT,
-           auto=True, note="the transformer models refuse segments longer than they were trained on"),
-)
-
-
 # -- the stage --
 
-class DemucsStage(ModelStage):
+class DemucsStage(SeparatorStage):
     """Demucs stems (04_stems, and the separation 05-07 start from)."""
 
-    name = "separate"
-    revision = 1
-    options = OPTIONS
+    backend = "demucs"
     libraries = ("demucs", "torch", "soxr", "numpy")
 
-    def __init__(self, env=None):
-        super().__init__(env)
-        self.model_name = self.opts["model"]
+    def __init__(self, env=None, model_name: str | None = None):
+        super().__init__(env, model_name)
+        if self.model_name == AUTO:
+            self.model_name = FALLBACK
         # "auto" for shifts and overlap means demucs's defaults as this stage uses them
         self.shifts = 1 if self.opts["shifts"] is None else self.opts["shifts"]
         self.overlap = 0.25 if self.opts["overlap"] is None else self.opts["overlap"]
         self.segment = self.opts["segment"]
         self.bag = None
-        self.device = None
         self.weights: Weights | None = None
 
     # -- what the plan asks (cheap: no torch import, no model load) --
@@ -346,9 +320,15 @@ class DemucsStage(ModelStage):
             return 'demucs is not installed (pip install -e ".[stems]" -c constraints-cpu.txt, see README)'
         weights = locate(self.model_name, self.models_dir)
         if weights is None:
-            return missing_reason(self.model_name, self.models_dir)
+            return missing_reason(self.model_name, self.models_dir) + (self.auto_note if self.auto else "")
         problem = weights_problem(weights, self.model_name, self.trusted)
         return None if problem is None else problem.reason()
+
+    @property
+    def auto_note(self) -> str:
+        """For separate.model=auto: which better model's file would have been taken."""
+        best = BEST_FIRST[0]
+        return f" (separate.model=auto would take {best}, the best, with {CATALOGUE[best].filename} in {self.models_dir})"
 
     def versions(self) -> dict:
         weights = locate(self.model_name, self.models_dir) if _demucs_remote() else None
@@ -403,14 +383,12 @@ class DemucsStage(ModelStage):
     def sources(self) -> list[str]:
         return list(self.bag.sources)
 
-    def process(self, audio: Audio, ctx: StageContext) -> dict[str, Audio]:
-        """[C, T] at any rate (C = 1 or 2) -> {stem: [C, T] at the same rate}, stems in the
-        model's order (drums, bass, other, vocals[, guitar, piano])."""
-        if audio.channels > 2:
-            raise RestoreError(f"demucs separates mono or stereo songs; this one has {audio.channels} channels")
-        self.report_load_notes(ctx)
-        mix = audio.samples if audio.channels == 2 else np.repeat(audio.samples, 2, axis=0)
-        mix = _resample(mix, audio.rate, MODEL_RATE)
+    def describe(self) -> str:
+        return (f"{self.model_name} ({self.weights.where}), shifts {self.shifts}, overlap {self.overlap:g}, "
+                f"segment {self.segment or 'model'}")
+
+    def separate_mix(self, mix: np.ndarray, ctx: StageContext) -> tuple[list[str], np.ndarray]:
+        """A [2, T] mix at 44.1 kHz -> (sources, [S, 2, T]), normalised as demucs's Separator does."""
         ref = mix.mean(axis=0)  # demucs's Separator: normalise by the mid channel's mean and std
         mean, std = float(ref.mean()), float(ref.std()) + 1e-8
         estimates = self._separate((mix - mean) / std, ctx)     # [S, 2, T44] float32
@@ -418,25 +396,7 @@ class DemucsStage(ModelStage):
         # demucs's Separator adds the mean back to every stem, so their sum carries it S times;
         # shared evenly, the stems add up to the mix (a DC offset belongs to no instrument).
         estimates += mean / len(estimates)
-        del mix
-        stems = {}
-        for name, est in zip(self.sources, estimates):
-            y = fit_frames(_resample(est, MODEL_RATE, audio.rate), audio.frames)
-            if audio.channels == 1:
-                y = y.mean(axis=0, keepdims=True)
-            stems[name] = Audio(np.ascontiguousarray(y, dtype=np.float32), audio.rate)
-        del estimates
-        residual_db = mixture_residual_db(audio, list(stems.values()))
-        ctx.facts["stems"] = list(stems)
-        ctx.facts["stems_model"] = self.model_name
-        ctx.facts["stems_residual_db"] = None if residual_db is None else round(residual_db, 2)
-        shown = "silent input" if residual_db is None else f"{residual_db:.1f} dB"
-        ctx.log(f"separate: {self.model_name} ({self.weights.where}), {len(stems)} stems, shifts {self.shifts}, "
-                f"overlap {self.overlap:g}, segment {self.segment or 'model'}"
-                f"{'' if audio.rate == MODEL_RATE else f', resampled {audio.rate} -> {MODEL_RATE} -> {audio.rate} Hz'}"
-                f"{', mono duplicated to stereo and folded back' if audio.channels == 1 else ''}; "
-                f"sum of stems vs the decode: residual {shown}")
-        return stems
+        return self.sources, estimates
 
     def _separate(self, mix: np.ndarray, ctx: StageContext) -> np.ndarray:
         """demucs's apply_model on a normalised [2, T] mix at 44.1 kHz -> [S, 2, T]. The mix
@@ -477,27 +437,3 @@ class DemucsStage(ModelStage):
             release_device_memory(self.device)
             return run("cpu")
 
-
-def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """[C, T] float32 from rate_in to rate_out (soxr, very high quality); as is when equal."""
-    if rate_in == rate_out:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    import soxr
-    return np.ascontiguousarray(soxr.resample(np.ascontiguousarray(x.T), rate_in, rate_out, quality="VHQ").T,
-                                dtype=np.float32)
-
-
-def mixture_residual_db(mix: Audio, stems: list[Audio]) -> float | None:
-    """10*log10(power of (sum of stems - mix) / power of mix), in dB; None for a silent mix.
-    -inf would mean the stems add up to the mix exactly; a trained model lands far below
-    -20 dB, and anything near 0 dB means the stems lost (or invented) the signal."""
-    power = residual = 0.0
-    block = 1 << 18  # frames at a time, in float64: a whole song at once would be several copies of it
-    for i in range(0, mix.frames, block):
-        m = mix.samples[:, i:i + block].astype(np.float64)
-        total = sum(s.samples[:, i:i + block].astype(np.float64) for s in stems)
-        power += float(np.sum(np.square(m)))
-        residual += float(np.sum(np.square(total - m)))
-    if power == 0.0:
-        return None
-    return 10.0 * np.log10(max(residual, 1e-30) / power)
