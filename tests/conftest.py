@@ -63,6 +63,24 @@ def read_flac(path: Path) -> tuple[np.ndarray, int]:
     return data.T, rate
 
 
+def hide_developer_models(tmp_path: Path, monkeypatch) -> None:
+    """The developer's own model downloads must not be found: the Hugging Face and torch
+    caches point at empty folders."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on 2 cores shared with other work, torch's spinning
+    threads made the model tests 4x slower."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def song() -> Audio:
     """Six seconds of the band, stereo 44.1 kHz."""

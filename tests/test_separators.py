@@ -33,7 +33,7 @@ from restore.stages.separate.msst import model_call  # noqa: E402
 from tests.support.examples import band  # noqa: E402
 from tests.support.random_msst import random_separator, save_random_separator, tiny_spec  # noqa: E402
 
-from .conftest import read_flac, write_mp3  # noqa: E402
+from .conftest import hide_developer_models, read_flac, write_mp3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("scnet_xl_ihf", "bs_roformer", "bs_roformer_vocals")
@@ -43,17 +43,12 @@ PUBLISHED = {name: store.CATALOGUE[name] for name in NAMES}   # before the fixtu
 
 
 @pytest.fixture(autouse=True)
-def tiny(monkeypatch, tmp_path):
+def tiny(monkeypatch, tmp_path, one_torch_thread):
     """The catalogue's msst entries with tiny configs of the same classes; one torch thread
     (2 shared cores); no model of the developer's own is found."""
     for name in NAMES:
         monkeypatch.setitem(store.CATALOGUE, name, tiny_spec(name))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    hide_developer_models(tmp_path, monkeypatch)
 
 
 def stage_for(folder: Path, name: str, **options) -> MsstStage:

@@ -24,7 +24,7 @@ from tests.support.random_demucs import save_hf_cache, save_repo  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
 from restore.stages.separate import DemucsStage, locate, mixture_residual_db  # noqa: E402
 
-from .conftest import cli_json, read_flac, write_mp3  # noqa: E402
+from .conftest import cli_json, hide_developer_models, read_flac, write_mp3  # noqa: E402
 
 FOUR = ["drums", "bass", "other", "vocals"]
 
@@ -35,16 +35,9 @@ SMALL = dict(segment=Fraction(2))
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """The developer's own demucs downloads must not be found: both caches point at empty
-    folders. One torch thread: on 2 cores shared with other work, torch's spinning threads
-    made these tests 4x slower."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def isolated(tmp_path, monkeypatch, one_torch_thread):
+    """No model of the developer's own is found; one torch thread."""
+    hide_developer_models(tmp_path, monkeypatch)
 
 
 def child_env(tmp_path) -> dict:
