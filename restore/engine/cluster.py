@@ -64,7 +64,7 @@ class ClusterSongs:
         self.events: queue.Queue = queue.Queue()
         self.stopped_results: list[JobResult] = []
         try:
-            self.workers = self._check_workers()
+            self._check_workers()
         except BaseException:
             self.client.close()
             raise
@@ -80,10 +80,10 @@ class ClusterSongs:
 
     # -- before any work -------------------------------------------------------------------
 
-    def _check_workers(self) -> dict:
+    def _check_workers(self) -> None:
         """Wait for a worker, then ask every worker whether it sees the output folder (a file
         written here, read there), one input per input folder, and the models folder; raise
-        SetupError naming each worker and what it cannot see."""
+        SetupError naming each worker and what it cannot see. Notes whether any offers a GPU."""
         try:
             self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
         except TimeoutError as exc:
@@ -114,19 +114,15 @@ class ClusterSongs:
                              "every worker must see the inputs and the output folder at the same path, "
                              "or give --path-map CLIENT_PATH=WORKER_PATH")
         gpus = [a for a, w in workers.items() if w.get("resources", {}).get("GPU")]
+        self.gpu_offered = bool(gpus)
         self.log(f"cluster {self.config.cluster}: {len(workers)} worker(s), {len(gpus)} with a GPU resource")
         self.reporter.handle(Message("info", f"cluster {self.config.cluster}: {len(workers)} worker(s), "
                                              f"{len(gpus)} offering a GPU"))
-        return workers
 
     def _resources(self, jobs: list) -> dict | None:
         """A song with a model stage asks for a GPU when some worker offers one; any other
         song runs on any worker."""
-        stages = self.plan.stages
-        needs_model = any(isinstance(stages[step], ModelStage) for job in jobs for step in stages.steps_with_uses(job.variant))
-        if needs_model and any(w.get("resources", {}).get("GPU") for w in self.workers.values()):
-            return {"GPU": 1}
-        return None
+        return {"GPU": 1} if self.gpu_offered and self._needs_model(jobs) else None
 
     # -- the work --------------------------------------------------------------------------
 
@@ -135,7 +131,7 @@ class ClusterSongs:
         # One queue for what the workers say and for finished tasks, so the loop wakes for
         # either; the timeout is only for noticing a stop request (Ctrl+C).
         self.client.subscribe_topic(EVENT_TOPIC + self.run_id, lambda event: self.events.put(event[1]))
-        if any(self._resources(jobs) is None and self._needs_model(jobs) for _, jobs in self.songs):
+        if not self.gpu_offered and any(self._needs_model(jobs) for _, jobs in self.songs):
             self.reporter.handle(Message("warning", "no cluster worker offers a GPU (dask worker ... --resources GPU=1): "
                                                     "model stages run on whichever worker gets the song"))
         pending = {}
@@ -181,7 +177,8 @@ class ClusterSongs:
         if stopping:
             raise KeyboardInterrupt
 
-    def _needs_model(self, jobs) -> bool:
+    def _needs_model(self, jobs: list) -> bool:
+        """Whether a step of these jobs (or a stage one runs inside it) is a model stage."""
         stages = self.plan.stages
         return any(isinstance(stages[s], ModelStage) for job in jobs for s in stages.steps_with_uses(job.variant))
 

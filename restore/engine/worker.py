@@ -114,9 +114,10 @@ def undo_dask_malloc_trim() -> bool:
 class _WorkerRun:
     """A worker process's state for one run configuration."""
 
-    def __init__(self, settings: WorkerSettings, log):
+    def __init__(self, settings: WorkerSettings, reporter: "_Forwarder"):
+        self.reporter = reporter  # the song at work's: set again for each task
         if undo_dask_malloc_trim():
-            log("glibc's adaptive heap restored (Dask sets MALLOC_TRIM_THRESHOLD_, which doubles numpy stages' time)")
+            self.log("glibc's adaptive heap restored (Dask sets MALLOC_TRIM_THRESHOLD_, which doubles numpy stages' time)")
         from restore.engine.run import RunModels, run_env  # the local run's own model lifetime rules
         self.config = settings.run_config()
         self.env = run_env(self.config)
@@ -124,7 +125,11 @@ class _WorkerRun:
         self.stages = Stages(self.variants, self.env)
         self.decoder = self.stages["decode"]
         self.decoder.load()
-        self.models = RunModels(self.config, self.stages, [], log)  # no work list: keep every model loaded
+        self.models = RunModels(self.config, self.stages, [], self.log)  # no work list: keep every model loaded
+
+    def log(self, line: str) -> None:
+        """A line for the client's run log (model loads and releases)."""
+        self.reporter.say("debug", line)
 
     def close(self) -> None:
         self.models.close()
@@ -154,7 +159,8 @@ def run_song(settings: WorkerSettings, task: SongTask) -> TaskOutcome:
             for old in _state.values():   # another run's models: make room
                 old.close()
             _state.clear()
-            state = _state[settings.key()] = _WorkerRun(settings, lambda line: reporter.say("debug", line))
+            state = _state[settings.key()] = _WorkerRun(settings, reporter)
+        state.reporter = reporter  # a later run with the same settings reuses the models, not the topic
         reporter.handle(SongStarted(task.index, task.rel))
         results: list[JobResult] = []
         try:
