@@ -222,8 +222,8 @@ def test_unavailable_names_the_file_and_folder(tmp_path, monkeypatch):
     reason = stage.unavailable()
     if "demucs is not installed" not in reason:
         assert "f7e0c4bc-ba3fe64a.th" in reason and "msst/model_scnet_ep_36_sdr_10.0891.ckpt" in reason
-    import restore.stages.separate.msst as backend
-    monkeypatch.setattr(backend, "msst_installed", lambda: False)
+    import restore.stages.msst_compat as compat  # where the msst stages ask whether it is installed
+    monkeypatch.setattr(compat, "msst_installed", lambda: False)
     assert "msst is not installed" in stage_for(folder, "bs_roformer").unavailable()
 
 

@@ -27,12 +27,12 @@ import numpy as np
 
 from restore.analysis.spectrum import level_match_gain
 from restore.audio import Audio, fit_frames
-from restore.models.checkpoints import load_tensors, model_file_problem
+from restore.models.checkpoints import load_tensors
 from restore.models.chunking import ModelCost, OomPolicy, choose_chunking, overlap_add
 from restore.errors import RestoreError
-from restore.models.store import CATALOGUE, find_model, missing, model_version
-from restore.stages.base import ModelStage, StageContext, package_version
-from restore.stages.msst_compat import INSTALL, MSST_VERSION, msst_installed
+from restore.models.store import CATALOGUE, model_version
+from restore.stages.base import ModelStage, StageContext
+from restore.stages.msst_compat import MSST_VERSION, msst_model_unavailable
 from restore.stages.options import Option, half_precision
 
 RATE = 44100                  # what every published Apollo checkpoint is trained at
@@ -118,14 +118,7 @@ class ApolloStage(ModelStage):
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        if package_version("torch") == "absent":
-            return 'torch is not installed (pip install -e ".[apollo]", see README)'
-        if not msst_installed():
-            return f"msst is not installed ({INSTALL})"
-        path = find_model(self.spec, self.models_dir)
-        if path is None:
-            return missing(self.spec, self.models_dir).reason()
-        return model_file_problem(self.spec, path, WHAT, self.trusted)
+        return msst_model_unavailable(self.spec, self.models_dir, WHAT, self.trusted, "apollo")
 
     def versions(self) -> dict:
         return {"apollo": self.revision, "model": model_version(self.spec, self.models_dir)}

@@ -24,7 +24,10 @@ import sys
 import types
 from pathlib import Path
 
+from restore.models.checkpoints import model_file_problem
+from restore.models.store import find_model, missing
 from restore.stages.bare_package import register_bare_package
+from restore.stages.base import package_version
 
 MSST_VERSION = "0.1.0"
 INSTALL = "pip install --no-deps msst==0.1.0 (see README)"
@@ -33,6 +36,19 @@ INSTALL = "pip install --no-deps msst==0.1.0 (see README)"
 def msst_installed() -> bool:
     """Whether the msst package is installed (reads the import system only: imports nothing)."""
     return importlib.util.find_spec("msst") is not None
+
+
+def msst_model_unavailable(spec, models_dir, what: str, trusted, extra: str) -> str | None:
+    """Why a stage built on an msst class cannot run here (torch, msst, its model file, that
+    file's check), or None. `extra` names the pyproject extra that brings torch."""
+    if package_version("torch") == "absent":
+        return f'torch is not installed (pip install -e ".[{extra}]", see README)'
+    if not msst_installed():
+        return f"msst is not installed ({INSTALL})"
+    path = find_model(spec, models_dir)
+    if path is None:
+        return missing(spec, models_dir).reason()
+    return model_file_problem(spec, path, what, trusted)
 
 
 def _root() -> Path:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from restore.errors import RestoreError
-from restore.models.checkpoints import load_tensors, model_file_problem
+from restore.models.checkpoints import load_tensors
 from restore.models.demix import demix
-from restore.models.store import CATALOGUE, find_model, missing, model_version
+from restore.models.store import CATALOGUE, model_version
 from restore.stages.base import StageContext, package_version
-from restore.stages.msst_compat import INSTALL, MSST_VERSION, msst_installed
+from restore.stages.msst_compat import MSST_VERSION, msst_model_unavailable
 from restore.stages.separate.common import AUTO, BEST_FIRST, MODEL_RATE, SeparatorStage
 
 INSTRUMENTAL = "instrumental"   # the mix minus the target, for a model that gives only the target
@@ -108,14 +108,7 @@ class MsstStage(SeparatorStage):
 
     # -- what the plan asks (cheap: no torch import, no model load) --
     def unavailable(self) -> str | None:
-        if package_version("torch") == "absent":
-            return 'torch is not installed (pip install -e ".[separators]", see README)'
-        if not msst_installed():
-            return f"msst is not installed ({INSTALL})"
-        path = find_model(self.spec, self.models_dir)
-        if path is None:
-            return missing(self.spec, self.models_dir).reason()
-        return model_file_problem(self.spec, path, self.what, self.trusted)
+        return msst_model_unavailable(self.spec, self.models_dir, self.what, self.trusted, "separators")
 
     def versions(self) -> dict:
         return {"separate": self.revision, "model": model_version(self.spec, self.models_dir),
