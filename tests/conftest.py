@@ -63,6 +63,20 @@ def read_flac(path: Path) -> tuple[np.ndarray, int]:
     return data.T, rate
 
 
+# What a model class must not drag in: training stacks, downloaders, plotting (a model file is
+# imported for inference only).
+TRAINING_STACK = ("lightning", "pytorch_lightning", "wandb", "accelerate", "librosa", "numba", "omegaconf",
+                  "ml_collections", "yaml", "tqdm", "transformers", "torchaudio", "huggingface_hub", "matplotlib")
+
+
+def modules_imported_by(code: str) -> list[str]:
+    """The modules that `code` imports beyond torch and numpy, in a fresh interpreter."""
+    script = f"import sys; import torch, numpy; before = set(sys.modules)\n{code}\n" \
+             "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout.split()
+
+
 def hide_developer_models(tmp_path: Path, monkeypatch) -> None:
     """The developer's own model downloads must not be found: the Hugging Face and torch
     caches point at empty folders."""

@@ -4,8 +4,6 @@ no training stack, chunked equals one pass over the whole song, stereo, exact le
 below the cutoff, resampling of other rates, unavailable with the file and folder named,
 and a malicious pickle at the model's path never runs."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +26,8 @@ from restore.stages.apollo import ApolloStage, model_call  # noqa: E402
 from tests.support.examples import band  # noqa: E402
 from tests.support.random_apollo import random_apollo, save_random_apollo  # noqa: E402
 
-from .conftest import read_flac, write_mp3  # noqa: E402
+from .conftest import TRAINING_STACK, modules_imported_by, read_flac, write_mp3  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL = CATALOGUE["apollo"]
 UNIVERSAL = CATALOGUE["apollo-universal"]
 
@@ -69,17 +66,11 @@ def seam_energy_db(chunked: np.ndarray, whole: np.ndarray, seams: list[int], hal
 def test_importing_apollo_pulls_no_training_stack():
     """Only the model file and what it imports itself run: not msst's __init__ (its
     experiment, inference and training facades) nor anything of a training stack."""
-    code = ("import sys; import torch, numpy; before = set(sys.modules)\n"
-            "from restore.stages.msst_compat import apollo_class; apollo_class()\n"
-            "print('\\n'.join(sorted(set(sys.modules) - before)))")
-    new = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout.split()
+    new = modules_imported_by("from restore.stages.msst_compat import apollo_class; apollo_class()")
     msst = {m for m in new if m.split(".")[0] == "msst"}
     assert msst == {"msst", "msst.models", "msst.models.look2hear", "msst.models.look2hear.models",
                     "msst.models.look2hear.models.apollo", "msst.models.look2hear.models.base_model"}
-    heavy = ("lightning", "pytorch_lightning", "wandb", "accelerate", "librosa", "omegaconf", "ml_collections",
-             "yaml", "tqdm", "transformers", "torchaudio", "huggingface_hub", "matplotlib")
-    assert not {m for m in new if m.split(".")[0] in heavy}
+    assert not {m for m in new if m.split(".")[0] in TRAINING_STACK}
 
 
 def test_the_real_class_at_full_size_is_the_published_one():

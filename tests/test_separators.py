@@ -6,7 +6,6 @@ gives, within a stated tolerance; stereo, mono and other rates, exact length, st
 up; unavailable with the file and folder named; the two-stem set through 04-06; `auto`."""
 import importlib.util
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -33,9 +32,8 @@ from restore.stages.separate.msst import model_call  # noqa: E402
 from tests.support.examples import band  # noqa: E402
 from tests.support.random_msst import random_separator, save_random_separator, tiny_spec  # noqa: E402
 
-from .conftest import hide_developer_models, read_flac, write_mp3  # noqa: E402
+from .conftest import TRAINING_STACK, hide_developer_models, modules_imported_by, read_flac, write_mp3  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("scnet_xl_ihf", "bs_roformer", "bs_roformer_vocals")
 FOUR = ["drums", "bass", "other", "vocals"]
 pytestmark = pytest.mark.filterwarnings("ignore:A window was not provided")   # SCNet's STFT, as trained
@@ -77,19 +75,13 @@ class Config(types.SimpleNamespace):
 
 
 def test_importing_the_separators_pulls_no_training_stack():
-    code = ("import sys; import torch, numpy; before = set(sys.modules)\n"
-            "from restore.stages.msst_compat import separator_class\n"
-            "separator_class('scnet'); separator_class('bs_roformer')\n"
-            "print('\\n'.join(sorted(set(sys.modules) - before)))")
-    new = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout.split()
+    new = modules_imported_by("from restore.stages.msst_compat import separator_class\n"
+                              "separator_class('scnet'); separator_class('bs_roformer')")
     msst = {m for m in new if m.split(".")[0] == "msst"}
     assert msst == {"msst", "msst.models", "msst.models.scnet", "msst.models.scnet.scnet",
                     "msst.models.scnet.separation", "msst.models.bs_roformer", "msst.models.bs_roformer.attend",
                     "msst.models.bs_roformer.bs_roformer"}
-    heavy = ("lightning", "pytorch_lightning", "wandb", "accelerate", "librosa", "numba", "omegaconf",
-             "ml_collections", "yaml", "tqdm", "transformers", "torchaudio", "huggingface_hub", "matplotlib")
-    assert not {m for m in new if m.split(".")[0] in heavy}
+    assert not {m for m in new if m.split(".")[0] in TRAINING_STACK}
 
 
 def test_the_published_scnet_config_builds_the_published_file():
