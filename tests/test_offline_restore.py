@@ -288,41 +288,82 @@ def test_the_engine_tells_the_stage_the_mp3s_bitrate(tmp_path):
     assert facts.get("own_band_limit") is True and facts["extended"] is False
 
 
-# ---- The level of what is added (issue 14): a correction fitted on the dev set's tuned part ----
+# ---- The level of what is added (issue 14): a model fitted on the level-training set ----
 
-def test_level_correction_follows_the_near_slope_and_is_bounded():
+def _spectrum(rate, slope_db_khz, n=2049, top_db=-40.0):
+    """A long-term spectrum (dB, n bins up to rate/2) falling at slope_db_khz everywhere."""
+    f_khz = np.arange(n) * rate / (2 * (n - 1)) / 1000.0
+    return top_db + slope_db_khz * (f_khz - 14.0)
+
+
+def test_level_features_read_the_slopes_and_levels_of_a_known_spectrum():
     from restore.stages.offline_restore import highs
-    assert highs.level_gain_db(None) == 0.0
-    assert highs.level_gain_db(float("nan")) == 0.0
-    # a top that does not fall under the cutoff (hats, shakers): the fit says nothing, no correction
-    assert highs.level_gain_db(highs.FLAT_SLOPE) == 0.0 and highs.level_gain_db(1.0) == 0.0
-    falling = np.linspace(-9.0, highs.TILTED_SLOPE, 50)
-    gains = np.array([highs.level_gain_db(s) for s in falling])
-    assert np.all(np.diff(gains) >= 0)                        # the steeper the fall, the darker the guess
-    assert gains.min() >= highs.LEVEL_MIN_DB and gains.max() <= highs.LEVEL_MAX_DB
-    assert gains[0] < 0 < gains[-1]                           # it darkens tonal tops and brightens noisy ones
-    between = [highs.level_gain_db(s) for s in np.linspace(highs.TILTED_SLOPE, highs.FLAT_SLOPE, 7)]
-    assert all(abs(g) <= highs.LEVEL_MAX_DB for g in between) and between[-1] == 0.0
+    f = highs.level_features(_spectrum(44100, -3.0), 44100, 17000.0)
+    assert f["near"] == pytest.approx(-3.0, abs=1e-6) and f["slope5"] == pytest.approx(-3.0, abs=1e-6)
+    # the level band is the 2 kHz under min(cutoff, sfb21) - 350 Hz: 13.65-15.65 kHz, centred at 14.65
+    assert f["tilt_4k"] == pytest.approx(12.0, abs=0.1) and f["cut_khz"] == 17.0
+    centre = -40.0 - 3.0 * 0.65                                # the line's level at 14.65 kHz
+    assert centre < f["level_db"] < centre + 0.5               # a power mean over +-3 dB: a little above
+    assert -0.5 < f["flatness"] <= 0.0                         # a smooth line: nothing peaky
+    peaky = _spectrum(44100, -3.0)
+    peaky[::8] += 30.0                                         # partials 30 dB over the floor
+    assert highs.level_features(peaky, 44100, 17000.0)["flatness"] < -5.0
+    assert highs.level_features(np.full(2049, -150.0), 44100, 17000.0) is None   # a silent top
 
 
-def test_the_fitted_level_is_off_by_default_and_is_a_level_only(bright):
-    """The correction fitted on the tuned part did not measure better on the held-out part, so
-    the default leaves it off (level_gain_db 0); turned on, it scales the added band by the
-    gain it records and touches nothing else."""
+def test_frame_features_tell_noise_from_partials_and_stereo_from_mono():
+    from restore.stages.offline_restore import highs
+    rng = np.random.default_rng(0)
+    rate, n = 44100, 44100 * 3
+    noise = rng.standard_normal((2, n)).astype(np.float32)
+    f = highs.frame_features(noise, rate, 17000.0)
+    assert f["flat_f"] == pytest.approx(-2.5, abs=0.3)       # exponential bin powers: -Euler's gamma in dB
+    assert f["side"] == pytest.approx(0.0, abs=0.3)           # two independent channels: side = mid
+    t = np.arange(n) / rate
+    partials = sum(np.sin(2 * np.pi * fr * t) for fr in (14000.0, 14800.0, 15400.0)).astype(np.float32)
+    g = highs.frame_features(np.vstack([partials, partials]), rate, 17000.0)
+    assert g["flat_f"] < -15.0 and g["side"] == -40.0          # three partials; identical channels
+    assert highs.frame_features(partials[None, :], rate, 17000.0)["side"] == -40.0   # mono
+    assert highs.frame_features(noise[:, :100], rate, 17000.0) is None               # too short
+
+
+def test_the_level_model_is_bounded_and_never_extrapolates():
+    from restore.stages.offline_restore import highs
+    assert highs.level_gain_db(None) == 0.0 and highs.level_gain_db({"near": -3.0}) == 0.0   # features missing
+    base = {"near": -3.0, "slope5": -2.8, "tilt_4k": 10.0, "flat_f": -3.0, "side": -12.0}
+    g = highs.level_gain_db(base)
+    assert highs.LEVEL_MIN_DB <= g <= highs.LEVEL_MAX_DB
+    # a feature beyond the training range counts as the range's edge (mono's side of -40 dB)
+    lo = highs.LEVEL_RANGES["side"][0]
+    assert highs.level_gain_db({**base, "side": -40.0}) == highs.level_gain_db({**base, "side": lo})
+    # the steeper the music's slope under the cutoff, the more the plain rule's straight line
+    # darkened the guess: the model gives some of it back
+    assert highs.level_gain_db({**base, "slope5": -4.0}) > g > highs.level_gain_db({**base, "slope5": -1.0})
+    for k in base:
+        for v in (-1e6, 1e6):
+            assert highs.LEVEL_MIN_DB <= highs.level_gain_db({**base, k: v}) <= highs.LEVEL_MAX_DB
+    assert highs.LEVEL_INTERCEPT_DB == highs.LEVEL_FIT_DB - highs.DARK_MARGIN_DB and highs.DARK_MARGIN_DB > 0
+
+
+def test_the_level_model_is_on_by_default_and_is_a_level_only(bright):
+    """The model's gain is recorded in the facts and scales the added band by exactly that;
+    under the cutoff nothing changes (off: revision 3's plain level)."""
     import dataclasses
+
+    from restore.stages.offline_restore import highs
     src, dec, out, facts = bright
-    assert facts["near_slope_db_khz"] is not None and facts["level_gain_db"] == 0.0
+    gain = facts["level_gain_db"]
+    assert gain != 0.0 and set(highs.LEVEL_WEIGHTS) <= set(facts["level_features"])
     stage = OfflineRestoreStage(StageEnv())
-    stage.settings = dataclasses.replace(stage.settings, fitted_level=True)
+    stage.settings = dataclasses.replace(stage.settings, fitted_level=False)
     ctx = StageContext(options={"cutoff_hz": facts["cutoff_hz"]})
-    fitted = stage.process(dec, ctx)
-    gain = ctx.facts["offline_restore"]["level_gain_db"]
-    assert gain != 0.0
+    plain = stage.process(dec, ctx)
+    assert ctx.facts["offline_restore"]["level_gain_db"] == 0.0
     top, nyq = facts["cutoff_hz"] + 300, src.rate / 2
-    assert abs(db(band_power(fitted, top, nyq) / band_power(out, top, nyq)) - gain) < 0.3
+    assert abs(db(band_power(out, top, nyq) / band_power(plain, top, nyq)) - gain) < 0.3
     under = facts["cutoff_hz"] - 300
-    assert np.allclose(brickwall(Audio(fitted.samples, dec.rate), None, under),
-                       brickwall(Audio(out.samples, dec.rate), None, under), atol=1e-4)
+    assert np.allclose(brickwall(Audio(out.samples, dec.rate), None, under),
+                       brickwall(Audio(plain.samples, dec.rate), None, under), atol=1e-4)
 
 
 @pytest.mark.parametrize("borrowed_db", [None, 300.0])

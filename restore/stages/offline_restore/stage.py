@@ -4,7 +4,7 @@ download, any rate in, the same rate out, exact length, true stereo, determinist
 What it does (see restore/stages/offline_restore/highs.py for how): fills the spectral holes the encoder
 punched in the top of the kept band, and extends the band above the MP3's lowpass from the
 music just below it, only as bright as that music is. The whole song's spectrum is read
-once (the slope under the cutoff, the slope of the 2.5 kHz just under it, recorded in the
+once (the slope under the cutoff, the level model's features and gain, recorded in the
 facts, and the cutoff itself when the caller gave none); then
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
@@ -31,7 +31,7 @@ from restore.audio import Audio
 from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import OFFLINE
-from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, level_gain_db, measure_slope, near_slope,
+from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, frame_features, level_features, level_gain_db, measure_slope, near_slope,
                                                   restore_block, sfb21_hz)
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
@@ -68,7 +68,7 @@ class OfflineRestoreStage(Stage):
 
     name = "offline_restore"
     libraries = ("numpy",)
-    revision = 3   # bump when the output for the same input and options would change
+    revision = 4   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
@@ -128,10 +128,14 @@ class OfflineRestoreStage(Stage):
         level_top = min(fill_hz, sfb21_hz(audio.rate))
         plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings))
         near = near_slope(spectrum, audio.rate, level_top)
-        gain_db = level_gain_db(near) if settings.fitted_level and math.isfinite(settings.strength_db) else 0.0
+        features = level_features(spectrum, audio.rate, float(cutoff))
+        if features is not None and settings.fitted_level:
+            features.update(frame_features(audio.samples, audio.rate, float(cutoff)) or {})
+        gain_db = level_gain_db(features) if settings.fitted_level and math.isfinite(settings.strength_db) else 0.0
         if gain_db:
             settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db)
-        facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2))
+        facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2),
+                     level_features=None if features is None else {k: round(v, 3) for k, v in features.items()})
         totals = {"frames": 0, "holes": 0, "extended_frames": 0}
         calls = [0]
         chunk_s, overlap_s = _geometry(audio.rate)
