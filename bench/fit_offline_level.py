@@ -40,9 +40,9 @@ from restore.stages.decode import DecodeStage  # noqa: E402
 from restore.stages.offline_restore import highs  # noqa: E402
 from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E402
 
-# Only tops loud enough to matter: the harness's dark tops (quality.DARK_TOP_DB, -100 dB) and
-# the next 10 dB are inaudible under the music; a guess 10 dB off there costs nothing audible.
-BRIGHT_TOP_DB = -90.0
+# Every pair the harness judges as bright (its source's top over quality.DARK_TOP_DB, -100 dB):
+# a quiet top too (a string quartet's) must not be brightened, so the model learns those as well.
+BRIGHT_TOP_DB = -100.0
 LOST_DB = -15.0     # the decode's energy above the cutoff this far under the source's: the top was lost
 FEATURES = ("near", "slope5", "tilt_4k", "tilt_lo", "flatness", "cut_khz", "level_db", "flat_f", "side")
 # The rows depend on the stage's code, not on the model's constants (measured with the model

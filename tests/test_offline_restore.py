@@ -345,25 +345,24 @@ def test_the_level_model_is_bounded_and_never_extrapolates():
     assert highs.LEVEL_INTERCEPT_DB == highs.LEVEL_FIT_DB - highs.DARK_MARGIN_DB and highs.DARK_MARGIN_DB > 0
 
 
-def test_the_level_model_is_on_by_default_and_is_a_level_only(bright):
-    """The model's gain is recorded in the facts and scales the added band by exactly that;
-    under the cutoff nothing changes (off: revision 3's plain level)."""
-    import dataclasses
-
+def test_the_level_model_is_an_option_and_is_a_level_only(bright):
+    """Off by default (the plain rule: level_gain_db 0); with level=model its gain is recorded
+    in the facts and scales the added band by exactly that; under the cutoff nothing changes."""
     from restore.stages.offline_restore import highs
     src, dec, out, facts = bright
-    gain = facts["level_gain_db"]
-    assert gain != 0.0 and set(highs.LEVEL_WEIGHTS) <= set(facts["level_features"])
-    stage = OfflineRestoreStage(StageEnv())
-    stage.settings = dataclasses.replace(stage.settings, fitted_level=False)
+    assert facts["level_gain_db"] == 0.0
+    stage = OfflineRestoreStage(StageEnv(options={"offline_restore": {"level": "model"}}))
     ctx = StageContext(options={"cutoff_hz": facts["cutoff_hz"]})
-    plain = stage.process(dec, ctx)
-    assert ctx.facts["offline_restore"]["level_gain_db"] == 0.0
+    modelled = stage.process(dec, ctx)
+    got = ctx.facts["offline_restore"]
+    gain = got["level_gain_db"]
+    assert gain != 0.0 and set(highs.LEVEL_WEIGHTS) <= set(got["level_features"])
+    assert stage.config()["fitted_level"] is True and OfflineRestoreStage(StageEnv()).config()["fitted_level"] is False
     top, nyq = facts["cutoff_hz"] + 300, src.rate / 2
-    assert abs(db(band_power(out, top, nyq) / band_power(plain, top, nyq)) - gain) < 0.3
+    assert abs(db(band_power(modelled, top, nyq) / band_power(out, top, nyq)) - gain) < 0.3
     under = facts["cutoff_hz"] - 300
-    assert np.allclose(brickwall(Audio(out.samples, dec.rate), None, under),
-                       brickwall(Audio(plain.samples, dec.rate), None, under), atol=1e-4)
+    assert np.allclose(brickwall(Audio(modelled.samples, dec.rate), None, under),
+                       brickwall(Audio(out.samples, dec.rate), None, under), atol=1e-4)
 
 
 @pytest.mark.parametrize("borrowed_db", [None, 300.0])

@@ -19,6 +19,8 @@ Options (`--set offline_restore.KEY=VALUE`), all in config():
   rolloff    dB per kHz, default 0.5: how much faster than the music's own slope the added
              highs fall with frequency
   holes      on/off, default on: fill the encoder's spectral holes
+  level      plain (default) or model: the added band's level from the plain rule or from the
+             level model (highs.level_gain_db)
 """
 from __future__ import annotations
 
@@ -68,11 +70,14 @@ class OfflineRestoreStage(Stage):
 
     name = "offline_restore"
     libraries = ("numpy",)
-    revision = 4   # bump when the output for the same input and options would change
+    revision = 3   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
         Option("holes", "bool", True, "fill the holes the encoder punched below the cutoff"),
+        Option("level", "choice", "plain", "the added band's level: plain (the music's slope continued) or model "
+               "(a line in five features of the decode, fitted on random mixes; a hypothesis to A/B)",
+               choices=("plain", "model")),
     )
 
     def __init__(self, env=None):
@@ -82,6 +87,7 @@ class OfflineRestoreStage(Stage):
             strength_db=20 * math.log10(self.strength) if self.strength > 0 else -math.inf,
             rolloff_db_khz=self.opts["rolloff"],
             holes=self.opts["holes"],
+            fitted_level=self.opts["level"] == "model",
         )
 
     def config(self) -> dict:
