@@ -14,7 +14,7 @@ guess made from the music just below them, and it goes only where the encoder le
   little; a frame whose top is silent gets nothing. Optionally (level=model, off by default)
   a song-level model raises or lowers that target (level_gain_db): a line in five features of the
   decode (slopes and tilt of its long-term spectrum under the cutoff, the level band's
-  spectral flatness frame by frame and its side-to-mid ratio), fitted on 200 random mixes
+  spectral flatness frame by frame and its side-to-mid ratio), fitted on 220 random mixes
   that are not in the dev set (scripts/make_trainset.py, bench/fit_offline_level.py), less a
   margin towards dark (bench/RESULTS.md).
 - Holes: runs of bins in the top of the kept band that sit far under their neighbourhood
@@ -121,8 +121,13 @@ def near_slope(spectrum_db: np.ndarray, rate: int, top_hz: float) -> float | Non
     return _line_slope(spectrum_db, rate, top_hz - GUARD_HZ - NEAR_HZ, top_hz - GUARD_HZ)
 
 
+def _freqs(spectrum_db: np.ndarray, rate: int) -> np.ndarray:
+    """The bins' frequencies in Hz of a spectrum of n_fft // 2 + 1 bins from 0 to rate/2."""
+    return np.arange(len(spectrum_db)) * rate / (2 * (len(spectrum_db) - 1))
+
+
 def _line_slope(spectrum_db: np.ndarray, rate: int, lo_hz: float, hi_hz: float) -> float | None:
-    f = np.arange(len(spectrum_db)) * rate / (2 * (len(spectrum_db) - 1))
+    f = _freqs(spectrum_db, rate)
     m = (f >= lo_hz) & (f < hi_hz)
     if m.sum() < 4:
         return None
@@ -150,7 +155,8 @@ LEVEL_RANGES: dict[str, tuple[float, float]] = {"near": (-9.99, 1.26), "slope5":
 
 
 def _band_db(spectrum_db: np.ndarray, rate: int, lo_hz: float, hi_hz: float) -> float | None:
-    f = np.arange(len(spectrum_db)) * rate / (2 * (len(spectrum_db) - 1))
+    """The mean power (dB) of the bins in [lo_hz, hi_hz); None when there are none."""
+    f = _freqs(spectrum_db, rate)
     m = (f >= lo_hz) & (f < hi_hz)
     if not m.any():
         return None
@@ -165,14 +171,15 @@ def level_features(spectrum_db: np.ndarray, rate: int, cutoff_hz: float) -> dict
     band's spectral flatness in dB (0: noise-like, very negative: a few partials); cut_khz:
     the cutoff in kHz; level_db: the level band's mean level (dB, the spectrum's scale). None
     where a band has no bins or the level band is silent."""
-    top = min(cutoff_hz, sfb21_hz(rate)) - GUARD_HZ
+    level_top = min(cutoff_hz, sfb21_hz(rate))
+    top = level_top - GUARD_HZ
     level = _band_db(spectrum_db, rate, top - LEVEL_BAND_HZ, top)
     mid = _band_db(spectrum_db, rate, top - 6000.0, top - 4000.0)
     low = _band_db(spectrum_db, rate, 2000.0, 4000.0)
-    near, slope5 = _line_slope(spectrum_db, rate, top - NEAR_HZ, top), _line_slope(spectrum_db, rate, top - 5000.0, top)
+    near, slope5 = near_slope(spectrum_db, rate, level_top), _line_slope(spectrum_db, rate, top - 5000.0, top)
     if None in (level, mid, low, near, slope5) or level < FLOOR_DB:
         return None
-    f = np.arange(len(spectrum_db)) * rate / (2 * (len(spectrum_db) - 1))
+    f = _freqs(spectrum_db, rate)
     band = spectrum_db[(f >= top - LEVEL_BAND_HZ) & (f < top)]
     flatness = float(np.mean(band) - level)          # geometric over arithmetic mean, in dB
     return {"near": near, "slope5": slope5, "tilt_4k": mid - level, "tilt_lo": low - level,

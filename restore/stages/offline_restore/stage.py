@@ -33,8 +33,8 @@ from restore.audio import Audio
 from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import OFFLINE
-from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, frame_features, level_features, level_gain_db, measure_slope, near_slope,
-                                                  restore_block, sfb21_hz)
+from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, frame_features, level_features, level_gain_db,
+                                                  measure_slope, near_slope, restore_block, sfb21_hz)
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
 
