@@ -67,17 +67,16 @@ def clip_paths(folder: Path, part: str | None) -> list[Path]:
 def measure(paths: list[Path], bitrates, mp3_dir: Path, cache_path: Path) -> list[dict]:
     """One row per clip and bitrate: the level features, E>cut of the decode and of the stage
     without the model, whether it extended."""
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache = quality.ScoreCache(cache_path)          # the harness's own: a JSON file, written atomically
     rows = []
     for path in paths:
         clip = quality.Clip(path.stem, path, quality.file_sha(path))
         src = None
         for kbps in bitrates:
             key = f"{CODE}:{clip.sha[:16]}:{kbps}"
-            if key not in cache:
+            row = cache.get(key)
+            if row is None:
                 src = src or quality.read_audio(path)
                 mp3 = quality.encode(clip, kbps, mp3_dir)
                 dec, dfacts = DecodeStage().read(mp3, StageContext())
@@ -96,18 +95,15 @@ def measure(paths: list[Path], bitrates, mp3_dir: Path, cache_path: Path) -> lis
                 edge = cutoff or quality.LAME_LOWPASS_HZ.get(kbps, 16000.0)
                 scores = {label: quality.band_scores(compare.apply_alignment(a, lag, gain or 1.0, src.frames), src, edge)
                           for label, a in (("dec", dec), ("out", out))}
-                cache[key] = {
+                row = {
                     "clip": clip.name, "kbps": kbps, "cutoff": cutoff,
                     "extended": bool(facts.get("extended")) and not facts.get("own_band_limit"),
                     "features": facts.get("level_features"),
                     "e_dec": scores["dec"]["energy_above_cutoff_db"], "e_out": scores["out"]["energy_above_cutoff_db"],
                     "lsd16_dec": scores["dec"]["lsd_above_16k"], "lsd16_out": scores["out"]["lsd_above_16k"],
                     "source_top_db": quality.top_level_db(src)}
-                tmp = cache_path.with_suffix(".tmp")
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(cache), encoding="utf-8")
-                tmp.replace(cache_path)
-            rows.append(cache[key])
+                cache.put(key, row)
+            rows.append(row)
     return [r for r in rows if r["extended"] and r["features"] and r["e_dec"] is not None and r["e_dec"] < LOST_DB
             and r["e_out"] is not None and (r["source_top_db"] or -999) > BRIGHT_TOP_DB]
 
