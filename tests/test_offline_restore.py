@@ -15,6 +15,7 @@ from restore.analysis.compare import align, apply_alignment, lsd_db
 from restore.analysis.spectrum import band_power
 from restore.stages import StageContext, StageEnv
 from restore.stages.decode import DecodeStage
+from restore.stages.offline_restore import highs
 from restore.stages.offline_restore.stage import OfflineRestoreStage
 
 from bench.quality import brickwall, kept_si_sdr
@@ -69,14 +70,16 @@ def db(ratio: float) -> float:
     return 10 * np.log10(ratio)
 
 
+@pytest.mark.parametrize("level", ["plain", "model"])
 @pytest.mark.parametrize("rate,channels,frames", [(44100, 2, 66151), (48000, 1, 72001), (32000, 2, 48003), (44100, 1, 1001)])
-def test_exact_length_rate_and_channels(tmp_path, rate, channels, frames):
+def test_exact_length_rate_and_channels(tmp_path, rate, channels, frames, level):
     song = band(frames / rate, rate=rate, channels=channels, seed=5)
     song = Audio(np.ascontiguousarray(song.samples[:, :frames]), rate)
     dec, cutoff = decode_of(song, tmp_path)
     dec = Audio(np.ascontiguousarray(dec.samples[:, :frames - 2]), rate)    # an odd length of its own
-    out, _ = restore(dec, cutoff)
+    out, facts = restore(dec, cutoff, level=level)          # the level model: mono, 32 kHz, 23 ms too
     assert (out.rate, out.channels, out.frames) == (rate, channels, frames - 2)
+    assert highs.LEVEL_MIN_DB <= facts.get("level_gain_db", 0.0) <= highs.LEVEL_MAX_DB
     assert out.samples.dtype == np.float32 and np.isfinite(out.samples).all()
 
 
@@ -297,7 +300,6 @@ def _spectrum(rate, slope_db_khz, n=2049, top_db=-40.0):
 
 
 def test_level_features_read_the_slopes_and_levels_of_a_known_spectrum():
-    from restore.stages.offline_restore import highs
     f = highs.level_features(_spectrum(44100, -3.0), 44100, 17000.0)
     assert f["near"] == pytest.approx(-3.0, abs=1e-6) and f["slope5"] == pytest.approx(-3.0, abs=1e-6)
     # the level band is the 2 kHz under min(cutoff, sfb21) - 350 Hz: 13.65-15.65 kHz, centred at 14.65
@@ -312,7 +314,6 @@ def test_level_features_read_the_slopes_and_levels_of_a_known_spectrum():
 
 
 def test_frame_features_tell_noise_from_partials_and_stereo_from_mono():
-    from restore.stages.offline_restore import highs
     rng = np.random.default_rng(0)
     rate, n = 44100, 44100 * 3
     noise = rng.standard_normal((2, n)).astype(np.float32)
@@ -328,7 +329,6 @@ def test_frame_features_tell_noise_from_partials_and_stereo_from_mono():
 
 
 def test_the_level_model_is_bounded_and_never_extrapolates():
-    from restore.stages.offline_restore import highs
     assert highs.level_gain_db(None) == 0.0 and highs.level_gain_db({"near": -3.0}) == 0.0   # features missing
     base = {"near": -3.0, "slope5": -2.8, "tilt_4k": 10.0, "flat_f": -3.0, "side": -12.0}
     g = highs.level_gain_db(base)
@@ -348,7 +348,6 @@ def test_the_level_model_is_bounded_and_never_extrapolates():
 def test_the_level_model_is_an_option_and_is_a_level_only(bright):
     """Off by default (the plain rule: level_gain_db 0); with level=model its gain is recorded
     in the facts and scales the added band by exactly that; under the cutoff nothing changes."""
-    from restore.stages.offline_restore import highs
     src, dec, out, facts = bright
     assert facts["level_gain_db"] == 0.0
     stage = OfflineRestoreStage(StageEnv(options={"offline_restore": {"level": "model"}}))
@@ -370,7 +369,6 @@ def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_db, tmp_path
     """The cymbals gated (100 ms on, 150 ms of digital silence) at 192 kbps: the frames of a
     gap are quiet, not holed, so nothing is added under the cutoff there (revision 2 filled
     them with noise from the envelope of the hits on either side)."""
-    from restore.stages.offline_restore import highs
     if borrowed_db is not None:
         monkeypatch.setattr(highs, "BORROWED_DB", borrowed_db)   # revision 2: no such check
     src = clip("bright_cymbals")
