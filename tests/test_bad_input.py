@@ -260,23 +260,29 @@ def _without_root_powers() -> list[str]:
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
+def _run_01_without_root_powers(tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
+    """`run IN --out OUT --variants 01` in a child whose permissions bind (see above):
+    (the process, its --json results by song)."""
+    import sys
+    from .conftest import ROOT
+    proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
+                           str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
+                           "--variants", "01"], capture_output=True, text=True, timeout=300)
+    return proc, {r["song"]: r for r in json.loads(proc.stdout)["results"]}
+
+
 def test_a_variant_folder_without_write_permission_is_named(tmp_path):
     """Not libsndfile's "System error.", nor only 'choose an output folder you can write to'
     (the output folder is writable): permission denied, and the folder it was denied in."""
-    import sys
-    from .conftest import ROOT
     write_mp3(tmp_path / "in" / "Art" / "s.mp3", band(1.0))
     write_mp3(tmp_path / "in" / "Other" / "t.mp3", band(1.0))
     folder = tmp_path / "out" / "01_baseline" / "Art"
     folder.mkdir(parents=True)
     folder.chmod(0o555)
     try:
-        proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
-                               str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
-                               "--variants", "01"], capture_output=True, text=True, timeout=300)
+        proc, got = _run_01_without_root_powers(tmp_path)
     finally:
         folder.chmod(0o755)
-    got = {r["song"]: r for r in json.loads(proc.stdout)["results"]}
     assert proc.returncode == 1 and got["Other/t.mp3"]["status"] == "done", proc.stderr
     reason = got["Art/s.mp3"]["reason"]
     assert reason.startswith("writing FLAC failed, permission denied") and "System error" not in reason, reason
@@ -286,18 +292,13 @@ def test_a_variant_folder_without_write_permission_is_named(tmp_path):
 def test_an_input_without_read_permission_is_named_as_the_input(tmp_path):
     """With real permissions (the test above fakes the OS's answer for root): the input's
     own reason and hint, never the output folder's."""
-    import sys
-    from .conftest import ROOT
     song = write_mp3(tmp_path / "in" / "s.mp3", band(1.0))
     write_mp3(tmp_path / "in" / "t.mp3", band(1.0))
     song.chmod(0)
     try:
-        proc = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "mp3restore.py"), "run",
-                               str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--json", "-q", "--no-report",
-                               "--variants", "01"], capture_output=True, text=True, timeout=300)
+        proc, got = _run_01_without_root_powers(tmp_path)
     finally:
         song.chmod(0o644)
-    got = {r["song"]: r for r in json.loads(proc.stdout)["results"]}
     assert proc.returncode == 1 and got["t.mp3"]["status"] == "done", proc.stderr
     reason = got["s.mp3"]["reason"]
     assert reason.startswith("cannot read the file, permission denied (give yourself read access") and "output" not in reason
