@@ -2,6 +2,7 @@
 cymbals, 4 s each) encoded with LAME 3.100 (lameenc) and decoded by the project's decoder."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +391,47 @@ def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_db, tmp_path
         assert in_gaps < -90, in_gaps
     else:
         assert in_gaps > -90, in_gaps                                # the check is what keeps them quiet
+
+
+# ---- The level starts from what the encoder kept just under the cutoff (revision 4) ----------
+
+def _shaped_noise(rate: float, seconds: float, levels: list[tuple[float, float, float]]) -> Audio:
+    """Stereo noise whose spectrum is flat at the given dB (relative) in each (lo_hz, hi_hz, db)
+    band and empty elsewhere: a decode that kept everything up to the top band's end."""
+    rng = np.random.default_rng(7)
+    n = int(rate * seconds)
+    spec = np.fft.rfft(rng.standard_normal((2, n)), axis=-1)
+    f = np.fft.rfftfreq(n, 1 / rate)
+    gain = np.zeros_like(f)
+    for lo, hi, level in levels:
+        gain[(f >= lo) & (f < hi)] = 10 ** (level / 20)
+    x = np.fft.irfft(spec * gain, n=n, axis=-1)
+    return Audio((0.05 * x / np.sqrt(np.mean(x ** 2))).astype(np.float32), int(rate))
+
+
+@pytest.mark.parametrize("near_db", [5.0, 12.0])
+def test_the_added_band_starts_from_what_the_encoder_kept_under_the_cutoff(near_db):
+    """A 192 kbps-like decode whose kept 16-18.7 kHz is near_db brighter than the 2 kHz under
+    16 kHz: the plain rule continues the darker band; with the kept floor (the default) the added
+    band continues the kept one, never brighter than it, and at most KEPT_CAP_DB over the plain
+    rule's level (an isolated bright kept band is not taken for the whole top's level)."""
+    rate, cutoff = 44100, 18700.0
+    dec = _shaped_noise(rate, 3.0, [(2000.0, 16000.0, 0.0), (16000.0, cutoff, near_db)])
+    stage = OfflineRestoreStage(StageEnv())
+    assert stage.settings.kept_floor
+    outs = {}
+    for floor in ("on", "off"):
+        if floor == "off":
+            stage.settings = dataclasses.replace(stage.settings, kept_floor=False)
+        ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": 192})
+        outs[floor] = stage.process(dec, ctx)
+    kept = band_power(dec, 16500.0, cutoff - 400.0)
+    above = {k: band_power(v, cutoff + 300.0, 20500.0) for k, v in outs.items()}
+    raised = db(above["on"] / above["off"])
+    assert raised == pytest.approx(min(near_db, highs.KEPT_CAP_DB), abs=1.0)
+    assert db(above["on"] / kept) < 0.0                          # never brighter than what was kept
+    # what the floor changes lies above the cutoff (under it: the inverse STFT's leakage of a band
+    # as loud as this one, some 60 dB down)
+    under = cutoff - 300.0
+    changed = brickwall(Audio(outs["on"].samples - outs["off"].samples, rate), None, under)
+    assert db(np.sum(changed ** 2) / np.sum(brickwall(dec, None, under) ** 2)) < -55

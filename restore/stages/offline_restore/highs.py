@@ -48,6 +48,8 @@ HOLE_BINS = 4              # a hole is a run of at least this many bins (172 Hz 
 DARK_DB = 70.0             # holes are filled only where the envelope is within this of the frame's peak
 BORROWED_DB = 6.0          # ... and at most this over the frame's own envelope (else it is a neighbour's)
 RAMP_BINS = 4              # the extension fades in over these bins above the cutoff
+KEPT_MIN_BINS = 4          # the kept floor needs at least this many bins between sfb21 and the cutoff
+KEPT_CAP_DB = 6.0          # ... and raises the plain rule's target by at most this
 SEED = 20240607            # the noise hash's fixed seed
 
 
@@ -65,6 +67,7 @@ class HighsSettings:
     hole_depth_db: float = 15.0   # a bin this far under its local envelope is a hole
     hole_fill_db: float = -8.0    # holes are filled up to this much under the local envelope
     fitted_level: bool = False    # add the level model's level_gain_db to the target (option level=model)
+    kept_floor: bool = True       # the target never starts under what the encoder kept just under the cutoff
 
     def config(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in self.__dict__.items()}
@@ -319,6 +322,20 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
                   + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
                   + settings.strength_db).astype(np.float32)
         target_db = level_db[..., None] + offset                           # [C, F, K_ext]
+        # The kept floor: where the cutoff lies above sfb21's start (160 kbps and up: 18.6 kHz at
+        # 192), the decode still holds the band [sfb21, cutoff), holes filled, in each frame. It is
+        # the nearest evidence of the top's level, and a lower one (the encoder only removes), so
+        # the target is at least that band continued upwards the same way, and at most
+        # KEPT_CAP_DB over the plain rule (a lone bright band under the cutoff is not the whole
+        # top: with no cap, 3 % of the training mixes ended 7-11 dB brighter; bench/RESULTS.md).
+        kept_lo, kept_hi = int(np.ceil(plan.level_hz / hz)), kf - int(np.ceil(GUARD_HZ / hz))
+        if settings.kept_floor and kept_hi - kept_lo >= KEPT_MIN_BINS:
+            kept_db = 10 * np.log10(power[..., kept_lo - lo:kept_hi - lo].mean(axis=-1) + np.float32(1e-30))
+            kept_khz = (kept_lo + kept_hi) / 2 * hz / 1000.0
+            from_kept = (plan.slope_db_khz * (np.minimum(f_khz, cut_khz) - kept_khz)
+                         + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
+                         + settings.strength_db).astype(np.float32)
+            target_db = np.maximum(target_db, np.minimum(kept_db[..., None] + from_kept, target_db + np.float32(KEPT_CAP_DB)))
         on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
         target = np.where(on[..., None] & (target_db > FLOOR_DB - 20.0), 10 ** (target_db / 10), 0).astype(np.float32)
         # Add, never replace: only bins the encoder left (next to) empty get anything; a bin
