@@ -6,8 +6,10 @@ guess made from the music just below them, and it goes only where the encoder le
 (add, never replace: what the MP3 kept is passed through as decoded):
 - Extension, from the cutoff to Nyquist: a target level per frame, channel and bin (the level
   of the 2 kHz under min(cutoff, sfb21's start), continued with the song's own slope there,
-  and above the cutoff that slope plus an extra roll-off). Only bins the encoder left empty
-  (EMPTY: far under the target; above a real cutoff, all of them) get anything. The added
+  and above the cutoff that slope plus an extra roll-off; where the cutoff lies above sfb21's
+  start, at least the band the encoder kept between them continued the same way, at most
+  KEPT_CAP_DB more). Only bins the encoder left empty (EMPTY: far under the target; above a
+  real cutoff, all of them) get anything. The added
   part takes its phases from the band under the level band copied upwards by a whole
   multiple of 4 bins (so the copy keeps the hop's phase advance and with it the music's
   timing) and its magnitude from the target. Dark music (little under the edge) gets
