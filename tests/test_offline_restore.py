@@ -331,7 +331,7 @@ def test_frame_features_tell_noise_from_partials_and_stereo_from_mono():
 
 def test_the_level_model_is_bounded_and_never_extrapolates():
     assert highs.level_gain_db(None) == 0.0 and highs.level_gain_db({"near": -3.0}) == 0.0   # features missing
-    base = {"near": -3.0, "slope5": -2.8, "tilt_4k": 10.0, "flat_f": -3.0, "side": -12.0}
+    base = {"near": -3.0, "slope5": -2.8, "tilt_4k": 10.0, "flatness": -3.0, "flat_f": -3.0, "cut_khz": 16.5, "side": -12.0}
     g = highs.level_gain_db(base)
     assert highs.LEVEL_MIN_DB <= g <= highs.LEVEL_MAX_DB
     # a feature beyond the training range counts as the range's edge (mono's side of -40 dB)

@@ -76,7 +76,7 @@ class OfflineRestoreStage(Stage):
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
         Option("holes", "bool", True, "fill the holes the encoder punched below the cutoff"),
         Option("level", "choice", "plain", "the added band's level: plain (the music's slope continued) or model "
-               "(a line in five features of the decode, fitted on random mixes; a hypothesis to A/B)",
+               "(a line in four features of the decode, fitted on random mixes; a hypothesis to A/B)",
                choices=("plain", "model")),
     )
 
