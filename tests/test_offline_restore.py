@@ -425,6 +425,8 @@ def test_the_added_band_starts_from_what_the_encoder_kept_under_the_cutoff(near_
             stage.settings = dataclasses.replace(stage.settings, kept_floor=False)
         ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": 192})
         outs[floor] = stage.process(dec, ctx)
+        raised_pct = ctx.facts["offline_restore"]["kept_floor_frames_pct"]     # the run says what it did
+        assert raised_pct > 90 if floor == "on" else raised_pct == 0, (floor, raised_pct)
     kept = band_power(dec, 16500.0, cutoff - 400.0)
     above = {k: band_power(v, cutoff + 300.0, 20500.0) for k, v in outs.items()}
     raised = db(above["on"] / above["off"])

@@ -8,17 +8,16 @@ guess made from the music just below them, and it goes only where the encoder le
   of the 2 kHz under min(cutoff, sfb21's start), continued with the song's own slope there,
   and above the cutoff that slope plus an extra roll-off; where the cutoff lies above sfb21's
   start, at least the band the encoder kept between them continued the same way, at most
-  KEPT_CAP_DB more). Only bins the encoder left empty (EMPTY: far under the target; above a
-  real cutoff, all of them) get anything. The added
-  part takes its phases from the band under the level band copied upwards by a whole
-  multiple of 4 bins (so the copy keeps the hop's phase advance and with it the music's
-  timing) and its magnitude from the target. Dark music (little under the edge) gets
-  little; a frame whose top is silent gets nothing. Optionally (level=model, off by default)
-  a song-level model raises or lowers that target (level_gain_db): a line in four features of the
-  decode (two slopes of its long-term spectrum under the cutoff, the cutoff, and the level
-  band's side-to-mid ratio), fitted on 231 random mixes
-  that are not in the dev set (scripts/make_trainset.py, bench/fit_offline_level.py), less a
-  margin towards dark (bench/RESULTS.md).
+  KEPT_CAP_DB more: the kept floor). Only bins the encoder left empty (EMPTY: far under the
+  target; above a real cutoff, all of them) get anything. The added part takes its phases
+  from the band under the level band copied upwards by a whole multiple of 4 bins (so the
+  copy keeps the hop's phase advance and with it the music's timing) and its magnitude from
+  the target. Dark music (little under the edge) gets little; a frame whose top is silent
+  gets nothing. Optionally (level=model, off by default) a song-level model raises or lowers
+  that target (level_gain_db): a line in four features of the decode (two slopes of its
+  long-term spectrum under the cutoff, the cutoff, and the level band's side-to-mid ratio),
+  fitted on 231 random mixes that are not in the dev set (scripts/make_trainset.py,
+  bench/fit_offline_level.py), less a margin towards dark (bench/RESULTS.md).
 - Holes: runs of bins in the top of the kept band that sit far under their neighbourhood
   (the encoder quantised them to zero) get noise up to a fraction of the local envelope
   (a 3-frame one, unless it is far above the frame's own: then the frame is quiet, not holed).
@@ -274,7 +273,8 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
     """x: float32 [channels, n] at plan.rate, the song's samples from `start` on (a multiple of
     HOP: the block's frames then lie on the song's frame grid, which places the noise) ->
     (float32 [channels, n], facts). Facts: frames (x channels), holes (bins filled),
-    extended_frames (frames x channels that got an extension)."""
+    extended_frames (frames x channels that got an extension), kept_floor_frames (frames x
+    channels whose target the kept floor raised)."""
     channels, n = x.shape
     kf, top, level_lo, nbins = plan.bins()
     hz = plan.rate / N_FFT
@@ -287,7 +287,7 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
     sub = spec[..., lo:]
     power = (sub.real ** 2 + sub.imag ** 2) / np.float32(NORM)
     added = np.zeros_like(sub)
-    facts = {"frames": frames * channels, "holes": 0, "extended_frames": 0}
+    facts = {"frames": frames * channels, "holes": 0, "extended_frames": 0, "kept_floor_frames": 0}
     env_bins = int(round(ENVELOPE_HZ / hz))
 
     # -- holes: in [hole_lo, kf), bins far under their local envelope --
@@ -326,8 +326,9 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
                   + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
                   + settings.strength_db).astype(np.float32)
         target_db = level_db[..., None] + offset                           # [C, F, K_ext]
-        # The kept floor: where the cutoff lies above sfb21's start (160 kbps and up: 18.6 kHz at
-        # 192), the decode still holds the band [sfb21, cutoff), holes filled, in each frame. It is
+        # The kept floor: where the cutoff lies above sfb21's start (18.6 kHz at 192 kbps; at 128
+        # kbps the few hundred Hz LAME may keep over 16 kHz), the decode still holds the band
+        # [sfb21, cutoff), holes filled, in each frame. It is
         # the nearest evidence of the top's level, and a lower one (the encoder only removes), so
         # the target is at least that band continued upwards the same way, and at most
         # KEPT_CAP_DB over the plain rule (a lone bright band under the cutoff is not the whole
@@ -339,7 +340,9 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
             from_kept = (plan.slope_db_khz * (np.minimum(f_khz, cut_khz) - kept_khz)
                          + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
                          + settings.strength_db).astype(np.float32)
-            target_db = np.maximum(target_db, np.minimum(kept_db[..., None] + from_kept, target_db + np.float32(KEPT_CAP_DB)))
+            floor_db = np.minimum(kept_db[..., None] + from_kept, target_db + np.float32(KEPT_CAP_DB))
+            facts["kept_floor_frames"] = int((floor_db[..., 0] > target_db[..., 0]).sum())
+            target_db = np.maximum(target_db, floor_db)
         on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
         target = np.where(on[..., None] & (target_db > FLOOR_DB - 20.0), 10 ** (target_db / 10), 0).astype(np.float32)
         # Add, never replace: only bins the encoder left (next to) empty get anything; a bin

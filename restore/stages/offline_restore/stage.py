@@ -142,7 +142,7 @@ class OfflineRestoreStage(Stage):
             settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db)
         facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2),
                      level_features=None if features is None else {k: round(v, 3) for k, v in features.items()})
-        totals = {"frames": 0, "holes": 0, "extended_frames": 0}
+        totals = {"frames": 0, "holes": 0, "extended_frames": 0, "kept_floor_frames": 0}
         calls = [0]
         chunk_s, overlap_s = _geometry(audio.rate)
         hop = plan_chunks(audio.frames, rate_in=audio.rate, rate_out=audio.rate, chunk_seconds=chunk_s,
@@ -161,9 +161,11 @@ class OfflineRestoreStage(Stage):
                         overlap_seconds=overlap_s, batch_items=audio.channels, log=ctx.log, progress=ctx.progress)
         frames = max(totals["frames"], 1)
         facts.update(extended=bool(math.isfinite(settings.strength_db)), from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
-                     extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"])
+                     extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"],
+                     kept_floor_frames_pct=round(100 * totals["kept_floor_frames"] / frames, 1))
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
-                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the near slope' if gain_db else ''}, "
-                f"{facts['extended_frames_pct']}% of frames loud enough), "
+                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the level model' if gain_db else ''}, "
+                f"{facts['extended_frames_pct']}% of frames loud enough, {facts['kept_floor_frames_pct']}% raised to "
+                f"the band kept under the cutoff), "
                 f"{totals['holes']} hole bins filled below")
         return Audio(y, audio.rate)
