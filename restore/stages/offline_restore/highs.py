@@ -334,6 +334,7 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
         # KEPT_CAP_DB over the plain rule (a lone bright band under the cutoff is not the whole
         # top: with no cap, 3 % of the training mixes ended 7-11 dB brighter; bench/RESULTS.md).
         kept_lo, kept_hi = int(np.ceil(plan.level_hz / hz)), kf - int(np.ceil(GUARD_HZ / hz))
+        raised = None
         if settings.kept_floor and kept_hi - kept_lo >= KEPT_MIN_BINS:
             kept_db = 10 * np.log10(power[..., kept_lo - lo:kept_hi - lo].mean(axis=-1) + np.float32(1e-30))
             kept_khz = (kept_lo + kept_hi) / 2 * hz / 1000.0
@@ -341,9 +342,11 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
                          + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
                          + settings.strength_db).astype(np.float32)
             floor_db = np.minimum(kept_db[..., None] + from_kept, target_db + np.float32(KEPT_CAP_DB))
-            facts["kept_floor_frames"] = int((floor_db[..., 0] > target_db[..., 0]).sum())
+            raised = floor_db[..., 0] > target_db[..., 0]                   # [C, F]
             target_db = np.maximum(target_db, floor_db)
         on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
+        if raised is not None:
+            facts["kept_floor_frames"] = int((raised & on).sum())
         target = np.where(on[..., None] & (target_db > FLOOR_DB - 20.0), 10 ** (target_db / 10), 0).astype(np.float32)
         # Add, never replace: only bins the encoder left (next to) empty get anything; a bin
         # it kept, however quiet (sfb21's scattered bits under a 19 kHz cutoff), stays as decoded.
