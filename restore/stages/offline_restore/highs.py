@@ -317,36 +317,23 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
     if np.isfinite(settings.strength_db) and kf < nbins and src_lo - lo >= 0:
         level = power[..., level_lo - lo:top - lo].mean(axis=-1)          # [C, F]
         level_db = 10 * np.log10(level + np.float32(1e-30))
-        centre_khz = (level_lo + top) / 2 * hz / 1000.0
         f_khz = np.arange(kf, nbins) * hz / 1000.0
-        cut_khz = plan.cutoff_hz / 1000.0
-        # dB from the level band's centre: the music's slope up to the cutoff, that slope plus
-        # the extra roll-off above it
-        offset = (plan.slope_db_khz * (np.minimum(f_khz, cut_khz) - centre_khz)
-                  + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
-                  + settings.strength_db).astype(np.float32)
-        target_db = level_db[..., None] + offset                           # [C, F, K_ext]
+        target_db = level_db[..., None] + _continued(plan, settings, f_khz, (level_lo + top) / 2 * hz / 1000.0)   # [C, F, K_ext]
+        on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
         # The kept floor: where the cutoff lies above sfb21's start (18.6 kHz at 192 kbps; at 128
         # kbps the few hundred Hz LAME may keep over 16 kHz), the decode still holds the band
-        # [sfb21, cutoff), holes filled, in each frame. It is
-        # the nearest evidence of the top's level, and a lower one (the encoder only removes), so
-        # the target is at least that band continued upwards the same way, and at most
-        # KEPT_CAP_DB over the plain rule (a lone bright band under the cutoff is not the whole
-        # top: with no cap, 3 % of the training mixes ended 7-11 dB brighter; bench/RESULTS.md).
+        # [sfb21, cutoff), holes filled, in each frame. It is the nearest evidence of the top's
+        # level, and a lower one (the encoder only removes), so the target is at least that band
+        # continued upwards the same way, and at most KEPT_CAP_DB over the plain rule (a lone
+        # bright band under the cutoff is not the whole top: with no cap, 3 % of the training
+        # mixes ended 7-11 dB brighter; bench/RESULTS.md).
         kept_lo, kept_hi = int(np.ceil(plan.level_hz / hz)), kf - int(np.ceil(GUARD_HZ / hz))
-        raised = None
         if settings.kept_floor and kept_hi - kept_lo >= KEPT_MIN_BINS:
             kept_db = 10 * np.log10(power[..., kept_lo - lo:kept_hi - lo].mean(axis=-1) + np.float32(1e-30))
-            kept_khz = (kept_lo + kept_hi) / 2 * hz / 1000.0
-            from_kept = (plan.slope_db_khz * (np.minimum(f_khz, cut_khz) - kept_khz)
-                         + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
-                         + settings.strength_db).astype(np.float32)
-            floor_db = np.minimum(kept_db[..., None] + from_kept, target_db + np.float32(KEPT_CAP_DB))
-            raised = floor_db[..., 0] > target_db[..., 0]                   # [C, F]
+            floor_db = np.minimum(kept_db[..., None] + _continued(plan, settings, f_khz, (kept_lo + kept_hi) / 2 * hz / 1000.0),
+                                  target_db + np.float32(KEPT_CAP_DB))
+            facts["kept_floor_frames"] = int(((floor_db[..., 0] > target_db[..., 0]) & on).sum())
             target_db = np.maximum(target_db, floor_db)
-        on = level_db > FLOOR_DB - 10.0                  # nothing from a frame whose top is silent
-        if raised is not None:
-            facts["kept_floor_frames"] = int((raised & on).sum())
         target = np.where(on[..., None] & (target_db > FLOOR_DB - 20.0), 10 ** (target_db / 10), 0).astype(np.float32)
         # Add, never replace: only bins the encoder left (next to) empty get anything; a bin
         # it kept, however quiet (sfb21's scattered bits under a 19 kHz cutoff), stays as decoded.
@@ -367,6 +354,15 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
     full = np.zeros((channels, frames, nbins), np.complex64)
     full[..., lo:] = added
     return x + istft(full, n), facts
+
+
+def _continued(plan: SongPlan, settings: HighsSettings, f_khz: np.ndarray, from_khz: float) -> np.ndarray:
+    """float32 dB at the frequencies f_khz relative to a band centred at from_khz: the music's
+    slope up to the cutoff, that slope plus the extra roll-off above it, plus the strength."""
+    cut_khz = plan.cutoff_hz / 1000.0
+    return (plan.slope_db_khz * (np.minimum(f_khz, cut_khz) - from_khz)
+            + (plan.slope_db_khz - settings.rolloff_db_khz) * np.maximum(f_khz - cut_khz, 0)
+            + settings.strength_db).astype(np.float32)
 
 
 def _unit_noise(first_frame: int, frames: int, lo_bin: int, bins: int) -> np.ndarray:
