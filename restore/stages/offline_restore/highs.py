@@ -325,8 +325,8 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
         # [sfb21, cutoff), holes filled, in each frame. It is the nearest evidence of the top's
         # level, and a lower one (the encoder only removes), so the target is at least that band
         # continued upwards the same way, and at most KEPT_CAP_DB over the plain rule (a lone
-        # bright band under the cutoff is not the whole top: with no cap, 3 % of the training
-        # mixes ended 7-11 dB brighter; bench/RESULTS.md).
+        # bright band under the cutoff is not the whole top: with no cap, 2 % of the training
+        # pairs were raised by 6-17 dB; bench/RESULTS.md).
         kept_lo, kept_hi = int(np.ceil(plan.level_hz / hz)), kf - int(np.ceil(GUARD_HZ / hz))
         if settings.kept_floor and kept_hi - kept_lo >= KEPT_MIN_BINS:
             kept_db = 10 * np.log10(power[..., kept_lo - lo:kept_hi - lo].mean(axis=-1) + np.float32(1e-30))
