@@ -3,11 +3,14 @@
 directly (no engine, no FLAC), on the dev set's TUNED part by default, with the harness's own
 measures (bench/quality.py: kept-band SI-SDR, energy above the cutoff, LSD above/below 16 kHz).
 
-    python bench/tune_offline_restore.py [--part tuned|held-out|all] [--set KEY=VALUE ...]
+    python bench/tune_offline_restore.py [--part tuned|held-out|all|trainset] [--set KEY=VALUE ...]
                                           [--grid KEY=v1,v2,...]
 
 Prints one line per clip and bitrate and a summary per setting. The held-out part is for the
-final check only: choose settings with --part tuned.
+final check only: choose settings with --part tuned. --part trainset runs the level-training
+mixes instead (build/trainset, scripts/make_trainset.py; about 2 minutes a setting, --quiet
+recommended): the summary's rates over the pairs whose top was lost and whose source's top
+is not dark are the ones bench/RESULTS.md gives for the kept floor.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import quality  # noqa: E402
+from bench import fit_offline_level as fit_level, quality  # noqa: E402
 from restore.analysis import compare  # noqa: E402
 from restore.audio import Audio  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
@@ -34,15 +37,21 @@ from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E4
 
 def decodes(devset: Path, part: str, bitrates, out: Path, clips=()):
     """[(clip, kbps, source, decode aligned to it, cutoff)] (the MP3s cached as the harness does)."""
-    manifest = json.loads((devset / "MANIFEST.json").read_text(encoding="utf-8"))
-    names = [n for n, m in manifest.items() if part == "all" or m.get("part", "tuned") == part]
-    if clips:
-        names = [n for n in names if n in clips]
+    if part == "trainset":
+        found = [quality.Clip(p.stem, p, quality.file_sha(p)) for p in sorted(devset.glob("*.flac"))]
+        found = [c for c in found if not clips or c.name in clips]
+        mp3_dir = out / "mp3-train"            # where bench/fit_offline_level.py keeps them
+    else:
+        manifest = json.loads((devset / "MANIFEST.json").read_text(encoding="utf-8"))
+        names = [n for n, m in manifest.items() if part == "all" or m.get("part", "tuned") == part]
+        if clips:
+            names = [n for n in names if n in clips]
+        found, mp3_dir = quality.find_clips(devset, names), out / "mp3"
     items = []
-    for clip in quality.find_clips(devset, names):
+    for clip in found:
         src = quality.read_audio(clip.path)
         for kbps in bitrates:
-            mp3 = quality.encode(clip, kbps, out / "mp3")
+            mp3 = quality.encode(clip, kbps, mp3_dir)
             dec, facts = DecodeStage().read(mp3, StageContext())
             items.append((clip.name, kbps, src, dec, facts["cutoff_hz"]))
     return items
@@ -59,7 +68,7 @@ def run(items, options: dict) -> list[dict]:
         ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": kbps})
         out = stage.process(dec, ctx)
         lag, gain = compare.align(dec, src)
-        row = {"clip": name, "kbps": kbps, "cutoff": cutoff}
+        row = {"clip": name, "kbps": kbps, "cutoff": cutoff, "source_top_db": quality.top_level_db(src)}
         for label, audio in (("dec", dec), ("out", out)):
             a = compare.apply_alignment(audio, lag, gain or 1.0, src.frames)
             row[label] = quality.band_scores(a, src, cutoff or quality.LAME_LOWPASS_HZ.get(kbps, 16000.0))
@@ -71,7 +80,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devset", type=Path, default=ROOT / "build" / "devset")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "quality")
-    ap.add_argument("--part", default="tuned", choices=["tuned", "held-out", "all"])
+    ap.add_argument("--part", default="tuned", choices=["tuned", "held-out", "all", "trainset"])
+    ap.add_argument("--trainset", type=Path, default=ROOT / "build" / "trainset", help="with --part trainset")
     ap.add_argument("--bitrates", default="128,192")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--grid", action="append", default=[])
@@ -80,8 +90,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     base = dict(s.split("=", 1) for s in args.set)
     grid = [(k, v.split(",")) for k, v in (g.split("=", 1) for g in args.grid)]
-    items = decodes(args.devset, args.part, [int(b) for b in args.bitrates.split(",")], args.out,
-                    [c for c in args.clips.split(",") if c])
+    items = decodes(args.trainset if args.part == "trainset" else args.devset, args.part,
+                    [int(b) for b in args.bitrates.split(",")], args.out, [c for c in args.clips.split(",") if c])
     for combo in itertools.product(*[vals for _, vals in grid]) if grid else [()]:
         options = {**base, **{k: v for (k, _), v in zip(grid, combo)}}
         t0 = time.time()
@@ -97,9 +107,17 @@ def main(argv=None) -> int:
                       f"{o['kept_si_sdr'] - d['kept_si_sdr']:+.3f}  E>cut {d['energy_above_cutoff_db']:+6.1f} -> "
                       f"{o['energy_above_cutoff_db']:+6.1f}")
         lost = [r["out"]["energy_above_cutoff_db"] for r in rows if (r["dec"]["energy_above_cutoff_db"] or 0) < -15]
+        # the level fit's pairs (bench/fit_offline_level.py): top lost, source's top not dark
+        fit = np.array([r["out"]["energy_above_cutoff_db"] for r in rows
+                        if (r["dec"]["energy_above_cutoff_db"] or 0) < fit_level.LOST_DB
+                        and r["out"]["energy_above_cutoff_db"] is not None
+                        and (r["source_top_db"] or -999) > fit_level.BRIGHT_TOP_DB])
+        rates = (f"; {len(fit)} such pairs with a top over {fit_level.BRIGHT_TOP_DB:.0f} dB: within 2 dB "
+                 f"{np.mean(np.abs(fit) <= 2):.0%}, over 2 dB too bright {np.mean(fit > 2):.0%}, too dark "
+                 f"{np.mean(fit < -2):.0%}") if len(fit) else ""
         print(f"{options}: mean LSD>16k gain {gain:.3f} dB, worst kept SI-SDR {worst_kept:+.3f}, "
               f"brightest E>cut {brightest:+.1f} dB; where the decode lost the top: E>cut mean {np.mean(lost):+.1f}, "
-              f"mean |E| {np.mean(np.abs(lost)):.1f}, range {min(lost):+.1f}..{max(lost):+.1f} "
+              f"mean |E| {np.mean(np.abs(lost)):.1f}, range {min(lost):+.1f}..{max(lost):+.1f}{rates} "
               f"({time.time() - t0:.0f} s)", flush=True)
     return 0
 
