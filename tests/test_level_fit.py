@@ -60,3 +60,14 @@ def test_training_mixes_are_seeded_and_never_use_the_held_out_kits():
     x2, info2 = make_trainset.make_clip(5, 2.0)
     assert info1 == info2 and np.array_equal(x1, x2)
     assert x1.shape == (2, 2 * 44100) and np.isfinite(x1).all() and 0 < np.abs(x1).max() <= 1.0
+
+
+@pytest.mark.skipif(_sources_missing(), reason="the Debian sound packages are not installed")
+def test_some_orchestra_mixes_are_bowed_strings_alone():
+    """The string-only mixes the level fit needs (a string quartet's top falls away above
+    16 kHz): clip 0 is one, seeded; its programs are GM's bowed strings and string ensembles."""
+    import make_trainset
+    x, info = make_trainset.make_clip(0, 2.0)
+    assert info["kind"] == "orchestra" and info.get("chamber") is True, info
+    assert set(info["programs"]) <= {40, 41, 42, 43, 44, 45, 48, 49} and 2 <= len(info["programs"]) <= 4
+    assert np.isfinite(x).all() and np.abs(x).max() > 0
