@@ -104,8 +104,14 @@ def measure(paths: list[Path], bitrates, mp3_dir: Path, cache_path: Path) -> lis
                     "source_top_db": quality.top_level_db(src)}
                 cache.put(key, row)
             rows.append(row)
-    return [r for r in rows if r["extended"] and r["features"] and r["e_dec"] is not None and r["e_dec"] < LOST_DB
-            and r["e_out"] is not None and (r["source_top_db"] or -999) > BRIGHT_TOP_DB]
+    return [r for r in rows if r["extended"] and r["features"] and fit_pair(r["e_dec"], r["e_out"], r["source_top_db"])]
+
+
+def fit_pair(e_dec: float | None, e_out: float | None, source_top_db: float | None) -> bool:
+    """Whether a clip x bitrate is one the level is fitted and judged on: the decode lost the
+    top (E>cut under LOST_DB), the output's E>cut was measured, the source's top is not dark."""
+    return (e_dec is not None and e_dec < LOST_DB and e_out is not None
+            and (source_top_db if source_top_db is not None else -999) > BRIGHT_TOP_DB)
 
 
 def design(rows, names) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E4
 def decodes(devset: Path, part: str, bitrates, out: Path, clips=()):
     """[(clip, kbps, source, decode aligned to it, cutoff)] (the MP3s cached as the harness does)."""
     if part == "trainset":
-        found = [quality.Clip(p.stem, p, quality.file_sha(p)) for p in sorted(devset.glob("*.flac"))]
+        found = [quality.Clip(p.stem, p, quality.file_sha(p)) for p in fit_level.clip_paths(devset, None)]
         found = [c for c in found if not clips or c.name in clips]
         mp3_dir = out / "mp3-train"            # where bench/fit_offline_level.py keeps them
     else:
@@ -106,12 +106,10 @@ def main(argv=None) -> int:
                       f"{o['lsd_above_16k']:6.2f}  LSD<16k {o['lsd_below_16k'] - d['lsd_below_16k']:+.3f}  kept SI-SDR "
                       f"{o['kept_si_sdr'] - d['kept_si_sdr']:+.3f}  E>cut {d['energy_above_cutoff_db']:+6.1f} -> "
                       f"{o['energy_above_cutoff_db']:+6.1f}")
-        lost = [r["out"]["energy_above_cutoff_db"] for r in rows if (r["dec"]["energy_above_cutoff_db"] or 0) < -15]
-        # the level fit's pairs (bench/fit_offline_level.py): top lost, source's top not dark
-        fit = np.array([r["out"]["energy_above_cutoff_db"] for r in rows
-                        if (r["dec"]["energy_above_cutoff_db"] or 0) < fit_level.LOST_DB
-                        and r["out"]["energy_above_cutoff_db"] is not None
-                        and (r["source_top_db"] or -999) > fit_level.BRIGHT_TOP_DB])
+        lost = [r["out"]["energy_above_cutoff_db"] for r in rows if (r["dec"]["energy_above_cutoff_db"] or 0) < fit_level.LOST_DB]
+        fit = np.array([r["out"]["energy_above_cutoff_db"] for r in rows     # the level fit's pairs
+                        if fit_level.fit_pair(r["dec"]["energy_above_cutoff_db"], r["out"]["energy_above_cutoff_db"],
+                                              r["source_top_db"])])
         rates = (f"; {len(fit)} such pairs with a top over {fit_level.BRIGHT_TOP_DB:.0f} dB: within 2 dB "
                  f"{np.mean(np.abs(fit) <= 2):.0%}, over 2 dB too bright {np.mean(fit > 2):.0%}, too dark "
                  f"{np.mean(fit < -2):.0%}") if len(fit) else ""
