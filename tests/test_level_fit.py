@@ -40,6 +40,15 @@ def test_leave_one_clip_out_leaves_both_bitrates_of_a_clip_out():
     assert np.min(np.abs(res)) > 0.2
 
 
+def test_the_fit_counts_only_pairs_whose_top_was_lost_and_is_not_dark():
+    """The pairs the level is fitted and judged on (the fit and the tuning script share it)."""
+    assert fit.fit_pair(-30.0, -1.0, -60.0)
+    assert not fit.fit_pair(fit.LOST_DB + 1, -1.0, -60.0)          # the decode kept the top
+    assert not fit.fit_pair(-30.0, -1.0, fit.BRIGHT_TOP_DB - 1)      # a dark source: nothing to match
+    assert not fit.fit_pair(-30.0, -1.0, None) and not fit.fit_pair(None, -1.0, -60.0)
+    assert not fit.fit_pair(-30.0, None, -60.0)                      # nothing measured above the cutoff
+
+
 def test_the_cached_rows_do_not_depend_on_the_models_constants():
     text = fit._code_text(highs.__file__)
     assert "def level_gain_db" in text and "LEVEL_WEIGHTS: dict" not in text and "LEVEL_FIT_DB =" not in text
