@@ -11,6 +11,7 @@ import soundfile as sf
 
 from restore.audio import Audio
 from restore.errors import UsageError
+from tests.support import parts as parts_support
 from tests.support.examples import band
 from restore.analysis.compare import align, apply_alignment, lsd_db
 from restore.analysis.spectrum import band_power
@@ -365,13 +366,21 @@ def test_the_level_model_is_an_option_and_is_a_level_only(bright):
                        brickwall(Audio(out.samples, dec.rate), None, under), atol=1e-4)
 
 
-@pytest.mark.parametrize("borrowed_db", [None, 300.0])
-def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_db, tmp_path, monkeypatch):
+def revision_4_envelope(p, width, depth):
+    """What holes were measured against before revision 5 (in place of highs._kept_level):
+    the 3-frame arithmetic envelope, the partials' level in a tonal sound."""
+    return highs._smooth_time(highs._smooth_freq(p, width))
+
+
+@pytest.mark.parametrize("borrowed_check", [True, False])
+def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_check, tmp_path, monkeypatch):
     """The cymbals gated (100 ms on, 150 ms of digital silence) at 192 kbps: the frames of a
     gap are quiet, not holed, so nothing is added under the cutoff there (revision 2 filled
-    them with noise from the envelope of the hits on either side)."""
-    if borrowed_db is not None:
-        monkeypatch.setattr(highs, "BORROWED_DB", borrowed_db)   # revision 2: no such check
+    them with noise from the envelope of the hits on either side). The borrowed-envelope check
+    keeps them quiet; the kept level (revision 5) alone would not in sfb21, where the envelope
+    is the measure."""
+    if not borrowed_check:
+        monkeypatch.setattr(highs, "BORROWED_DB", 300.0)
     src = clip("bright_cymbals")
     t = np.arange(src.frames) / src.rate
     on = (t % 0.25) < 0.1
@@ -385,12 +394,45 @@ def test_quiet_frames_between_hits_are_not_filled_as_holes(borrowed_db, tmp_path
     hits = ((t % 0.25) > 0.01) & ((t % 0.25) < 0.09)
     kept = brickwall(dec, 8000.0, (cutoff or 16000.0) - 300)
     in_gaps = db(np.mean(added[:, gap] ** 2) / np.mean(kept[:, hits] ** 2))
-    # Measured: -130 dB under the hits' band with the check, -73 dB without (the decode's own
-    # MP3 noise in the gaps is at -40 dB: its holes were filled).
-    if borrowed_db is None:
+    # Measured, under the hits' band: -148 dB with the check, -85 without (-73 before revision 5;
+    # the decode's own MP3 noise in the gaps is at -40 dB: its holes were filled).
+    if borrowed_check:
         assert in_gaps < -90, in_gaps
     else:
         assert in_gaps > -90, in_gaps                                # the check is what keeps them quiet
+
+
+@pytest.fixture(scope="module")
+def glockenspiel(tmp_path_factory):
+    """A glockenspiel (General MIDI 9: a SoundFont's recorded samples) playing eight notes,
+    and its 192 kbps decode: partials that stand 30-80 dB over the near silence between them."""
+    if parts_support.synth_missing():
+        pytest.skip(parts_support.synth_missing())
+    notes = [(k * 0.5, 0.5, [72, 76, 79, 84, 81, 77, 74, 79][k]) for k in range(8)]
+    src = Audio(parts_support.solo(9, notes, 4.0).astype(np.float32), parts_support.RATE)
+    dec, cutoff = decode_of(src, tmp_path_factory.mktemp("glockenspiel"), 192)
+    return src, dec, cutoff
+
+
+@pytest.mark.parametrize("envelope_rule", [False, True])
+def test_the_floor_between_a_glockenspiels_partials_is_not_a_hole(glockenspiel, envelope_rule, monkeypatch):
+    """Holes are measured against the level of the bins kept around them (a geometric mean:
+    the floor between partials), not the envelope (the partials'). Revision 4's envelope rule
+    filled that floor to 8 dB under the partials: the kept band's SI-SDR fell by 8 dB."""
+    if envelope_rule:
+        monkeypatch.setattr(highs, "_kept_level", revision_4_envelope)
+    src, dec, cutoff = glockenspiel
+    out, _ = restore(dec, cutoff, strength="0")                      # holes only
+    lag, gain = align(dec, src)
+    dec, out = (apply_alignment(a, lag, gain or 1.0, src.frames) for a in (dec, out))
+    edge = cutoff or 18600.0                                         # the harness's edge when none is measured
+    kept = kept_si_sdr(out, src, edge) - kept_si_sdr(dec, src, edge)
+    below = lsd_db(out, src, None, 16000.0) - lsd_db(dec, src, None, 16000.0)
+    # Measured: kept -0.01 dB and LSD under 16 kHz +0.01 dB; with the envelope rule -8.0 and +1.8 dB.
+    if envelope_rule:
+        assert kept < -1.0 and below > 0.5, (kept, below)
+    else:
+        assert kept > -0.2 and below < 0.05, (kept, below)
 
 
 # ---- The level starts from what the encoder kept just under the cutoff (revision 4) ----------

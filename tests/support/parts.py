@@ -72,6 +72,18 @@ def _voice(seconds: float) -> np.ndarray:
     return np.stack([x * 0.98, x])  # almost centred: a little level difference, as a real mix has
 
 
+def synth_missing() -> str | None:
+    """Why one instrument cannot be rendered here (see solo), or None."""
+    return None if shutil.which("fluidsynth") and soundfont() else f"fluidsynth or a GM SoundFont not installed ({APT})"
+
+
+def solo(program: int, notes, seconds: float, bpm: float = 120.0, velocity: int = 100) -> np.ndarray:
+    """One General MIDI instrument (`program`) playing `notes` ((beat, beats, MIDI pitch)),
+    float64 [2, frames] of `seconds` at 44.1 kHz, panned a little right, peak at -6 dBFS."""
+    x = _render(channel_events(0, program, 0.2, 110, notes, velocity, seed=5), bpm, seconds)[:, :int(round(seconds * RATE))]
+    return x * (0.5 / np.abs(x).max())
+
+
 def make_parts(seconds: float = 4.0, bpm: float = 120.0) -> dict[str, np.ndarray]:
     """{stem: float64 [2, frames]} of `seconds` at 44.1 kHz, each at a level a mix would
     give it; their sum peaks at -3 dBFS."""

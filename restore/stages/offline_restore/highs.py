@@ -18,9 +18,13 @@ guess made from the music just below them, and it goes only where the encoder le
   long-term spectrum under the cutoff, the cutoff, and the level band's side-to-mid ratio),
   fitted on 231 random mixes that are not in the dev set (scripts/make_trainset.py,
   bench/fit_offline_level.py), less a margin towards dark (bench/RESULTS.md).
-- Holes: runs of bins in the top of the kept band that sit far under their neighbourhood
-  (the encoder quantised them to zero) get noise up to a fraction of the local envelope
-  (a 3-frame one, unless it is far above the frame's own: then the frame is quiet, not holed).
+- Holes: runs of bins in the top of the kept band that sit far under the level of the bins
+  kept around them (the encoder quantised them to zero; that level is a geometric mean, so
+  between the partials of a tonal sound it is the floor there, not the partials') get noise
+  up to a fraction of the local envelope (a 3-frame one, unless it is far above the frame's
+  own: then the frame is quiet, not holed) and at most a little under that kept level. In
+  sfb21 (16 kHz to a higher cutoff), where the encoder keeps scattered bits whatever the
+  music, the envelope is the measure.
   Noise phases are a hash of the frame's place in the song and the bin, shared by the
   channels (identical channels stay identical): the same on every run and in any chunking.
 
@@ -48,6 +52,7 @@ ENVELOPE_HZ = 1000.0       # the holes' local envelope is measured over this wid
 HOLE_BINS = 4              # a hole is a run of at least this many bins (172 Hz at 44.1 kHz)
 DARK_DB = 70.0             # holes are filled only where the envelope is within this of the frame's peak
 BORROWED_DB = 6.0          # ... and at most this over the frame's own envelope (else it is a neighbour's)
+KEPT_SHARE_MIN = 0.05      # the kept bins' level needs this share of the width kept (else: all bins' level)
 RAMP_BINS = 4              # the extension fades in over these bins above the cutoff
 KEPT_MIN_BINS = 4          # the kept floor needs at least this many bins between sfb21 and the cutoff
 KEPT_CAP_DB = 6.0          # ... and raises the plain rule's target by at most this
@@ -65,8 +70,9 @@ class HighsSettings:
     empty_db: float = 20.0        # in the extended region, a bin this far under the target is one the encoder emptied
     holes: bool = True
     hole_lo_hz: float = 8000.0    # holes are looked for between this and the cutoff
-    hole_depth_db: float = 15.0   # a bin this far under its local envelope is a hole
+    hole_depth_db: float = 15.0   # a bin this far under the level of the kept bins around it is a hole
     hole_fill_db: float = -8.0    # holes are filled up to this much under the local envelope
+    hole_cap_db: float = -6.0     # ... and at most this over the kept bins' level (inf: no cap)
     fitted_level: bool = False    # add the level model's level_gain_db to the target (option level=model)
     kept_floor: bool = True       # the target never starts under what the encoder kept just under the cutoff
 
@@ -255,12 +261,35 @@ def _runs(mask: np.ndarray, width: int) -> np.ndarray:
 
 def _smooth_freq(p: np.ndarray, width: int) -> np.ndarray:
     """Moving average over the last axis (bins), `width` bins, edges averaged over what exists."""
-    c = np.cumsum(p, axis=-1, dtype=np.float32)
-    c = np.concatenate([np.zeros(p.shape[:-1] + (1,), np.float32), c], axis=-1)
     n = p.shape[-1]
+    c = np.zeros(p.shape[:-1] + (n + 1,), np.float32)
+    np.cumsum(p, axis=-1, dtype=np.float32, out=c[..., 1:])
     lo = np.clip(np.arange(n) - width // 2, 0, n)
     hi = np.clip(np.arange(n) + width - width // 2, 0, n)
-    return (c[..., hi] - c[..., lo]) / (hi - lo).astype(np.float32)
+    out = np.empty(p.shape, np.float32)
+    a, b = width // 2, n - (width - width // 2) + 1          # bins whose whole window exists: slices
+    if b > a:
+        out[..., a:b] = (c[..., width:width + b - a] - c[..., :b - a]) / np.float32(width)
+    edge = np.r_[0:min(a, n), max(b, a, 0):n]                  # the rest: what exists of the window
+    out[..., edge] = (c[..., hi[edge]] - c[..., lo[edge]]) / (hi[edge] - lo[edge]).astype(np.float32)
+    return out
+
+
+def _kept_level(p: np.ndarray, width: int, depth: np.float32) -> np.ndarray:
+    """float32 [..., bins]: the level (power, as p) of the bins the encoder kept around each bin
+    of p (power [..., frames, bins]): the geometric mean over `width` bins of those not more
+    than `depth` (a power ratio under 1) under the geometric mean of all of them (each floored
+    at FLOOR_DB), or that mean of all where fewer than KEPT_SHARE_MIN of them are. In a tonal
+    sound it is the floor between the partials, where the arithmetic mean is the partials';
+    in noise-like music it sits a few dB under the arithmetic mean. Bins the encoder zeroed
+    count at FLOOR_DB: where most of a quiet stretch was zeroed (the decay of a glockenspiel
+    note at 192 kbps), the level is near the floor and nothing there is a hole."""
+    logp = np.log(np.maximum(p, np.float32(10 ** (FLOOR_DB / 10))))
+    everything = _smooth_freq(logp, width)
+    kept = (logp >= everything + np.log(depth)).astype(np.float32)
+    share = _smooth_freq(kept, width)
+    level = _smooth_freq(logp * kept, width) / np.maximum(share, np.float32(1e-6))
+    return np.exp(np.where(share >= KEPT_SHARE_MIN, level, everything)).astype(np.float32)
 
 
 def _smooth_time(p: np.ndarray) -> np.ndarray:
@@ -290,7 +319,7 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
     facts = {"frames": frames * channels, "holes": 0, "extended_frames": 0, "kept_floor_frames": 0}
     env_bins = int(round(ENVELOPE_HZ / hz))
 
-    # -- holes: in [hole_lo, kf), bins far under their local envelope --
+    # -- holes: in [hole_lo, kf), bins far under the level of the bins kept around them --
     if settings.holes and kf - hole_lo > 8:
         a, b = hole_lo - lo, kf - lo
         own = _smooth_freq(power, env_bins)
@@ -305,9 +334,26 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
         # Filling it put noise into the quiet frames around a gated synth's hits (LSD under
         # 16 kHz 0.15 dB worse than the decode's at 192 kbps; bench/RESULTS.md).
         live &= env <= own[..., a:b] * np.float32(10 ** (BORROWED_DB / 10))
-        deep = live & (p < env * np.float32(10 ** (-settings.hole_depth_db / 10)))
+        # What is a hole, and how much goes in, is measured against the level of the bins the
+        # encoder kept around it (_kept_level), not against the envelope: between the partials
+        # of a tonal sound (a glockenspiel, a vibraphone, a bell, a synth) the envelope is the
+        # partials' and the floor between them sits 30-80 dB under it. Revision 4 took that
+        # floor for holes and filled it to 8 dB under the partials: a rendered glockenspiel
+        # lost 8 dB of kept-band SI-SDR at 192 kbps, and 6 of the 480 level-training mixes
+        # over 0.2 dB (revision 5; bench/RESULTS.md).
+        depth = np.float32(10 ** (-settings.hole_depth_db / 10))
+        kept_level = _kept_level(p, env_bins, depth)
+        # But in sfb21 (16 kHz to the cutoff, at 192 kbps) the encoder keeps scattered bits
+        # whatever the music (the band has no scalefactor of its own): most of its bins are
+        # zero in every frame, so the kept level there says nothing of the music's floor and
+        # the envelope stays the measure (without it: LSD above 16 kHz 0.1-1.1 dB worse on the
+        # tuned part at 192 kbps, no better on the kept band).
+        in_sfb21 = max(0, int(np.ceil(sfb21_hz(plan.rate) / hz)) - hole_lo)
+        kept_level[..., in_sfb21:] = env[..., in_sfb21:]
+        deep = live & (p < kept_level * depth)
         hole = _runs(deep, HOLE_BINS)    # a dip between two partials is narrow; the encoder zeroes whole runs
-        want = env * np.float32(10 ** (settings.hole_fill_db / 10))
+        want = np.minimum(env * np.float32(10 ** (settings.hole_fill_db / 10)),
+                          kept_level * np.float32(10 ** (settings.hole_cap_db / 10)))
         amp = np.sqrt(np.maximum(want - p, 0) * np.float32(NORM)) * hole
         added[..., a:b] = amp * _unit_noise(start // HOP, frames, hole_lo, b - a)   # the same in every channel
         facts["holes"] = int(hole.sum())
