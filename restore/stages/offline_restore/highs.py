@@ -340,7 +340,7 @@ def restore_block(x: np.ndarray, plan: SongPlan, settings: HighsSettings, start:
         # of a tonal sound (a glockenspiel, a vibraphone, a bell, a synth) the envelope is the
         # partials' and the floor between them sits 30-80 dB under it. Revision 4 took that
         # floor for holes and filled it to 8 dB under the partials: a rendered glockenspiel
-        # lost 8 dB of kept-band SI-SDR at 192 kbps, and 6 of the 480 level-training mixes
+        # lost 8 dB of kept-band SI-SDR at 192 kbps, and 6 of the 480 level-training pairs
         # over 0.2 dB (revision 5; bench/RESULTS.md).
         depth = np.float32(10 ** (-settings.hole_depth_db / 10))
         kept_level = _kept_level(p, env_bins, depth)
