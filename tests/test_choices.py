@@ -24,7 +24,7 @@ from restore.report.choices import load_choices
 from restore.report.serve import ReportServer
 
 from .conftest import ROOT
-from .test_report import browser, flac_batch, js_errors, small_png, wait_for  # noqa: F401  (the browser fixture)
+from .test_report import browser, flac_batch, js_errors, play_and_wait, small_png, wait_for  # noqa: F401  (the browser fixture)
 
 SONGS = ["Artist/Album/one", "Artist/Other/two"]
 
@@ -161,8 +161,7 @@ def test_choices_are_saved_by_the_server_and_survive_a_reload_and_a_rebuild(out,
     body = browser.find_element("tag name", "body")
     for trial in range(5):                                         # by keyboard: play X, answer
         assert browser.find_element("id", "abx-progress").text == f"Trial {trial + 1} of 5"
-        body.send_keys("x")
-        wait_for(browser, "return document.getElementById('abx').dataset.playing === 'X'")  # the media really plays
+        play_and_wait(browser, lambda: body.send_keys("x"), "X")    # the media really plays
         body.send_keys("s")
         wait_for(browser, "return document.getElementById('abx').dataset.playing === undefined")
         body.send_keys("1")

@@ -296,6 +296,16 @@ def wait_for(driver, script: str, timeout: float = 30.0):
     return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
 
 
+def play_and_wait(driver, press, label: str) -> None:
+    """press() starts `label` (A, B or X) in the blind test; wait until its sound really
+    started: #abx's data-started counts the starts, so a sound that started and already
+    ended (at the end of a short song) is not missed between two looks."""
+    before = driver.execute_script("return parseInt(document.getElementById('abx').dataset.started || '0', 10)")
+    press()
+    wait_for(driver, "const s = document.getElementById('abx').dataset.started || '';"
+                     f"return parseInt(s, 10) > {before} && s.endsWith('{label}')")
+
+
 def song_page(batch: Path, name: str) -> Path:
     return batch / "_report" / "songs" / "Artist" / "Album" / f"{name}.html"
 
@@ -367,8 +377,8 @@ def test_blind_abx_reveals_names_and_score_only_at_the_end(batch, browser, tmp_p
         run_text = find("abx-run").text
         assert "01_baseline" not in run_text and "08_hifigan" not in run_text
         for label in "ABX":  # each plays for real (the page says so) before the next: no fixed sleeps
-            browser.find_element("css selector", f'button[data-abx-play="{label}"]').click()
-            wait_for(browser, f"return document.getElementById('abx').dataset.playing === '{label}'")
+            button = browser.find_element("css selector", f'button[data-abx-play="{label}"]')
+            play_and_wait(browser, button.click, label)
         find("abx-stop").click()
         wait_for(browser, "return document.getElementById('abx').dataset.playing === undefined")
         find("abx-answer-a" if trial % 3 else "abx-answer-b").click()

@@ -304,6 +304,7 @@
   const $ = function (id) { return document.getElementById(id); };
   const setup = $("abx-setup"), run = $("abx-run"), result = $("abx-result");
   const message = $("abx-message"), progress = $("abx-progress");
+  const RESTART_S = 1.0;   // a sound played with less than this left starts from the beginning
 
   function randomBit() {
     const a = new Uint32Array(1);
@@ -336,10 +337,11 @@
     stopAll();
     players.forEach(function (p) { if (!p.paused) p.pause(); });
     const el = state.audio[label];
-    // at (or near) the end the next sound starts from the beginning: a new X is not loaded
-    // yet, and one sent to its very end would end at once and never play
+    // with under a second left the next sound starts from the beginning: a blip of the end
+    // compares nothing, a new X is not loaded yet, and one sent to its very end would end at
+    // once and never play
     const length = [state.audio.A, state.audio.B].map(function (a) { return a.duration; }).filter(Number.isFinite);
-    if (length.length && state.position >= Math.min.apply(null, length) - 0.1) state.position = 0;
+    if (length.length && state.position >= Math.min.apply(null, length) - RESTART_S) state.position = 0;
     seek(el, state.position);
     const started = el.play();
     if (started && started.catch) {
@@ -352,9 +354,14 @@
   }
 
   // #abx's data-playing names the label whose sound is really playing (set on the media's
-  // "playing" event, cleared on "pause"): what a test waits for, instead of a fixed time
+  // "playing" event, cleared on "pause"), and data-started counts the starts with the label
+  // of the last ("7X": the seventh, X's), which stays when a short sound has already ended by
+  // the time anyone looks: what a test waits for, instead of a fixed time
   function reportPlaying(label, el) {
-    el.addEventListener("playing", function () { abx.dataset.playing = label; });
+    el.addEventListener("playing", function () {
+      abx.dataset.playing = label;
+      abx.dataset.started = (parseInt(abx.dataset.started || "0", 10) + 1) + label;
+    });
     el.addEventListener("pause", function () {
       if (abx.dataset.playing === label) delete abx.dataset.playing;
     });
