@@ -10,7 +10,10 @@ Prints one line per clip and bitrate and a summary per setting. The held-out par
 final check only: choose settings with --part tuned. --part trainset runs the level-training
 mixes instead (build/trainset, scripts/make_trainset.py; about 2 minutes a setting, --quiet
 recommended): the summary's rates over the pairs whose top was lost and whose source's top
-is not dark are the ones bench/RESULTS.md gives for the kept floor.
+is not dark are the ones bench/RESULTS.md gives for the kept floor. --part instruments
+renders General MIDI instruments alone (eight notes each, the dev set's SoundFont, into
+build/quality/instruments/) for revision 5's hole rule: tonal sounds whose floor between
+partials is near silence.
 """
 from __future__ import annotations
 
@@ -35,9 +38,41 @@ from restore.stages.decode import DecodeStage  # noqa: E402
 from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E402
 
 
+# --part instruments: GM program -> name, and the eight notes each plays (beat, beats, pitch)
+INSTRUMENTS = {8: "celesta", 9: "glockenspiel", 10: "music_box", 12: "marimba", 13: "xylophone",
+               14: "tubular_bells", 19: "church_organ", 21: "accordion", 46: "harp", 56: "trumpet",
+               65: "alto_sax", 73: "flute", 80: "square_lead", 81: "saw_lead", 98: "crystal", 108: "kalimba",
+               112: "tinkle_bell", 114: "steel_drums"}
+NOTES = [(k * 0.5, 0.5, pitch) for k, pitch in enumerate([72, 76, 79, 84, 81, 77, 74, 79])]
+
+
+def instrument_clips(out: Path) -> list[quality.Clip]:
+    """Each of INSTRUMENTS alone, 4 s, peak -6 dBFS, as OUT/instruments/gmNNN_name.flac
+    (rendered once; FluidSynth's float output, no reverb: the same file every time)."""
+    import soundfile as sf
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_devset as dev
+
+    folder = out / "instruments"
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for program, name in INSTRUMENTS.items():
+        path = folder / f"gm{program:03d}_{name}.flac"
+        if not path.exists():
+            x = dev.render(dev.channel_events(0, program, 0.2, 110, NOTES, 100, seed=5), 120.0, 4.0)[:, :4 * dev.RATE]
+            tmp = path.with_name(path.name + ".tmp.flac")
+            sf.write(str(tmp), (0.5 * x / np.abs(x).max()).T, dev.RATE, subtype="PCM_24")
+            tmp.replace(path)
+        clips.append(quality.Clip(path.stem, path, quality.file_sha(path)))
+    return clips
+
+
 def decodes(devset: Path, part: str, bitrates, out: Path, clips=()):
     """[(clip, kbps, source, decode aligned to it, cutoff)] (the MP3s cached as the harness does)."""
-    if part == "trainset":
+    if part == "instruments":
+        found = [c for c in instrument_clips(out) if not clips or c.name in clips]
+        mp3_dir = out / "mp3-instruments"
+    elif part == "trainset":
         found = [quality.Clip(p.stem, p, quality.file_sha(p)) for p in fit_level.clip_paths(devset, None)]
         found = [c for c in found if not clips or c.name in clips]
         mp3_dir = out / "mp3-train"            # where bench/fit_offline_level.py keeps them
@@ -80,7 +115,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devset", type=Path, default=ROOT / "build" / "devset")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "quality")
-    ap.add_argument("--part", default="tuned", choices=["tuned", "held-out", "all", "trainset"])
+    ap.add_argument("--part", default="tuned", choices=["tuned", "held-out", "all", "trainset", "instruments"])
     ap.add_argument("--trainset", type=Path, default=ROOT / "build" / "trainset", help="with --part trainset")
     ap.add_argument("--bitrates", default="128,192")
     ap.add_argument("--set", action="append", default=[])
