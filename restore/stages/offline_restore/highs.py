@@ -17,7 +17,9 @@ guess made from the music just below them, and it goes only where the encoder le
   that target (level_gain_db): a line in four features of the decode (two slopes of its
   long-term spectrum under the cutoff, the cutoff, and the level band's side-to-mid ratio),
   fitted on 231 random mixes that are not in the dev set (scripts/make_trainset.py,
-  bench/fit_offline_level.py), less a margin towards dark (bench/RESULTS.md).
+  bench/fit_offline_level.py), less a margin towards dark (bench/RESULTS.md). Tonal music
+  (the level band's frame flatness under tonal_flat_db) gets a quieter band, 1 dB per dB
+  (tonal_fade_db): a noise-like top over partials and near silence fills every valley.
 - Holes: runs of bins in the top of the kept band that sit far under the level of the bins
   kept around them (the encoder quantised them to zero; that level is a geometric mean, so
   between the partials of a tonal sound it is the floor there, not the partials') get noise
@@ -75,6 +77,8 @@ class HighsSettings:
     hole_cap_db: float = -6.0     # ... and at most this over the kept bins' level (inf: no cap)
     fitted_level: bool = False    # add the level model's level_gain_db to the target (option level=model)
     kept_floor: bool = True       # the target never starts under what the encoder kept just under the cutoff
+    tonal_flat_db: float = -18.0  # music whose level band is more tonal than this (frame flatness, dB) ...
+    tonal_fade: float = 1.0       # ... gets this many dB less added per dB under it (0: no fade)
 
     def config(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in self.__dict__.items()}
@@ -246,6 +250,19 @@ def level_gain_db(features: dict[str, float] | None) -> float:
         lo, hi = LEVEL_RANGES.get(k, (-np.inf, np.inf))
         g += w * float(np.clip(features[k], lo, hi))
     return float(np.clip(g, LEVEL_MIN_DB, LEVEL_MAX_DB)) if np.isfinite(g) else 0.0
+
+
+def tonal_fade_db(frame: dict[str, float] | None, settings: HighsSettings) -> float:
+    """dB added to the extension's target (0 or less) for tonal music: the added band is
+    noise-like, and over a top of partials and near silence it fills every valley. frame:
+    frame_features' answer (flat_f, the level band's frame flatness in dB); 0 without it.
+    On 18 General MIDI instruments alone, the extension made LSD above 16 kHz worse than the
+    decode's on 20 of 36 pairs (a church organ, flat_f -32 to -36 dB: 5.1 -> 13.3 dB), while
+    every dev-set clip it helps but the string quartet has flat_f over -11 (revision 6;
+    bench/RESULTS.md)."""
+    if not frame or "flat_f" not in frame or not settings.tonal_fade:
+        return 0.0
+    return -settings.tonal_fade * max(0.0, settings.tonal_flat_db - frame["flat_f"])
 
 
 def _runs(mask: np.ndarray, width: int) -> np.ndarray:

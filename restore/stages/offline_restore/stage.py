@@ -34,7 +34,7 @@ from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import OFFLINE
 from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, frame_features, level_features, level_gain_db,
-                                                  measure_slope, near_slope, restore_block, sfb21_hz)
+                                                  measure_slope, near_slope, restore_block, sfb21_hz, tonal_fade_db)
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
 
@@ -70,7 +70,7 @@ class OfflineRestoreStage(Stage):
 
     name = "offline_restore"
     libraries = ("numpy",)
-    revision = 5   # bump when the output for the same input and options would change
+    revision = 6   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
@@ -135,12 +135,16 @@ class OfflineRestoreStage(Stage):
         plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings))
         near = near_slope(spectrum, audio.rate, level_top)
         features = level_features(spectrum, audio.rate, float(cutoff))
+        frame = frame_features(audio.samples, audio.rate, float(cutoff))      # at most 2000 frames: cheap
         if features is not None and settings.fitted_level:
-            features.update(frame_features(audio.samples, audio.rate, float(cutoff)) or {})
-        gain_db = level_gain_db(features) if settings.fitted_level and math.isfinite(settings.strength_db) else 0.0
-        if gain_db:
-            settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db)
+            features.update(frame or {})
+        extending = math.isfinite(settings.strength_db)
+        gain_db = level_gain_db(features) if settings.fitted_level and extending else 0.0
+        tonal_db = tonal_fade_db(frame, settings) if extending else 0.0
+        if gain_db or tonal_db:
+            settings = dataclasses.replace(settings, strength_db=settings.strength_db + gain_db + tonal_db)
         facts.update(near_slope_db_khz=None if near is None else round(near, 2), level_gain_db=round(gain_db, 2),
+                     tonal_fade_db=round(tonal_db, 2), flat_f_db=None if frame is None else round(frame["flat_f"], 2),
                      level_features=None if features is None else {k: round(v, 3) for k, v in features.items()})
         totals = {"frames": 0, "holes": 0, "extended_frames": 0, "kept_floor_frames": 0}
         calls = [0]
@@ -164,7 +168,8 @@ class OfflineRestoreStage(Stage):
                      extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"],
                      kept_floor_frames_pct=round(100 * totals["kept_floor_frames"] / frames, 1))
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
-                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the level model' if gain_db else ''}, "
+                f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the level model' if gain_db else ''}"
+                f"{f', {tonal_db:+.1f} dB for tonal music' if tonal_db else ''}, "
                 f"{facts['extended_frames_pct']}% of frames loud enough, {facts['kept_floor_frames_pct']}% raised to "
                 f"the band kept under the cutoff), "
                 f"{totals['holes']} hole bins filled below")
