@@ -4,8 +4,9 @@ download, any rate in, the same rate out, exact length, true stereo, determinist
 What it does (see restore/stages/offline_restore/highs.py for how): fills the spectral holes the encoder
 punched in the top of the kept band, and extends the band above the MP3's lowpass from the
 music just below it, only as bright as that music is. The whole song's spectrum is read
-once (the slope under the cutoff, the level model's features and gain, recorded in the
-facts, and the cutoff itself when the caller gave none); then
+once (the slope under the cutoff, the level band's frame flatness and the quieter band it
+asks for tonal music, the level model's features and gain, recorded in the facts, and the
+cutoff itself when the caller gave none); then
 the song goes through the one chunker in 10 s blocks with 0.5 s crossfades, both channels
 of a block together. Memory: one output copy of the song plus a few blocks' STFTs.
 
