@@ -45,11 +45,12 @@ def restore(audio: Audio, cutoff="unset", **options) -> tuple[Audio, dict]:
     return stage.process(audio, ctx), ctx.facts["offline_restore"]
 
 
-def restore_with(audio: Audio, cutoff, **settings) -> tuple[Audio, dict]:
-    """As restore, with HighsSettings fields that are not options set (e.g. tonal_fade=0)."""
+def restore_with(audio: Audio, cutoff, kbps: int | None = None, **settings) -> tuple[Audio, dict]:
+    """As restore, with HighsSettings fields that are not options set (e.g. tonal_fade=0),
+    and the MP3's bitrate when given."""
     stage = OfflineRestoreStage(StageEnv())
     stage.settings = dataclasses.replace(stage.settings, **settings)
-    ctx = StageContext(options={"cutoff_hz": cutoff})
+    ctx = StageContext(options={"cutoff_hz": cutoff, **({"bitrate_kbps": kbps} if kbps else {})})
     return stage.process(audio, ctx), ctx.facts["offline_restore"]
 
 
@@ -488,15 +489,11 @@ def test_the_added_band_starts_from_what_the_encoder_kept_under_the_cutoff(near_
     rule's level (an isolated bright kept band is not taken for the whole top's level)."""
     rate, cutoff = 44100, 18700.0
     dec = _shaped_noise(rate, 3.0, [(2000.0, 16000.0, 0.0), (16000.0, cutoff, near_db)])
-    stage = OfflineRestoreStage(StageEnv())
-    assert stage.settings.kept_floor
+    assert OfflineRestoreStage(StageEnv()).settings.kept_floor
     outs = {}
     for floor in ("on", "off"):
-        if floor == "off":
-            stage.settings = dataclasses.replace(stage.settings, kept_floor=False)
-        ctx = StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": 192})
-        outs[floor] = stage.process(dec, ctx)
-        raised_pct = ctx.facts["offline_restore"]["kept_floor_frames_pct"]     # the run says what it did
+        outs[floor], facts = restore_with(dec, cutoff, 192, kept_floor=floor == "on")
+        raised_pct = facts["kept_floor_frames_pct"]                          # the run says what it did
         assert raised_pct > 90 if floor == "on" else raised_pct == 0, (floor, raised_pct)
     kept = band_power(dec, 16500.0, cutoff - 400.0)
     above = {k: band_power(v, cutoff + 300.0, 20500.0) for k, v in outs.items()}
@@ -517,11 +514,9 @@ def test_the_kept_floor_brings_real_cymbals_closer_to_their_source(decodes, kbps
     closer to the source's energy above the cutoff (at 192 kbps, where 16-18.8 kHz was kept,
     by most), and not over it."""
     src, dec, cutoff = decodes[("bright_cymbals", kbps)]
-    stage = OfflineRestoreStage(StageEnv())
     above = {}
     for floor in (True, False):
-        stage.settings = dataclasses.replace(stage.settings, kept_floor=floor)
-        out = stage.process(dec, StageContext(options={"cutoff_hz": cutoff, "bitrate_kbps": kbps}))
+        out, _ = restore_with(dec, cutoff, kbps, kept_floor=floor)
         above[floor] = db(band_power(aligned(out, src), cutoff, src.rate / 2) / band_power(src, cutoff, src.rate / 2))
     assert above[False] < above[True] <= 0.0, above
     assert above[True] - above[False] > (0.6 if kbps == 192 else 0.2), above
