@@ -38,12 +38,11 @@ from restore.stages.decode import DecodeStage  # noqa: E402
 from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E402
 
 
-# --part instruments: GM program -> name, and the eight notes each plays (beat, beats, pitch)
+# --part instruments: GM program -> name (each plays scripts/make_devset.SOLO_NOTES alone)
 INSTRUMENTS = {8: "celesta", 9: "glockenspiel", 10: "music_box", 12: "marimba", 13: "xylophone",
                14: "tubular_bells", 19: "church_organ", 21: "accordion", 46: "harp", 56: "trumpet",
                65: "alto_sax", 73: "flute", 80: "square_lead", 81: "saw_lead", 98: "crystal", 108: "kalimba",
                112: "tinkle_bell", 114: "steel_drums"}
-NOTES = [(k * 0.5, 0.5, pitch) for k, pitch in enumerate([72, 76, 79, 84, 81, 77, 74, 79])]
 
 
 def instrument_clips(out: Path) -> list[quality.Clip]:
@@ -59,9 +58,8 @@ def instrument_clips(out: Path) -> list[quality.Clip]:
     for program, name in INSTRUMENTS.items():
         path = folder / f"gm{program:03d}_{name}.flac"
         if not path.exists():
-            x = dev.render(dev.channel_events(0, program, 0.2, 110, NOTES, 100, seed=5), 120.0, 4.0)[:, :4 * dev.RATE]
             tmp = path.with_name(path.name + ".tmp.flac")
-            sf.write(str(tmp), (0.5 * x / np.abs(x).max()).T, dev.RATE, subtype="PCM_24")
+            sf.write(str(tmp), dev.solo(program, 4.0).T, dev.RATE, subtype="PCM_24")
             tmp.replace(path)
         clips.append(quality.Clip(path.stem, path, quality.file_sha(path)))
     return clips

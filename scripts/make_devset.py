@@ -278,7 +278,7 @@ def channel_events(ch: int, program: int, pan: float, volume: int, notes, veloci
     return ev
 
 
-def render(events, bpm: float, seconds: float, reverb: bool = False) -> np.ndarray:
+def render(events, bpm: float, seconds: float, reverb: bool = False, soundfont: Path = SOUNDFONT) -> np.ndarray:
     """FluidSynth's render of the events, float64 [2, frames] at 44.1 kHz, `seconds` long
     plus 1 s of tail. Float output (no dither), one thread: the same bytes every time."""
     import soundfile as sf
@@ -290,11 +290,24 @@ def render(events, bpm: float, seconds: float, reverb: bool = False) -> np.ndarr
         cmd = ["fluidsynth", "-ni", "-q", "-F", str(wav), "-T", "wav", "-O", "float", "-r", str(RATE),
                "-g", "0.5", "-o", "synth.cpu-cores=1", "-o", f"synth.reverb.active={int(reverb)}",
                "-o", "synth.chorus.active=0", "-o", "synth.reverb.room-size=0.8", "-o", "synth.reverb.damp=0.3",
-               "-o", "synth.reverb.level=0.9", "-o", "synth.reverb.width=1.0", str(SOUNDFONT), str(mid)]
+               "-o", "synth.reverb.level=0.9", "-o", "synth.reverb.width=1.0", str(soundfont), str(mid)]
         subprocess.run(cmd, check=True, capture_output=True)
         data, rate = sf.read(str(wav), dtype="float64", always_2d=True)
     assert rate == RATE, rate
     return np.ascontiguousarray(data.T)
+
+
+SOLO_NOTES = [(k * 0.5, 0.5, pitch) for k, pitch in enumerate([72, 76, 79, 84, 81, 77, 74, 79])]
+
+
+def solo(program: int, seconds: float = 4.0, notes=SOLO_NOTES, soundfont: Path = SOUNDFONT) -> np.ndarray:
+    """One General MIDI instrument (`program`) alone playing `notes` ((beat, beats, MIDI
+    pitch); by default eight notes from C5 up at 120 bpm), float64 [2, frames] of `seconds`
+    at 44.1 kHz, panned a little right, no reverb, peak at -6 dBFS. For the offline restore's
+    tonal tests and bench/tune_offline_restore.py --part instruments."""
+    x = render(channel_events(0, program, 0.2, 110, notes, 100, seed=5), 120.0, seconds,
+               soundfont=soundfont)[:, :int(round(seconds * RATE))]
+    return x * (0.5 / np.abs(x).max())
 
 
 # ---- The clips -------------------------------------------------------------------------

@@ -417,8 +417,7 @@ def glockenspiel(tmp_path_factory):
     and its 192 kbps decode: partials that stand 30-80 dB over the near silence between them."""
     if parts_support.synth_missing():
         pytest.skip(parts_support.synth_missing())
-    notes = [(k * 0.5, 0.5, [72, 76, 79, 84, 81, 77, 74, 79][k]) for k in range(8)]
-    src = Audio(parts_support.solo(9, notes, 4.0).astype(np.float32), parts_support.RATE)
+    src = Audio(parts_support.solo(9).astype(np.float32), parts_support.RATE)
     dec, cutoff = decode_of(src, tmp_path_factory.mktemp("glockenspiel"), 192)
     return src, dec, cutoff
 
@@ -453,8 +452,7 @@ def test_a_church_organs_top_of_partials_gets_a_quieter_band(fade, tmp_path):
     (measured: 18 dB less, 5.6 dB)."""
     if parts_support.synth_missing():
         pytest.skip(parts_support.synth_missing())
-    notes = [(k * 0.5, 0.5, [72, 76, 79, 84, 81, 77, 74, 79][k]) for k in range(8)]
-    src = Audio(parts_support.solo(19, notes, 4.0).astype(np.float32), parts_support.RATE)
+    src = Audio(parts_support.solo(19).astype(np.float32), parts_support.RATE)
     dec, cutoff = decode_of(src, tmp_path, 128)
     out, facts = restore(dec, cutoff) if fade else restore_with(dec, cutoff, tonal_fade=0.0)
     lag, gain = align(dec, src)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.make_devset import TPQ, channel_events, write_midi
+from scripts.make_devset import channel_events, render
+from scripts.make_devset import solo as make_devset_solo
 
 RATE = 44100
 SOUNDFONTS = (Path("/usr/share/sounds/sf2/MuseScore_General_Full.sf2"), Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
@@ -44,18 +45,9 @@ def missing() -> str | None:
 
 
 def _render(events, bpm: float, seconds: float) -> np.ndarray:
-    """FluidSynth's render, float64 [2, frames] at 44.1 kHz, `seconds` + 1 s long."""
-    import soundfile as sf
-    with tempfile.TemporaryDirectory() as tmp:
-        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
-        end = int(round((seconds + 1.0) * bpm / 60 * TPQ))
-        write_midi(mid, [*events, (end, 99, bytes([0xB0, 121, 0]))], bpm)
-        subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav), "-T", "wav", "-O", "float", "-r", str(RATE),
-                        "-g", "0.5", "-o", "synth.cpu-cores=1", "-o", "synth.reverb.active=0",
-                        "-o", "synth.chorus.active=0", str(soundfont()), str(mid)], check=True, capture_output=True)
-        data, rate = sf.read(str(wav), dtype="float64", always_2d=True)
-    assert rate == RATE, rate
-    return np.ascontiguousarray(data.T)
+    """FluidSynth's render (scripts/make_devset.render, no reverb) from the SoundFont found
+    here, float64 [2, frames] at 44.1 kHz, `seconds` + 1 s long."""
+    return render(events, bpm, seconds, soundfont=soundfont())
 
 
 def _voice(seconds: float) -> np.ndarray:
@@ -77,11 +69,10 @@ def synth_missing() -> str | None:
     return None if shutil.which("fluidsynth") and soundfont() else f"fluidsynth or a GM SoundFont not installed ({APT})"
 
 
-def solo(program: int, notes, seconds: float, bpm: float = 120.0, velocity: int = 100) -> np.ndarray:
-    """One General MIDI instrument (`program`) playing `notes` ((beat, beats, MIDI pitch)),
-    float64 [2, frames] of `seconds` at 44.1 kHz, panned a little right, peak at -6 dBFS."""
-    x = _render(channel_events(0, program, 0.2, 110, notes, velocity, seed=5), bpm, seconds)[:, :int(round(seconds * RATE))]
-    return x * (0.5 / np.abs(x).max())
+def solo(program: int, seconds: float = 4.0) -> np.ndarray:
+    """One General MIDI instrument alone (scripts/make_devset.solo: eight notes, peak -6 dBFS),
+    float64 [2, frames] at 44.1 kHz, from the first SoundFont found here."""
+    return make_devset_solo(program, seconds, soundfont=soundfont())
 
 
 def make_parts(seconds: float = 4.0, bpm: float = 120.0) -> dict[str, np.ndarray]:
