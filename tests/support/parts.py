@@ -64,9 +64,13 @@ def _voice(seconds: float) -> np.ndarray:
     return np.stack([x * 0.98, x])  # almost centred: a little level difference, as a real mix has
 
 
-def synth_missing() -> str | None:
-    """Why one instrument cannot be rendered here (see solo), or None."""
-    return None if shutil.which("fluidsynth") and soundfont() else f"fluidsynth or a GM SoundFont not installed ({APT})"
+def synth_missing(fonts: tuple[Path, ...] = SOUNDFONTS) -> str | None:
+    """Why one instrument cannot be rendered here from one of `fonts` (see solo), or None.
+    A test measured on particular samples names the SoundFonts it was measured with (they
+    come first in SOUNDFONTS, so soundfont() then picks one of them)."""
+    if shutil.which("fluidsynth") and any(p.is_file() for p in fonts):
+        return None
+    return f"fluidsynth or one of {', '.join(p.name for p in fonts)} not installed ({APT})"
 
 
 def solo(program: int, seconds: float = 4.0) -> np.ndarray:
