@@ -18,7 +18,10 @@ One run of the real engine (`restore.engine.run.run`, in-process in a child) mak
 
 Each stage's `process` (and demucs's outermost `apply_model`, DeepFilterNet3's and the
 offline restore's work inside the route, every FLAC write) is timed by wrapping it; what is
-left of the run's wall time is the engine's own (plan, decode, markers, logs). "Model" time
+left of the run's wall time is the engine's own (plan, decode, markers, logs). A variant's
+files are written on a thread beside the next variant's stages (engine/writebehind.py): the
+writes' own time is printed, and what counts in the wall time is how long the run waited
+for them. "Model" time
 is apply_model + the denoiser + the offline restore's DSP (the bandwidth extension here);
 the non-model overhead is everything else: the stages' own work around their models (Demucs
 normalisation and residual, the route's levels and residual, the remix), the decode, the
@@ -52,6 +55,7 @@ def child_chain(work: Path, models: Path, minutes: float) -> dict:
 
     import demucs.apply
     import restore.engine.song as song
+    import restore.engine.writebehind as writebehind
     from restore.audio import Audio
     from restore.engine.config import RunConfig
     from restore.engine.run import run
@@ -98,6 +102,7 @@ def child_chain(work: Path, models: Path, minutes: float) -> dict:
     for cls in (DeepFilterStage, OfflineRestoreStage):  # loaded by the route, through the run's cache
         timed(cls, "load", "route loads")
     timed(song, "write_flac", "write FLAC")
+    timed(writebehind.WriteBehind, "wait", "write wait")
     timed(song.SongRun, "_decode_once", "decode")
     out = work / f"out-{minutes:g}"
     t0 = time.perf_counter()
@@ -154,7 +159,8 @@ def report(label: str, r: dict) -> None:
         (f"route: offline_restore on {r['counts'].get('offline_restore', 0)} stems (bwe)", s.get("offline_restore", 0)),
         ("route: its own (levels, residual, checks)", route_own),
         ("remix (residual + 4 stems summed, peak)", s.get("remix", 0)),
-        (f"write {r['counts'].get('write FLAC', 0)} FLACs (24-bit, hash, fsync)", s.get("write FLAC", 0)),
+        (f"waiting for {r['counts'].get('write FLAC', 0)} FLACs' writes (24-bit, hash, fsync; "
+         f"{s.get('write FLAC', 0):.2f} s on the write thread)", s.get("write wait", s.get("write FLAC", 0))),
     ]
     engine = total - sum(v for _, v in rows)
     rows.append(("engine: plan, claims, markers, logs, shape checks", engine))
@@ -166,8 +172,8 @@ def report(label: str, r: dict) -> None:
     own = separate_own + route_own + s.get("remix", 0)
     say(label, f"model time {model:.1f} s; non-model overhead {non_model:.1f} s = {100 * non_model / total:.1f} % of the "
                f"chain (of which the separation's, route's and remix's own arithmetic {own:.2f} s = {100 * own / total:.2f} %, "
-               f"the model loads {loads:.1f} s, the decode and writes "
-               f"{s.get('decode', 0) + s.get('write FLAC', 0):.1f} s)")
+               f"the model loads {loads:.1f} s, the decode and the wait for writes "
+               f"{s.get('decode', 0) + s.get('write wait', s.get('write FLAC', 0)):.1f} s)")
     say(label, f"peak RSS {r['peak_mib']:.0f} MiB (song as float32 {r['song_mib']:.0f} MiB; {r['before_mib']:.0f} MiB "
                f"before the run: imports and making the MP3); residual of the random stems {r['residual_db']} dB")
 

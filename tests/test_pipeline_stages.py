@@ -275,3 +275,114 @@ def test_the_run_estimates_its_time_from_finished_steps_and_shows_the_reports_pr
     said = [e.text for e in again.events if isinstance(e, Message)]
     assert any(t.startswith("estimated time: about ") and "1 step(s), from what 2 finished step(s) here took" in t
                for t in said), said
+
+
+class Flagging(HalfGain):
+    """half_gain that says when it starts (`started`, a threading.Event the test sets up)."""
+    name = "flagging"
+    started = None
+
+    def process(self, audio, ctx):
+        type(self).started.set()
+        return super().process(audio, ctx)
+
+
+@pytest.fixture
+def two_staged(monkeypatch, staged_variant):
+    import threading
+    monkeypatch.setitem(stages._REGISTRY, "flagging", f"{__name__}:Flagging")
+    v = variants.Variant("95_flag", "half level, flagged (test)", steps=("flagging",), keeps_loudness=False)
+    monkeypatch.setitem(variants.VARIANTS, v.name, v)
+    Flagging.started = threading.Event()
+    return staged_variant, v
+
+
+def test_a_variant_is_written_while_the_next_one_computes(tmp_path, two_staged, monkeypatch):
+    """The first variant's FLAC is written on the write-behind thread: its write waits for
+    the second variant's stage to start, which it never would if the write were in line
+    (the wait then runs out and the test fails). Both end whole, with markers, in job order."""
+    import restore.engine.song as song_mod
+    first, second = two_staged
+    real_write, seen = song_mod.write_flac, {}
+
+    def write_flac(audio, final, *a, **kw):
+        if first.name in final.parts:
+            seen["overlapped"] = Flagging.started.wait(timeout=60)
+        return real_write(audio, final, *a, **kw)
+
+    monkeypatch.setattr(song_mod, "write_flac", write_flac)
+    write_mp3(tmp_path / "in" / "s.mp3", band(3.0, seed=4), bitrate=128)
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                            variants=variants.resolve_variants("90,95"), report=False))
+    assert seen == {"overlapped": True}
+    assert [(r.variant, r.status) for r in summary.results] == [("90_half", "done"), ("95_flag", "done")]
+    a, _ = read_flac(tmp_path / "out" / "90_half" / "s.flac")
+    b, _ = read_flac(tmp_path / "out" / "95_flag" / "s.flac")
+    assert np.array_equal(a, b) and np.max(np.abs(a)) > 0.05
+    for v in ("90_half", "95_flag"):
+        assert _marker(tmp_path / "out", v)["variant"] == v
+    log = (tmp_path / "out" / "_logs" / "s.log").read_text(encoding="utf-8")
+    assert log.index("done 90_half") < log.index("done 95_flag")
+
+
+def test_a_ctrl_c_while_a_variant_is_written_keeps_it_whole_and_counted(tmp_path, two_staged, monkeypatch):
+    """Stop is asked while the first variant's file is being written: that file and its
+    marker are finished before the run ends (its claim held till then), the run says it was
+    done, the second variant is not made, and no temporary file is left."""
+    import threading
+    import restore.engine.song as song_mod
+    from restore.engine.run import RunInterrupted
+    from restore.io.writers import TMP_MARK
+    first, _ = two_staged
+    real_write, stop = song_mod.write_flac, threading.Event()
+
+    def write_flac(audio, final, *a, **kw):
+        if first.name in final.parts:
+            stop.set()
+        return real_write(audio, final, *a, **kw)
+
+    monkeypatch.setattr(song_mod, "write_flac", write_flac)
+    write_mp3(tmp_path / "in" / "s.mp3", band(3.0, seed=5), bitrate=128)
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted) as stopped:
+        run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=out, variants=variants.resolve_variants("90,95"),
+                      report=False), stop=stop)
+    done = [(r.variant, r.status) for r in stopped.value.summary.results]
+    assert ("90_half", "done") in done and ("95_flag", "done") not in done, done
+    assert read_flac(out / "90_half" / "s.flac")[0].shape[0] == 2
+    assert _marker(out, "90_half")["variant"] == "90_half"
+    assert not (out / "95_flag" / "s.flac").exists()
+    assert [p for p in out.rglob("*") if TMP_MARK in p.name] == []
+
+
+class Loud(HalfGain):
+    """x4: a song at -6 dBFS peaks goes over full scale, and the writer clips it."""
+    name = "loud"
+
+    def process(self, audio, ctx):
+        return Audio(audio.samples * np.float32(4.0), audio.rate)
+
+
+def test_what_a_write_says_reaches_the_reporter_from_the_run_s_own_thread(tmp_path, staged_variant, monkeypatch):
+    """The clipping warning is found while the file is written on the write-behind thread;
+    the reporter (a terminal's progress bars, a cluster's event log) still gets it, and
+    every event, from the thread that runs the song."""
+    import threading
+    from restore.events import Message, RecordingReporter
+    monkeypatch.setitem(stages._REGISTRY, "loud", f"{__name__}:Loud")
+    v = variants.Variant("96_loud", "x4 (test)", steps=("loud",), keeps_loudness=False)
+    monkeypatch.setitem(variants.VARIANTS, v.name, v)
+
+    class ThreadRecorder(RecordingReporter):
+        def handle(self, event):
+            self.threads = getattr(self, "threads", set()) | {threading.current_thread()}
+            super().handle(event)
+
+    write_mp3(tmp_path / "in" / "s.mp3", band(3.0, seed=6), bitrate=128)
+    reporter = ThreadRecorder()
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                            variants=variants.resolve_variants("96,90"), report=False), reporter)
+    assert summary.counts()["done"] == 2
+    warned = [e.text for e in reporter.events if isinstance(e, Message) and e.level == "warning"]
+    assert any("samples above full scale were clipped in 96_loud" in t for t in warned), warned
+    assert reporter.threads == {threading.current_thread()}

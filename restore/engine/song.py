@@ -1,5 +1,6 @@
 """One song's work: claim its jobs, decode once, run each variant's stages (sharing the steps
-variants start with), write through the writers, then the markers.
+variants start with), write through the writers, then the markers. A staged variant's files
+and marker are written on a thread while the next variant computes (engine/writebehind.py).
 
 `SongRun` holds what every step of the song needs (the track, its log, its tags, the
 record of the input the markers vouch for, the decode's facts) so that no step passes them
@@ -22,6 +23,7 @@ from restore.engine.markers import check_marker, file_record, write_marker
 from restore.engine.plan import Job
 from restore.engine.scan import Track
 from restore.engine.summary import JobResult
+from restore.engine.writebehind import WriteBehind
 from restore.errors import RestoreError, describe_failure
 from restore.events import Message, Reporter, SongProgress
 from restore.faults import checkpoint
@@ -61,9 +63,12 @@ class SongRun:
     facts: dict = field(default_factory=dict)  # what the decode found (rate, cutoff, encoder, ...)
     step: str = ""                    # the stage at work now, for progress
     results: list[JobResult] = field(default_factory=list)  # settled so far: kept if a Ctrl+C ends the song
+    _thread: threading.Thread = field(init=False)   # the one that may talk to the reporter
+    _held: list = field(default_factory=list)       # events from the writing thread, reported when its job settles
 
     def __post_init__(self) -> None:
         self.log = song_log(self.out_dir, self.track.rel)
+        self._thread = threading.current_thread()
 
     @property
     def name(self) -> str:
@@ -101,18 +106,22 @@ class SongRun:
         claimed, self.results = self.claim(jobs)
         if not claimed:
             return self.results
+        behind: WriteBehind[JobResult] = WriteBehind()
         try:
             jobs = [job for job, _ in claimed]
             self.log.write(f"start {self.track.path} -> {', '.join(j.variant.name for j in jobs)} "
                            f"(reason: {jobs[0].reason})")
-            self._run_claimed(jobs, decoder, models)
-            return self.results
+            self._run_claimed(jobs, decoder, models, behind)
         finally:
+            # The write in flight ends (file and marker) before the claims go, after a Ctrl+C too.
+            self._settle(behind.close())
             for _, lock in claimed:
                 lock.release()
+        return self.results
 
-    def _run_claimed(self, jobs: list[Job], decoder, models) -> None:
-        """Add each job's result to `self.results` as soon as it is settled."""
+    def _run_claimed(self, jobs: list[Job], decoder, models, behind: WriteBehind) -> None:
+        """Add each job's result to `self.results` as soon as it is settled (a staged one's
+        once its files are written: on `behind`'s thread, while the next one computes)."""
         streamed = [job for job in jobs if not job.variant.steps]  # written block by block as the decode runs
         staged = [job for job in jobs if job.variant.steps]        # need the whole song in memory
         share = 0.5 if staged else 1.0
@@ -149,8 +158,13 @@ class SongRun:
                 self.progress(0.5 + 0.5 * (n + fraction) / len(staged), f"{name}: {self.step} {100 * fraction:.0f}%")
             stage_ctx = StageContext(options={"cutoff_hz": f["cutoff_hz"], "bitrate_kbps": f["bitrate_kbps"], "song": self.name},
                                      log=self.say, progress=progress, source=audio, loaded=models.get)
-            self.results.append(self._run_staged(job, shared, models, stage_ctx))
+            made = self._run_stages(job, shared, models, stage_ctx)
             shared.finished(job.variant.steps)
+            self._settle(behind.wait())          # the previous variant's write, which ran beside this one's stages
+            if isinstance(made, JobResult):
+                self.results.append(made)
+            else:
+                behind.submit(lambda job=job, made=made, facts=stage_ctx.facts: self._write(job, *made, facts))
 
     def _decode_once(self, decoding, streamed: list[Job], keep_audio: bool):
         """One pass over the decode: each block goes to every streamed job's FLAC writer and,
@@ -168,9 +182,9 @@ class SongRun:
                     buffer.append(block)
         return {name: sink.record for name, sink in sinks.items()}, (buffer.audio(decoding.rate) if buffer else None)
 
-    def _run_staged(self, job: Job, shared: "SharedSteps", models, ctx: StageContext) -> JobResult:
+    def _run_stages(self, job: Job, shared: "SharedSteps", models, ctx: StageContext):
         """Run a variant's stages on the decoded song (starting after the steps another variant
-        of the song already ran), write it, then its marker."""
+        of the song already ran): (its output, the time it started), or its failed result."""
         t0 = time.monotonic()
         steps = job.variant.steps
         try:
@@ -183,22 +197,36 @@ class SongRun:
                 audio = models.get(step).process(audio, ctx)
                 _check_shape(step, before, audio, ctx.source)
                 shared.keep(steps[:k], audio, ctx.facts)
-            if job.variant.stems:
-                records = self._write_stems(job, audio)
-            else:
-                if isinstance(audio, dict):
-                    raise RuntimeError(f"{job.variant.name} is not a stems variant, but its last stage returned stems")
-                records = [write_flac(audio, job.output, self.tags_for(job), job.variant.bits)]
+            if job.variant.stems and (not isinstance(audio, dict) or not audio):
+                raise RuntimeError(f"{job.variant.name} is a stems variant, but its last stage returned no stems")
+            if not job.variant.stems and isinstance(audio, dict):
+                raise RuntimeError(f"{job.variant.name} is not a stems variant, but its last stage returned stems")
         except Exception as exc:  # one variant failing must not stop the others or the batch
             return self.result(job, "failed", self.failure(exc, f"making {job.variant.name}"), time.monotonic() - t0)
-        return self.finish(job, records, t0, ctx.facts)
+        return audio, t0
 
-    def _write_stems(self, job: Job, stems) -> list[dict]:
+    def _write(self, job: Job, audio, t0: float, facts: dict) -> JobResult:
+        """Write a variant's output (Audio, or {stem: Audio}), then its marker; never raises
+        (it runs on the write-behind thread)."""
+        try:
+            records = (self._write_stems(job, audio) if job.variant.stems
+                       else [write_flac(audio, job.output, self.tags_for(job), job.variant.bits)])
+        except Exception as exc:  # a full disk, a file held open: this variant fails, the batch goes on
+            return self.result(job, "failed", self.failure(exc, f"writing {job.variant.name}"), time.monotonic() - t0)
+        return self.finish(job, records, t0, facts)
+
+    def _settle(self, result: JobResult | None) -> None:
+        """A job from the write-behind thread is settled: its result, then what it had to say."""
+        if result is not None:
+            self.results.append(result)
+        held, self._held = self._held, []
+        for event in held:
+            self.reporter.handle(event)
+
+    def _write_stems(self, job: Job, stems: dict) -> list[dict]:
         """Write {stem: Audio} as <song folder>/<stem>.flac, each atomically. Stems an earlier
         run wrote that this one does not (another model's guitar and piano) are removed once
         the new set is in place, so the folder never mixes two separations."""
-        if not isinstance(stems, dict) or not stems:
-            raise RuntimeError(f"{job.variant.name} is a stems variant, but its last stage returned no stems")
         tags = self.tags_for(job)
         records = [write_flac(stem, job.output / f"{name}.flac", tags.with_stem(name), job.variant.bits)
                    for name, stem in stems.items()]
@@ -224,7 +252,16 @@ class SongRun:
         the reporter, so the person sees it during the run, not only in the log."""
         self.log.write(line)
         if line.startswith("warning:"):
-            self.reporter.handle(Message("warning", f"{self.name}: {line}"))
+            self._report(Message("warning", f"{self.name}: {line}"))
+
+    def _report(self, event) -> None:
+        """To the reporter, from the song's own thread; from the write-behind thread the event
+        waits until its job is settled (a reporter drives a terminal or a cluster's event log,
+        from one thread)."""
+        if threading.current_thread() is self._thread:
+            self.reporter.handle(event)
+        else:
+            self._held.append(event)
 
     # -- endings ---------------------------------------------------------------------------
 
@@ -261,7 +298,7 @@ class SongRun:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.log.write(tb)
             if self.config.debug:
-                self.reporter.handle(Message("debug", tb))
+                self._report(Message("debug", tb))
         return reason
 
 
