@@ -386,3 +386,27 @@ def test_what_a_write_says_reaches_the_reporter_from_the_run_s_own_thread(tmp_pa
     warned = [e.text for e in reporter.events if isinstance(e, Message) and e.level == "warning"]
     assert any("samples above full scale were clipped in 96_loud" in t for t in warned), warned
     assert reporter.threads == {threading.current_thread()}
+
+
+def test_a_long_song_s_output_is_written_in_line_unless_a_later_variant_keeps_it(tmp_path, two_staged, chain_variants,
+                                                                                  monkeypatch):
+    """Over WRITE_BEHIND_BYTES (here: every output) a variant is written before the next one
+    starts (no extra copy of the song in memory); one that a later variant starts from is
+    kept anyway, and still written behind."""
+    import threading
+    import restore.engine.song as song_mod
+    monkeypatch.setattr(song_mod, "WRITE_BEHIND_BYTES", 0)
+    real_write, seen = song_mod.write_flac, {}
+
+    def write_flac(audio, final, *a, **kw):
+        seen[final.parts[-2]] = (threading.current_thread() is threading.main_thread(), Flagging.started.is_set())
+        return real_write(audio, final, *a, **kw)
+
+    monkeypatch.setattr(song_mod, "write_flac", write_flac)
+    write_mp3(tmp_path / "in" / "s.mp3", band(2.0, seed=7), bitrate=128)
+    summary = run(RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out",
+                            variants=variants.resolve_variants("90,95,92,93"), report=False))
+    assert summary.counts()["done"] == 4, summary.results
+    assert seen["90_half"] == (True, False)          # in line, before 95's stage started
+    assert seen["92_gain"][0] is False               # 93 starts from it: written behind
+    assert seen["93_gain_48k"][0] is True            # the last: nothing to overlap

@@ -5,8 +5,9 @@ a few per cent of a song's time on a CPU and much more beside a GPU, and the enc
 hash and the fsync let go of the GIL: done beside the next variant's stages, it costs
 almost nothing. What stays as it was:
 - at most one write is in flight: memory holds at most one finished output more than
-  writing in line would, and the writes (files, markers, crash checkpoints, log lines) keep
-  the jobs' order;
+  writing in line would (SongRun writes a long song's output in line unless a later variant
+  keeps it anyway: song.WRITE_BEHIND_BYTES), and the writes (files, markers, crash
+  checkpoints, log lines) keep the jobs' order;
 - every write is atomic as before (restore.io.writers): a crash leaves the old file or none;
 - the song's claims are released only after its last write ended, a Ctrl+C included
   (SongRun.run waits for it), so no other run takes over a file still being written.
