@@ -35,7 +35,8 @@ from restore.models.chunking import overlap_add, plan_chunks
 from restore.analysis.spectrum import average_spectrum_db, cutoff_from_spectrum
 from restore.analysis.stft import OFFLINE
 from restore.stages.offline_restore.highs import (HighsSettings, SongPlan, frame_features, level_features, level_gain_db,
-                                                  measure_slope, near_slope, restore_block, sfb21_hz, tonal_fade_db)
+                                                  measure_slope, near_slope, restore_block, sfb21_hz, tonal_fade_db,
+                                                  SPARSE_BAND_HZ)
 from restore.stages.base import Stage, StageContext
 from restore.stages.options import Option
 
@@ -50,11 +51,16 @@ LAME_LOWPASS_HZ = ((8, 2000), (16, 3700), (24, 3900), (32, 5500), (40, 7000), (4
 OWN_LIMIT_MARGIN_HZ = 400.0    # a cliff this far under where the encoder would cut is the music's own
 
 
-def encoder_cut_hz(kbps: float, rate: int) -> float:
-    """Where LAME would cut at this bitrate: its lowpass (interpolated between the table's
-    bitrates) or sfb21's start, whichever is lower (at 128 kbps LAME may drop sfb21 whole)."""
+def lame_lowpass_hz(kbps: float) -> float:
+    """LAME's lowpass for this bitrate (interpolated between the table's bitrates)."""
     kb, hz = zip(*LAME_LOWPASS_HZ)
-    return min(float(np.interp(kbps, kb, hz)), sfb21_hz(rate))
+    return float(np.interp(kbps, kb, hz))
+
+
+def encoder_cut_hz(kbps: float, rate: int) -> float:
+    """Where LAME would cut at this bitrate: its lowpass or sfb21's start, whichever is lower
+    (at 128 kbps LAME may drop sfb21 whole)."""
+    return min(lame_lowpass_hz(kbps), sfb21_hz(rate))
 
 
 def _geometry(rate: int) -> tuple[float, float]:
@@ -71,7 +77,7 @@ class OfflineRestoreStage(Stage):
 
     name = "offline_restore"
     libraries = ("numpy",)
-    revision = 6   # bump when the output for the same input and options would change
+    revision = 7   # bump when the output for the same input and options would change
     options = (
         Option("strength", "float", 1.0, "scales the added highs' amplitude (0 adds none)", 0.0, 4.0),
         Option("rolloff", "float", 0.5, "dB per kHz by which the added highs fall faster than the music's own slope above the cutoff", -6.0, 30.0),
@@ -133,7 +139,10 @@ class OfflineRestoreStage(Stage):
             ctx.progress(1.0)
             return Audio(audio.samples.copy(), audio.rate)
         level_top = min(fill_hz, sfb21_hz(audio.rate))
-        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings))
+        sparse_top = lame_lowpass_hz(float(kbps)) if kbps and not measured else None
+        if sparse_top is not None and sparse_top < cutoff + SPARSE_BAND_HZ:
+            sparse_top = None
+        plan = SongPlan(audio.rate, float(cutoff), measure_slope(spectrum, audio.rate, level_top, settings), sparse_top)
         near = near_slope(spectrum, audio.rate, level_top)
         features = level_features(spectrum, audio.rate, float(cutoff))
         frame = frame_features(audio.samples, audio.rate, float(cutoff))      # at most 2000 frames: cheap
@@ -167,11 +176,13 @@ class OfflineRestoreStage(Stage):
         frames = max(totals["frames"], 1)
         facts.update(extended=bool(math.isfinite(settings.strength_db)), from_hz=round(fill_hz, 1), slope_db_khz=round(plan.slope_db_khz, 2),
                      extended_frames_pct=round(100 * totals["extended_frames"] / frames, 1), holes_filled=totals["holes"],
-                     kept_floor_frames_pct=round(100 * totals["kept_floor_frames"] / frames, 1))
+                     kept_floor_frames_pct=round(100 * totals["kept_floor_frames"] / frames, 1),
+                     sparse_fill_below_hz=sparse_top)
         ctx.log(f"offline_restore: filled from {fill_hz:.0f} Hz up (cutoff {cutoff:.0f} Hz, the music's slope "
                 f"{plan.slope_db_khz:+.1f} dB/kHz{f', level {gain_db:+.1f} dB from the level model' if gain_db else ''}"
                 f"{f', {tonal_db:+.1f} dB for tonal music' if tonal_db else ''}, "
                 f"{facts['extended_frames_pct']}% of frames loud enough, {facts['kept_floor_frames_pct']}% raised to "
-                f"the band kept under the cutoff), "
+                f"the band kept under the cutoff"
+                f"{f'; {-settings.sparse_fill_db:.0f} dB less in the emptied bins under {sparse_top:.0f} Hz' if sparse_top else ''}), "
                 f"{totals['holes']} hole bins filled below")
         return Audio(y, audio.rate)
