@@ -20,6 +20,9 @@ guess made from the music just below them, and it goes only where the encoder le
   bench/fit_offline_level.py), less a margin towards dark (bench/RESULTS.md). Tonal music
   (the level band's frame flatness under tonal_flat_db) gets a quieter band, 1 dB per dB
   (tonal_fade_db): a noise-like top over partials and near silence fills every valley.
+  With no cliff measured at 192 kbps and up, the bins the quantiser emptied among sfb21's
+  kept ones (16 kHz to the encoder's lowpass, SongPlan.sparse_top_hz) get sparse_fill_db
+  less: the quantiser kept the louder bins, the emptied ones held the quieter part.
 - Holes: runs of bins in the top of the kept band that sit far under the level of the bins
   kept around them (the encoder quantised them to zero; that level is a geometric mean, so
   between the partials of a tonal sound it is the floor there, not the partials') get noise
