@@ -150,6 +150,33 @@ def test_full_disk(tmp_path, small_disk):
     assert os.statvfs(small_disk).f_bfree > 0               # the failed song's temp space was given back
 
 
+def test_a_full_disk_while_a_variant_is_written_behind(tmp_path, small_disk, monkeypatch):
+    """Two staged variants that share their step: the first is written on the write-behind
+    thread while the second runs. The disk fills: each fails with one line saying so, no
+    temporary file or marker is left, and the next song is made whole."""
+    import restore.engine.variants as variants
+    import restore.stages as stages
+    from tests.conftest import run_lib
+    monkeypatch.setitem(stages._REGISTRY, "half_gain", "tests.test_pipeline_stages:HalfGain")
+    for name in ("90_half", "91_half_too"):
+        monkeypatch.setitem(variants.VARIANTS, name, variants.Variant(name, "half level (test)", steps=("half_gain",),
+                                                                       keeps_loudness=False))
+    lib = tmp_path / "in"
+    write_mp3(lib / "1 long.mp3", band(30.0, seed=4))     # ~4 MB of FLAC per variant: cannot fit
+    write_mp3(lib / "2 short.mp3", band(1.0, seed=5))
+    out = small_disk / "out"
+    summary = run_lib([lib], out, variants=variants.resolve_variants("90,91"))
+    status = [(r.song, r.variant, r.status, r.reason) for r in summary.results]
+    assert [s[:3] for s in status] == [("1 long.mp3", "90_half", "failed"), ("1 long.mp3", "91_half_too", "failed"),
+                                       ("2 short.mp3", "90_half", "done"), ("2 short.mp3", "91_half_too", "done")]
+    for _, variant, _, reason in status[:2]:
+        assert "disk full" in reason and "\n" not in reason, (variant, reason)
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
+    assert not (out / "_done" / "90_half" / "1 long.mp3.json").exists()
+    for variant in ("90_half", "91_half_too"):
+        assert read_flac(out / variant / "2 short.flac")[0].shape[1] >= 44100 - 2000
+
+
 def test_windows_path_limit_fails_only_that_song_with_its_name(tmp_path, monkeypatch):
     """Simulated (Windows' 260-character limit cannot exist on Linux): a song whose output
     would pass the limit fails with one line naming it; the other songs are restored."""
