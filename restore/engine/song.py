@@ -126,10 +126,12 @@ class SongRun:
                            f"(reason: {jobs[0].reason})")
             self._run_claimed(jobs, decoder, models, behind)
         finally:
-            # The write in flight ends (file and marker) before the claims go, after a Ctrl+C too.
-            self._settle(behind.close())
-            for _, lock in claimed:
-                lock.release()
+            try:
+                # The write in flight ends (file and marker) before the claims go, after a Ctrl+C too.
+                self._settle(behind.close())
+            finally:
+                for _, lock in claimed:
+                    lock.release()
         return self.results
 
     def _run_claimed(self, jobs: list[Job], decoder, models, behind: WriteBehind) -> None:
