@@ -5,11 +5,14 @@ where it does not. Before, a tag at the end (ID3v1, APEv2, Lyrics3, an appended 
 cost the last frame and the end trim: 0 to 1152 samples short, depending on the length."""
 import re
 
+import mutagen.flac
 import numpy as np
 import pytest
+import soundfile as sf
 
 from restore.analysis.compare import align
 from restore.audio import Audio
+from restore.errors import InputError
 from restore.io.mp3info import inspect
 from restore.stages import StageContext
 from restore.stages.decode import DecodeStage
@@ -17,7 +20,7 @@ from tests.support import tag_layouts
 from tests.support.examples import band
 from tests.support.tag_layouts import LAYOUTS, TOOLS, Layout
 
-from .conftest import ROOT, pcm16
+from .conftest import ROOT, pcm16, run_cli
 
 
 def decode(path):
@@ -148,3 +151,26 @@ def test_the_lame_tag_comes_before_an_itunsmpb(tmp_path, source):
     audio, facts, _ = decode(path)
     assert facts["gapless_from"] == "LAME tag" and facts["encoder_delay"] == 576
     assert_exact(audio, source)
+
+
+@pytest.mark.parametrize("layout", [pytest.param(lay, id=lay.carries, marks=needs(lay)) for lay in LAYOUTS
+                                    if "RIFF" in lay.carries])
+def test_an_mp3_in_a_wav_container_is_restored_with_its_tags(tmp_path, source, layout):
+    """Named .mp3 (as old rippers and Windows' ACM codec left them), an MP3 stream in a WAV
+    container is restored, not refused as "a WAV": the run says it unwrapped it, and the
+    title and artist from its LIST INFO or id3 chunk reach the FLAC."""
+    layout.make(tmp_path / "in" / "song.mp3", source)
+    result = run_cli("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--variants", "01", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    tags = mutagen.flac.FLAC(str(tmp_path / "out" / "01_baseline" / "song.flac"))
+    assert tags["title"] == ["Song"] and tags["artist"] == ["Artist"]
+    log = (tmp_path / "out" / "_logs" / "song.log").read_text(encoding="utf-8")
+    assert "wrapped in a WAV (RIFF) container" in log
+
+
+def test_a_wav_of_pcm_named_mp3_is_still_refused(tmp_path, source):
+    """Only MPEG audio in a WAV is unwrapped: PCM named .mp3 is no MP3."""
+    path = tmp_path / "pcm.mp3"
+    sf.write(str(path), source.samples.T, source.rate, format="WAV", subtype="PCM_16")
+    with pytest.raises(InputError, match="not an MP3: this is a WAV"):
+        inspect(path)

@@ -163,7 +163,7 @@ class SongRun:
         f = self.facts
         self.log.write(f"decoded {f['duration']:.2f} s, {f['rate']} Hz, {decoding.channels} ch, "
                        f"{f['bitrate_kbps']} kbps{' VBR' if f['vbr'] else ''}, encoder {f['encoder'] or 'unknown'}, "
-                       f"cutoff {f['cutoff_hz'] or 'none found'} Hz")
+                       + (f"cutoff {f['cutoff_hz']} Hz" if f["cutoff_hz"] else "no cutoff found"))
         for job in streamed:
             self.results.append(self.finish(job, [records[job.variant.name]], t0))
         shared = SharedSteps(audio, [job.variant.steps for job in staged])

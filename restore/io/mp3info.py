@@ -8,7 +8,9 @@ APEv1/2, Lyrics3 v1/v2 and ID3v2 with a footer at the end; ID3v2 tags between fr
 the gapless data to use (the LAME tag, else an iTunes `iTunSMPB` comment) or why there is
 none, and damage (bytes skipped between frames, a cut-off last frame, fewer frames than
 the tag promises). A file that is not MPEG audio at all raises `InputError` naming what
-it is instead (WAV, FLAC, an empty file...).
+it is instead (WAV, FLAC, an empty file...). An MP3 stream inside a WAV (RIFF) container
+(format tag 0x55 or 0x50, as Windows' ACM codec, old rippers and `ffmpeg -c:a libmp3lame
+out.wav` write it) is an MP3 all the same: its `data` chunk is walked and decoded.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ _RATES = {"1": (44100, 48000, 32000), "2": (22050, 24000, 16000), "2.5": (11025,
 _VERSION_BITS = {0: "2.5", 2: "2", 3: "1"}  # 1 is reserved
 _LAYER_BITS = {1: 3, 2: 2, 3: 1}  # 0 is reserved
 _VBR_METHODS = {0: "unknown", 1: "CBR", 2: "ABR", 3: "VBR (rh)", 4: "VBR (mtrh)", 5: "VBR (mt)", 6: "VBR", 8: "CBR (2-pass)", 9: "ABR (2-pass)"}
+
+# WAV format tags of MPEG audio: a RIFF file with one of these holds an MP3 stream in its data chunk.
+_WAVE_MPEG = {0x0055: "MPEG layer III", 0x0050: "MPEG"}
 
 # What other files named .mp3 turn out to be, by their first bytes.
 _MAGIC = (
@@ -131,6 +136,7 @@ class Mp3Info:
     audio_start: int = 0              # byte offset of the first audio frame (after any Xing/VBRI frame)
     audio_end: int = 0                # byte offset just after the last whole audio frame
     tags: list[str] = field(default_factory=list)  # tags found, in file order, e.g. ["ID3v2.4", "APEv2", "ID3v1"]
+    container: str | None = None      # "WAV (RIFF)" when the MP3 stream is wrapped in one; None for a plain MP3
 
     @property
     def expected_samples(self) -> int:
@@ -404,6 +410,38 @@ def inspect(path: Path) -> Mp3Info:
         raise input_read_error(path, exc) from exc
 
 
+def riff_chunks(b) -> list[tuple[bytes, int, int]]:
+    """The top-level chunks of a WAV (RIFF) file as (id, start of its body, length), in file
+    order; [] for any other file. `b`: the file's bytes (a FileWindow or bytes). A chunk
+    whose size says 0 or more than the file holds (a writer that streamed, or a cut-off
+    file) runs to the end of the file, and is the last."""
+    size = len(b)
+    if size < 12 or bytes(b[0:4]) != b"RIFF" or bytes(b[8:12]) != b"WAVE":
+        return []
+    chunks, pos = [], 12
+    while pos + 8 <= size:
+        chunk, length = bytes(b[pos:pos + 4]), int.from_bytes(bytes(b[pos + 4:pos + 8]), "little")
+        body = pos + 8
+        if not 0 < length <= size - body:
+            chunks.append((chunk, body, size - body))
+            break
+        chunks.append((chunk, body, length))
+        pos = body + length + (length & 1)  # chunks are padded to an even size
+    return chunks
+
+
+def _riff_mpeg_data(b) -> tuple[int, int] | None:
+    """(start, end) of the data chunk of a WAV (RIFF) file whose format is MPEG audio, None
+    for any other file."""
+    fmt = None
+    for chunk, body, length in riff_chunks(b):
+        if chunk == b"fmt " and length >= 2:
+            fmt = int.from_bytes(bytes(b[body:body + 2]), "little")
+        elif chunk == b"data":
+            return (body, body + length) if fmt in _WAVE_MPEG else None
+    return None
+
+
 def _inspect(path: Path) -> Mp3Info:
     size = path.stat().st_size
     if size == 0:
@@ -411,18 +449,25 @@ def _inspect(path: Path) -> Mp3Info:
     tags: list[str] = []
     with open(path, "rb") as fh:
         b = FileWindow(fh, size)
-        id3 = _id3v2_size(b, tags)
-        end, tags_at_end = _tags_at_end(b, id3)
-        if id3 >= end:
-            raise InputError("no audio: the file holds only tags, no MP3 frames", path)
-        other = _what_is_it(bytes(b[id3:id3 + 12]))
+        riff = _riff_mpeg_data(b)
+        if riff is not None:  # the container's other chunks (fmt, fact, LIST, id3) are not audio
+            start, end = riff
+            tags_at_end = []
+        else:
+            start = _id3v2_size(b, tags)
+            end, tags_at_end = _tags_at_end(b, start)
+        id3 = start if riff is None else 0
+        if start >= end:
+            raise InputError("no audio: the file holds only " + ("a WAV header" if riff else "tags") +
+                             ", no MP3 frames", path)
+        other = None if riff else _what_is_it(bytes(b[start:start + 12]))
         if other:
             raise InputError(f"not an MP3: this is {other} named .mp3", path, "convert or rename it; mp3restore restores MP3s")
-        found = _find_sync(b, id3, end)
+        found = _find_sync(b, start, end)
         if found is None:
             raise InputError("not an MP3: no MPEG audio frames found", path, "the file is damaged or of another format")
         first, h0 = found
-        skipped = first - id3
+        skipped = first - start
         tag = _read_vbr_tag(b, first, h0)
         pos = audio_start = audio_end = first + h0.length if tag else first
 
@@ -479,4 +524,5 @@ def _inspect(path: Path) -> Mp3Info:
         tag_frames=tag_frames, id3v2_bytes=id3, skipped_bytes=skipped, truncated=truncated, problems=problems,
         gapless_from=gapless_from if not truncated else None, gapless_note=note,
         audio_start=audio_start, audio_end=audio_end, tags=tags + tags_at_end,
+        container="WAV (RIFF)" if riff else None,
     )

@@ -1,5 +1,7 @@
 """Tags and cover art: read from the MP3's ID3 (v2 or v1), written as FLAC Vorbis comments
-and pictures. Mapping follows the common tagger conventions (Picard, foobar2000)."""
+and pictures. Mapping follows the common tagger conventions (Picard, foobar2000). An MP3
+wrapped in a WAV (RIFF) container carries its tags in chunks instead: an `id3 ` chunk and a
+LIST INFO chunk (INAM, IART, ...), read the same way."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +10,9 @@ from pathlib import Path
 from mutagen import MutagenError
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import ID3, ID3NoHeaderError
+from mutagen.wave import WAVE
+
+from restore.io.mp3info import FileWindow, riff_chunks
 
 from restore import __version__
 
@@ -20,6 +25,12 @@ _TEXT_FRAMES = {
     "TCMP": "COMPILATION", "TKEY": "KEY", "TLAN": "LANGUAGE", "TMED": "MEDIA", "TENC": "ENCODEDBY",
 }
 _NUMBER_PAIRS = {"TRCK": ("TRACKNUMBER", "TRACKTOTAL"), "TPOS": ("DISCNUMBER", "DISCTOTAL")}
+# RIFF INFO fields (as Windows, ffmpeg and old rippers write them) and their Vorbis names.
+_INFO_FIELDS = {
+    b"INAM": "TITLE", b"IART": "ARTIST", b"IPRD": "ALBUM", b"ICRD": "DATE", b"IGNR": "GENRE",
+    b"ICMT": "COMMENT", b"ICOP": "COPYRIGHT", b"ITRK": "TRACKNUMBER", b"IPRT": "TRACKNUMBER",
+    b"ICMS": "COMPOSER",
+}
 _TXXX_NAMES = {  # Picard's names for MusicBrainz identifiers
     "MUSICBRAINZ ALBUM ID": "MUSICBRAINZ_ALBUMID", "MUSICBRAINZ ARTIST ID": "MUSICBRAINZ_ARTISTID",
     "MUSICBRAINZ ALBUM ARTIST ID": "MUSICBRAINZ_ALBUMARTISTID", "MUSICBRAINZ RELEASE GROUP ID": "MUSICBRAINZ_RELEASEGROUPID",
@@ -78,10 +89,15 @@ def read_id3(path: Path) -> TagSet:
     try:
         id3 = ID3(str(path))
     except ID3NoHeaderError:
-        return tags
+        return _read_riff(path)
     except (MutagenError, ValueError) as exc:  # a damaged tag must not cost the song its audio
         tags.warning = f"the ID3 tag is damaged and was not copied ({exc})"
         return tags
+    _add_id3(tags, id3)
+    return tags
+
+
+def _add_id3(tags: TagSet, id3: ID3) -> None:
     for frame in id3.values():
         fid = frame.FrameID
         if fid in _TEXT_FRAMES:
@@ -108,4 +124,46 @@ def read_id3(path: Path) -> TagSet:
             pic = Picture()
             pic.type, pic.mime, pic.desc, pic.data = int(frame.type), frame.mime or "image/jpeg", frame.desc, frame.data
             tags.pictures.append(pic)
+
+
+def _read_riff(path: Path) -> TagSet:
+    """The tags of an MP3 in a WAV (RIFF) container: its `id3 ` chunk, then what its LIST
+    INFO chunk adds (a field the ID3 chunk has is not taken twice). Any other file: none."""
+    tags = TagSet()
+    try:
+        with open(path, "rb") as fh:
+            b = FileWindow(fh, path.stat().st_size)
+            chunks = riff_chunks(b)
+            info = [bytes(b[body:body + length]) for chunk, body, length in chunks
+                    if chunk == b"LIST" and length >= 4 and bytes(b[body:body + 4]) == b"INFO"]
+        if not chunks:
+            return tags
+        id3 = WAVE(str(path)).tags
+    except OSError:  # unreadable: the decode names the input's error
+        return tags
+    except (MutagenError, ValueError) as exc:
+        tags.warning = f"the WAV container's tags are damaged and were not copied ({exc})"
+        return tags
+    if id3 is not None:
+        _add_id3(tags, id3)
+    for name, value in (kv for data in info for kv in _info_fields(data)):
+        if name not in tags.fields:
+            tags.add(name, value)
     return tags
+
+
+def _info_fields(data: bytes) -> list[tuple[str, str]]:
+    """(Vorbis name, text) of a LIST INFO chunk's body ("INFO" then sub-chunks of NUL-ended
+    text: UTF-8 from ffmpeg, the Windows code page from older writers)."""
+    out, pos = [], 4
+    while pos + 8 <= len(data):
+        key, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        raw = data[pos + 8:pos + 8 + length].split(b"\0", 1)[0]
+        pos += 8 + length + (length & 1)
+        if key in _INFO_FIELDS and raw:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("cp1252", "replace")
+            out.append((_INFO_FIELDS[key], text))
+    return out

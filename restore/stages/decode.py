@@ -62,6 +62,8 @@ class DecodeStage(Stage):
         if info.layer != 3:
             raise InputError(f"MPEG layer {'I' * info.layer} audio named .mp3 is not supported", path,
                              "convert it to FLAC with ffmpeg; mp3restore restores MP3 (layer III)")
+        if info.container:
+            ctx.log(f"note: the MP3 stream is wrapped in a {info.container} container; its data chunk is decoded")
         if info.problems:
             if not ctx.options.get("accept_damaged"):
                 raise InputError(info.problems[0], path, "--accept-damaged restores the part that is there")

@@ -7,12 +7,15 @@ Encoders: Debian's `lame` (LAME tag), lameenc (no tag), ffmpeg with libmp3lame (
 written by ffmpeg) and libshine (an Info tag saying delay 0 and padding 0), shineenc (no
 tag). Tags: mutagen writes ID3v2.3/2.4, ID3v1 and APEv2 (as mp3gain does); Lyrics3 v1/v2,
 an ID3v2.4 with a footer, Xing without LAME extension and VBRI are built by hand from
-their specifications (no tool here writes them).
+their specifications (no tool here writes them). An MP3 stream in a WAV (RIFF) container
+comes from ffmpeg's WAV muxer (LIST INFO tags) and, with an `id3 ` chunk, from a wrapper
+built by hand and mutagen.
 """
 from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Callable
 import soundfile as sf
 from mutagen.apev2 import APEv2
 from mutagen.id3 import COMM, ID3, TIT2, TPE1
+from mutagen.wave import WAVE
 
 from restore.audio import Audio
 from restore.io.lame import encode_mp3
@@ -217,6 +221,25 @@ def break_lame_crc(path: Path) -> Path:
     return path
 
 
+def wrap_riff(path: Path) -> Path:
+    """Wrap the MP3 in a WAV (RIFF) container as Windows' ACM codec writes one: an
+    MPEGLAYER3WAVEFORMAT `fmt ` chunk (format tag 0x55), a `fact` chunk, the MP3 bytes as the
+    `data` chunk; then an `id3 ` chunk with a title and artist, added by mutagen."""
+    info, mp3 = inspect(path), path.read_bytes()
+    fmt = struct.pack("<HHIIHHH", 0x55, info.channels, info.rate, int(info.bitrate_kbps * 125), 1, 0, 12) \
+        + struct.pack("<HIHHH", 1, 2, 144 * 192000 // info.rate, 1, 1393)
+    fact = struct.pack("<I", info.frames * info.samples_per_frame)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", 4) + fact \
+        + b"data" + struct.pack("<I", len(mp3)) + mp3 + (b"\0" if len(mp3) & 1 else b"")
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    wave = WAVE(str(path))
+    wave.add_tags()
+    wave.tags.add(TIT2(encoding=3, text="Song"))
+    wave.tags.add(TPE1(encoding=3, text="Artist"))
+    wave.save()
+    return path
+
+
 def _chain(*steps):
     def make(path: Path, audio: Audio) -> Path:
         path = steps[0](path, audio)
@@ -266,6 +289,11 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("nothing (shine)", "`shineenc`", shineenc, 1057, ("shineenc",)),
     Layout("ID3v2.4, Info tag saying delay 0 and padding 0", "ffmpeg (libshine)",
            lambda p, a: ffmpeg(p, a, "-c:a", "libshine", "-b:a", "192k"), 1057, ("ffmpeg",)),
+    Layout("a WAV (RIFF) container (format 0x55), LIST INFO", "ffmpeg `-f wav` (libmp3lame)",
+           lambda p, a: ffmpeg(p, a, "-c:a", "libmp3lame", "-b:a", "192k", "-metadata", "title=Song",
+                               "-metadata", "artist=Artist", "-f", "wav"), 1105, ("ffmpeg",)),
+    Layout("a WAV (RIFF) container (format 0x55), fact, id3 chunk", "lameenc, by hand, mutagen",
+           _chain(lameenc, wrap_riff), 1105),
 )
 
 
