@@ -1,14 +1,17 @@
-"""Atomic FLAC writing, 24-bit and exact; tags and cover art carried from ID3."""
+"""Atomic FLAC writing, 24-bit and exact; tags and cover art carried from ID3 and APEv2."""
 import os
 
 import numpy as np
 import pytest
 import soundfile as sf
+from mutagen.apev2 import BINARY, APEValue, APEv2
 from mutagen.flac import FLAC
 
 from restore.audio import Audio
+from restore.engine.variants import resolve_variants
 from restore.errors import OutputError
 from tests.support.examples import png_cover, tag_mp3
+from tests.support.tag_layouts import add_id3v1
 from restore.io.writers import TMP_MARK, atomic_output, remove_stale_temps, temp_path_for, write_flac
 
 from .conftest import read_flac, run_lib, write_mp3
@@ -120,6 +123,57 @@ def test_tags_and_cover_art_survive(tmp_path, song):
     assert flac["MP3RESTORE_VARIANT"] == ["01_baseline"] and flac["MP3RESTORE_SOURCE"] == ["Tagged Song.mp3"]
     assert len(flac.pictures) == 1 and flac.pictures[0].data == cover and flac.pictures[0].type == 3
     assert flac.pictures[0].mime == "image/png"
+
+
+def _add_ape(mp3, fields: dict, cover: bytes | None = None):
+    """An APEv2 tag before the file's ID3v1, as foobar2000 and mp3gain write it."""
+    data = mp3.read_bytes()
+    id3v1 = data[-128:] if data[-128:-125] == b"TAG" else b""
+    mp3.write_bytes(data[:len(data) - len(id3v1)])
+    ape = APEv2()
+    for key, value in fields.items():
+        ape[key] = value
+    if cover:
+        ape["Cover Art (Front)"] = APEValue(b"front.png\0" + cover, BINARY)
+    ape.save(str(mp3))
+    with open(mp3, "ab") as fh:
+        fh.write(id3v1)
+
+
+def test_apev2_tags_come_before_id3v1(tmp_path, song):
+    """foobar2000's default for MP3s: APEv2 + ID3v1. ID3v1 cuts the title at 30 characters
+    and has no album artist or cover: the APEv2 tag's are copied, ID3v1 adds what it lacks."""
+    mp3 = write_mp3(tmp_path / "in" / "foobar.mp3", song)
+    add_id3v1(mp3)  # title "Song", artist "Artist", album "Album", 1999, genre 17 (Rock)
+    cover = png_cover(seed=3)
+    long_title = "A Title Far Longer Than Thirty Characters, Ünïcödé"
+    _add_ape(mp3, {"Title": long_title, "Artist": "Ape Artist", "Album Artist": "Various Artists",
+                   "Track": "7/11", "Year": "2003", "REPLAYGAIN_TRACK_GAIN": "-6.20 dB",
+                   "REPLAYGAIN_TRACK_PEAK": "0.988", "MP3GAIN_MINMAX": "087,210"}, cover)
+    variants = resolve_variants("01_baseline,11_offline_restore")
+    assert run_lib([tmp_path / "in"], tmp_path / "out", variants=variants).exit_code == 0
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "foobar.flac"))
+    assert flac["TITLE"] == [long_title] and flac["ARTIST"] == ["Ape Artist"]
+    assert flac["ALBUMARTIST"] == ["Various Artists"] and flac["DATE"] == ["2003"]
+    assert flac["TRACKNUMBER"] == ["7"] and flac["TRACKTOTAL"] == ["11"]
+    assert flac["ALBUM"] == ["Album"] and flac["GENRE"] == ["Rock"]  # from the ID3v1: the APEv2 lacks them
+    assert flac["REPLAYGAIN_TRACK_GAIN"] == ["-6.20 dB"] and "MP3GAIN_MINMAX" not in flac
+    assert len(flac.pictures) == 1 and flac.pictures[0].data == cover and flac.pictures[0].mime == "image/png"
+    restored = FLAC(str(tmp_path / "out" / "11_offline_restore" / "foobar.flac"))
+    assert restored["TITLE"] == [long_title] and "REPLAYGAIN_TRACK_GAIN" not in restored  # loudness not kept
+
+
+def test_id3v2_comes_before_apev2_and_mp3gain_applied_gain_is_not_copied(tmp_path, song):
+    """Where ID3v2 and APEv2 disagree, ID3v2 wins; APEv2 adds what it lacks. mp3gain's
+    MP3GAIN_UNDO means it changed the audio itself: its ReplayGain no longer fits the decode."""
+    mp3 = write_mp3(tmp_path / "in" / "both.mp3", song)
+    tag_mp3(mp3, "Id3 Title", "Id3 Artist", "Id3 Album", "1/2")
+    _add_ape(mp3, {"Title": "Ape Title", "Composer": "Ape Composer", "REPLAYGAIN_TRACK_GAIN": "-2.00 dB",
+                   "MP3GAIN_UNDO": "-003,-003,N"})
+    assert run_lib([tmp_path / "in"], tmp_path / "out").exit_code == 0
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "both.flac"))
+    assert flac["TITLE"] == ["Id3 Title"] and flac["COMPOSER"] == ["Ape Composer"]
+    assert "REPLAYGAIN_TRACK_GAIN" not in flac and "MP3GAIN_UNDO" not in flac
 
 
 def test_damaged_id3_tag_costs_only_the_tags(tmp_path, song):

@@ -1,13 +1,16 @@
-"""Tags and cover art: read from the MP3's ID3 (v2 or v1), written as FLAC Vorbis comments
-and pictures. Mapping follows the common tagger conventions (Picard, foobar2000). An MP3
-wrapped in a WAV (RIFF) container carries its tags in chunks instead: an `id3 ` chunk and a
-LIST INFO chunk (INAM, IART, ...), read the same way."""
+"""Tags and cover art: read from the MP3's ID3 (v2 or v1) and APEv2 tags, written as FLAC
+Vorbis comments and pictures. Mapping follows the common tagger conventions (Picard,
+foobar2000). Where a file has both, ID3v2 comes first and APEv2 adds what it lacks; APEv2
+comes before an ID3v1 (foobar2000 tags MP3s with APEv2 + ID3v1 by default, and ID3v1 cuts
+titles at 30 characters). An MP3 wrapped in a WAV (RIFF) container carries its tags in
+chunks instead: an `id3 ` chunk and a LIST INFO chunk (INAM, IART, ...), read the same way."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mutagen import MutagenError
+from mutagen.apev2 import APENoHeaderError, APEv2
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import ID3, ID3NoHeaderError
 from mutagen.wave import WAVE
@@ -31,6 +34,11 @@ _INFO_FIELDS = {
     b"ICMT": "COMMENT", b"ICOP": "COPYRIGHT", b"ITRK": "TRACKNUMBER", b"IPRT": "TRACKNUMBER",
     b"ICMS": "COMPOSER",
 }
+# APEv2 keys (case-insensitive) whose Vorbis name differs, or that hold number/total pairs.
+# (Other keys keep their name without spaces: "Album Artist" -> ALBUMARTIST.)
+_APE_NAMES = {"YEAR": "DATE", "PUBLISHER": "LABEL"}
+_APE_PAIRS = {"TRACK": ("TRACKNUMBER", "TRACKTOTAL"), "DISC": ("DISCNUMBER", "DISCTOTAL")}
+_APE_COVERS = {"COVER ART (FRONT)": 3, "COVER ART (BACK)": 4}
 _TXXX_NAMES = {  # Picard's names for MusicBrainz identifiers
     "MUSICBRAINZ ALBUM ID": "MUSICBRAINZ_ALBUMID", "MUSICBRAINZ ARTIST ID": "MUSICBRAINZ_ARTISTID",
     "MUSICBRAINZ ALBUM ARTIST ID": "MUSICBRAINZ_ALBUMARTISTID", "MUSICBRAINZ RELEASE GROUP ID": "MUSICBRAINZ_RELEASEGROUPID",
@@ -50,6 +58,14 @@ class TagSet:
         value = str(value).strip()
         if value:
             self.fields.setdefault(name, []).append(value)
+
+    def fill_from(self, other: "TagSet") -> None:
+        """Add the fields this set lacks from `other`, and its pictures if this has none."""
+        for name, values in other.fields.items():
+            if name not in self.fields:
+                self.fields[name] = list(values)
+        if not self.pictures:
+            self.pictures = list(other.pictures)
 
     def without_loudness_tags(self) -> "TagSet":
         """A copy without ReplayGain/R128 fields: for variants that change loudness."""
@@ -84,16 +100,68 @@ class TagSet:
 
 
 def read_id3(path: Path) -> TagSet:
-    """The MP3's tags as a TagSet; an MP3 without tags gives an empty one."""
+    """The MP3's tags as a TagSet (ID3v2, APEv2, ID3v1; see the module's docstring); an MP3
+    without tags gives an empty one."""
     tags = TagSet()
     try:
         id3 = ID3(str(path))
     except ID3NoHeaderError:
-        return _read_riff(path)
+        id3 = None
     except (MutagenError, ValueError) as exc:  # a damaged tag must not cost the song its audio
         tags.warning = f"the ID3 tag is damaged and was not copied ({exc})"
         return tags
+    if id3 is not None and id3.version >= (2, 0):
+        _add_id3(tags, id3)
+    ape = _read_ape(path)
+    tags.fill_from(ape)
+    if id3 is not None and id3.version < (2, 0):
+        tags.fill_from(_id3_tags(id3))
+    tags.warning = ape.warning
+    if id3 is None and not tags.fields and not tags.pictures and not tags.warning:
+        return _read_riff(path)
+    return tags
+
+
+def _id3_tags(id3: ID3) -> TagSet:
+    tags = TagSet()
     _add_id3(tags, id3)
+    return tags
+
+
+def _read_ape(path: Path) -> TagSet:
+    """The APEv2 tag's fields and cover art (mp3gain's own MP3GAIN_* are its undo data, not
+    tags); an empty TagSet where there is none."""
+    tags = TagSet()
+    try:
+        ape = APEv2(str(path))
+    except APENoHeaderError:
+        return tags
+    except (MutagenError, ValueError) as exc:
+        tags.warning = f"the APEv2 tag is damaged and was not copied ({exc})"
+        return tags
+    applied = any(key.upper() == "MP3GAIN_UNDO" for key in ape.keys())
+    for key, value in ape.items():
+        name = key.upper()
+        if name in _APE_COVERS:
+            data = bytes(value.value) if hasattr(value, "value") else b""
+            _, _, image = data.partition(b"\0")  # "file name\0image bytes"
+            if image:
+                pic = Picture()
+                pic.type, pic.data = _APE_COVERS[name], image
+                pic.mime = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+                tags.pictures.append(pic)
+            continue
+        if name.startswith("MP3GAIN_") or getattr(value, "kind", None) != 0:  # 0: text (not binary, not a link)
+            continue
+        if name.startswith("REPLAYGAIN_") and applied:  # mp3gain changed the audio: the gain no longer fits it
+            continue
+        for text in value:
+            if name in _APE_PAIRS:
+                number, _, total = text.partition("/")
+                tags.add(_APE_PAIRS[name][0], number)
+                tags.add(_APE_PAIRS[name][1], total)
+            elif "=" not in name and "~" not in name:
+                tags.add(_APE_NAMES.get(name, name.replace(" ", "")), text)
     return tags
 
 
@@ -146,9 +214,10 @@ def _read_riff(path: Path) -> TagSet:
         return tags
     if id3 is not None:
         _add_id3(tags, id3)
+    listed = TagSet()
     for name, value in (kv for data in info for kv in _info_fields(data)):
-        if name not in tags.fields:
-            tags.add(name, value)
+        listed.add(name, value)
+    tags.fill_from(listed)
     return tags
 
 
