@@ -88,6 +88,19 @@ def test_folders_reached_through_a_symlink_are_followed_once(tmp_path):
         ("loop", f"skipped: it leads to {library}, a folder already scanned")]
 
 
+def test_other_audio_beside_the_mp3s_is_one_warning_per_input_folder(tmp_path):
+    """A mixed library's M4As and FLACs are not restored, and the run says so once, with
+    the count by kind, rather than once per file or not at all."""
+    music = tmp_path / "music"
+    for rel in ("A/1.mp3", "A/2.M4A", "A/3.m4a", "B/4.flac", "B/5.wma", "B/cover.jpg", "B/._6.m4a"):
+        (music / rel).parent.mkdir(parents=True, exist_ok=True)
+        (music / rel).write_bytes(b"x")
+    result = scan([str(music)])
+    assert [t.rel.as_posix() for t in result.tracks] == ["A/1.mp3"]
+    assert result.warnings == [(music.resolve(), "also holds 4 audio file(s) that are not MP3 (2 .m4a, 1 .flac, "
+                                                 "1 .wma): not restored (mp3restore restores MP3s)")]
+
+
 def test_a_folder_without_mp3s_is_a_warning(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "cover.jpg").write_bytes(b"x")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -72,6 +73,12 @@ def _natural_key(rel: PurePosixPath) -> list:
     return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", rel.as_posix())]
 
 
+# Other audio an archive holds beside its MP3s: not restored, but said once per input folder,
+# so that a mixed library's M4As are not left behind without a word.
+OTHER_AUDIO = (".m4a", ".aac", ".mp4", ".wma", ".ogg", ".oga", ".opus", ".mp2", ".mpc", ".ape", ".wv",
+               ".flac", ".wav", ".aif", ".aiff", ".alac")
+
+
 def _is_mp3_name(name: str) -> bool:
     # macOS leaves "._Song.mp3" resource forks on shared drives: not audio.
     return name.lower().endswith(".mp3") and not name.startswith("._")
@@ -87,6 +94,7 @@ def _walk(root: Path, skip: set[Path], problems: list, warnings: list) -> list[t
     followed (the relative path is the link's); a link to a folder already scanned (a loop
     back up, or a second way to one folder) is skipped with a warning."""
     candidates = []
+    others: Counter[str] = Counter()  # other audio files by suffix
     scanned = {_folder_id(root)}
     for folder, dirs, files in os.walk(root, followlinks=True,
                                        onerror=lambda e: problems.append((Path(e.filename), f"cannot read folder: {e.strerror}"))):
@@ -110,6 +118,12 @@ def _walk(root: Path, skip: set[Path], problems: list, warnings: list) -> list[t
             if _is_mp3_name(name):
                 p = Path(folder) / name
                 candidates.append((p, PurePosixPath(p.relative_to(root).as_posix())))
+            elif name.lower().endswith(OTHER_AUDIO) and not name.startswith("._"):
+                others[Path(name).suffix.lower()] += 1
+    if others:
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
+        warnings.append((root, f"also holds {sum(others.values())} audio file(s) that are not MP3 ({kinds}): "
+                               "not restored (mp3restore restores MP3s)"))
     return candidates
 
 
