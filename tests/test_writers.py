@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 from mutagen.apev2 import BINARY, APEValue, APEv2
 from mutagen.flac import FLAC
+from mutagen.id3 import ID3, TCON, TIT2
 
 from restore.audio import Audio
 from restore.engine.variants import resolve_variants
@@ -174,6 +175,22 @@ def test_id3v2_comes_before_apev2_and_mp3gain_applied_gain_is_not_copied(tmp_pat
     flac = FLAC(str(tmp_path / "out" / "01_baseline" / "both.flac"))
     assert flac["TITLE"] == ["Id3 Title"] and flac["COMPOSER"] == ["Ape Composer"]
     assert "REPLAYGAIN_TRACK_GAIN" not in flac and "MP3GAIN_UNDO" not in flac
+
+
+def test_genre_numbers_become_names_and_the_id3v1_comment_is_kept(tmp_path, song):
+    """ID3v2.3 taggers wrote ID3v1 genre numbers ("(17)", "(17)(18)"); ID3v1's comment is
+    a comment like any other."""
+    mp3 = write_mp3(tmp_path / "in" / "old.mp3", song)
+    tags = ID3()
+    tags.add(TIT2(encoding=0, text="Old"))
+    tags.add(TCON(encoding=0, text="(17)(18)"))
+    tags.save(str(mp3), v2_version=3)
+    v1 = write_mp3(tmp_path / "in" / "v1.mp3", song)
+    add_id3v1(v1)  # comment "comment", genre 17
+    assert run_lib([tmp_path / "in"], tmp_path / "out").exit_code == 0
+    assert FLAC(str(tmp_path / "out" / "01_baseline" / "old.flac"))["GENRE"] == ["Rock", "Techno"]
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "v1.flac"))
+    assert flac["GENRE"] == ["Rock"] and flac["COMMENT"] == ["comment"]
 
 
 def test_damaged_id3_tag_costs_only_the_tags(tmp_path, song):

@@ -21,7 +21,7 @@ from restore import __version__
 
 _TEXT_FRAMES = {
     "TIT2": "TITLE", "TPE1": "ARTIST", "TALB": "ALBUM", "TPE2": "ALBUMARTIST",
-    "TDRC": "DATE", "TDOR": "ORIGINALDATE", "TCON": "GENRE", "TCOM": "COMPOSER",
+    "TDRC": "DATE", "TDOR": "ORIGINALDATE", "TCOM": "COMPOSER",  # TCON (genre): _add_id3
     "TPE3": "CONDUCTOR", "TEXT": "LYRICIST", "TPE4": "REMIXER", "TBPM": "BPM", "TSRC": "ISRC",
     "TPUB": "LABEL", "TCOP": "COPYRIGHT", "TIT1": "GROUPING", "TIT3": "SUBTITLE",
     "TSOP": "ARTISTSORT", "TSOA": "ALBUMSORT", "TSOT": "TITLESORT", "TSO2": "ALBUMARTISTSORT",
@@ -168,7 +168,11 @@ def _read_ape(path: Path) -> TagSet:
 def _add_id3(tags: TagSet, id3: ID3) -> None:
     for frame in id3.values():
         fid = frame.FrameID
-        if fid in _TEXT_FRAMES:
+        if fid == "TCON":  # ID3v1 genre numbers as v2.3 taggers wrote them: "(17)", "17", "(17)Rock"
+            for genre in frame.genres:
+                if genre != "Unknown":  # ID3v1's 255: no genre
+                    tags.add("GENRE", genre)
+        elif fid in _TEXT_FRAMES:
             for text in frame.text:
                 tags.add(_TEXT_FRAMES[fid], str(text))
         elif fid in _NUMBER_PAIRS:
@@ -176,7 +180,7 @@ def _add_id3(tags: TagSet, id3: ID3) -> None:
             number, _, total = str(frame.text[0]).partition("/")
             tags.add(number_name, number)
             tags.add(total_name, total)
-        elif fid == "COMM" and frame.desc in ("", "Comment") and frame.lang != "iTu":
+        elif fid == "COMM" and frame.desc in ("", "Comment", "ID3v1 Comment") and frame.lang != "iTu":
             for text in frame.text:
                 tags.add("COMMENT", text)
         elif fid == "USLT":
