@@ -262,3 +262,58 @@ def test_songs_with_a_model_stage_go_to_the_worker_offering_a_gpu(tmp_path):
             gpu.wait(timeout=60)
     assert summary.counts()["done"] == 6, summary.results
     assert {r.worker.rsplit("/", 1)[1] for r in summary.results} == {"gpu"}
+
+
+# -- --jobs N: songs side by side on this machine (engine/localcluster.py) ----------------------
+
+def test_jobs_runs_songs_side_by_side_as_a_local_run(library, tmp_path):
+    """--jobs 2: a private cluster of two worker processes on 127.0.0.1, the local run's
+    outputs and markers, both processes used, stopped when the run ends."""
+    lib = library[0]
+    out = tmp_path / "out"
+    summary = run(config(lib, out, None, jobs=2))
+    assert summary.counts()["done"] == SONGS * 2 and summary.exit_code == 0
+    assert_as_local(out, library)
+    assert {r.worker.rsplit("/", 1)[1] for r in summary.results} == {"song-1", "song-2"}
+    log = "".join(p.read_text(encoding="utf-8") for p in (out / "_logs").glob("run*.log"))
+    assert "2 songs at once (worker processes on this machine, tcp://127.0.0.1:" in log
+    assert "adaptive heap restored" in log
+    # The workers are gone with the run: nothing listens at the scheduler's address any more.
+    address = log.split("worker processes on this machine, ")[1].split(")")[0]
+    from distributed import Client
+    with pytest.raises(OSError):
+        Client(address, timeout="2s")
+
+
+def test_jobs_sends_every_song_with_a_model_stage_to_one_worker(tmp_path):
+    """Songs with a model stage run one at a time in the worker that offers the MODELS
+    resource (one set of models in memory, no two songs on one GPU)."""
+    pytest.importorskip("torch")
+    from restore.models.store import CATALOGUE
+    from tests.support.random_hifigan import save_random_hifigan
+    from tests.support.examples import band
+    from .conftest import write_mp3
+    models = tmp_path / "models"
+    save_random_hifigan(models / CATALOGUE["hifigan-bwe"].filename, seed=1, stacks=1, layers=4, channels=16)
+    for i in range(3):
+        write_mp3(tmp_path / "in" / f"{i} song.mp3", band(3.0, seed=i), bitrate=128)
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], out_dir=tmp_path / "out", models_dir=models, device="cpu",
+                    variants=resolve_variants("01,08"), report=False, jobs=3)
+    summary = run(cfg)
+    assert summary.counts()["done"] == 6, summary.results
+    assert {r.worker.rsplit("/", 1)[1] for r in summary.results} == {"song-1"}
+    assert summary.model_loads == {"bwe_hifigan": 1}
+
+
+def test_jobs_usage_errors(library, tmp_path):
+    lib, _, _ = library
+    proc = run_cli("run", str(lib), "--out", str(tmp_path / "o"), "--jobs", "0")
+    assert proc.returncode == 2 and "'0' is not a number of songs" in proc.stderr
+    proc = run_cli("run", str(lib), "--out", str(tmp_path / "o"), "--jobs", "2", "--cluster", "tcp://127.0.0.1:1")
+    assert proc.returncode == 2 and "--jobs is for this machine" in proc.stderr
+
+
+def test_jobs_without_dask_says_what_to_install(library, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    with pytest.raises(UsageError, match=r"--jobs 2 needs Dask distributed.*mp3restore\[cluster\]"):
+        run(config(library[0], tmp_path / "out", None, jobs=2))

@@ -55,8 +55,11 @@ class ClusterSongs:
     loads; `close()` disconnects."""
 
     def __init__(self, config: RunConfig, plan: Plan, songs: list[tuple[Track, list]], reporter: Reporter,
-                 stop, log):
+                 stop, log, model_resource: str = "GPU", local: bool = False):
+        """`model_resource`: the worker resource a song with a model stage asks for, when some
+        worker offers it. `local`: the cluster is `--jobs`' own (engine/localcluster.py)."""
         self.config, self.plan, self.songs, self.reporter, self.stop, self.log = config, plan, songs, reporter, stop, log
+        self.model_resource, self.local = model_resource, local
         self.paths = PathMap.parse(config.path_map)
         self.run_id = uuid.uuid4().hex[:12]
         self.loads: dict[str, dict[str, int]] = {}   # worker -> its process's loads per stage
@@ -113,16 +116,22 @@ class ClusterSongs:
             raise SetupError("some cluster workers cannot run this batch: " + "; ".join(problems), None,
                              "every worker must see the inputs and the output folder at the same path, "
                              "or give --path-map CLIENT_PATH=WORKER_PATH")
-        gpus = [a for a, w in workers.items() if w.get("resources", {}).get("GPU")]
-        self.gpu_offered = bool(gpus)
-        self.log(f"cluster {self.config.cluster}: {len(workers)} worker(s), {len(gpus)} with a GPU resource")
+        offering = [a for a, w in workers.items() if w.get("resources", {}).get(self.model_resource)]
+        self.gpu_offered = bool(offering)
+        if self.local:
+            line = (f"{len(workers)} songs at once (worker processes on this machine, {self.config.cluster}); "
+                    "songs with a model stage one at a time")
+            self.log(line)
+            self.reporter.handle(Message("info", line))
+            return
+        self.log(f"cluster {self.config.cluster}: {len(workers)} worker(s), {len(offering)} with a GPU resource")
         self.reporter.handle(Message("info", f"cluster {self.config.cluster}: {len(workers)} worker(s), "
-                                             f"{len(gpus)} offering a GPU"))
+                                             f"{len(offering)} offering a GPU"))
 
     def _resources(self, jobs: list) -> dict | None:
         """A song with a model stage asks for a GPU when some worker offers one; any other
         song runs on any worker."""
-        return {"GPU": 1} if self.gpu_offered and self._needs_model(jobs) else None
+        return {self.model_resource: 1} if self.gpu_offered and self._needs_model(jobs) else None
 
     # -- the work --------------------------------------------------------------------------
 

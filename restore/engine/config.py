@@ -36,5 +36,8 @@ class RunConfig:
     trusted_model_files: tuple[Path, ...] = ()
     # A Dask scheduler (tcp://HOST:8786): the songs run on its workers (engine/cluster.py).
     cluster: str | None = None
+    # Songs at once on this machine (--jobs): over 1, worker processes of a private Dask
+    # cluster on 127.0.0.1 (engine/localcluster.py).
+    jobs: int = 1
     # CLIENT=WORKER path prefixes for workers that mount the shared folders elsewhere.
     path_map: tuple[str, ...] = ()

@@ -5,6 +5,8 @@ one line in the summary and its log; the batch goes on.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import tempfile
 import threading
@@ -160,8 +162,9 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
                         for j in plan.done_jobs]
     summary.results += [JobResult(j.track.rel.as_posix(), j.variant.name, "unavailable", j.reason)
                         for j in plan.unavailable_jobs]
-    songs = plan.work("song" if config.cluster else config.order)  # a cluster task is a whole song
-    if not config.cluster:  # a cluster's workers choose their own devices
+    side_by_side = bool(config.cluster) or (config.jobs > 1 and len(plan.work("song")) > 1)
+    songs = plan.work("song" if side_by_side else config.order)  # a cluster task is a whole song
+    if not config.cluster:  # a cluster's workers choose their own devices (--jobs' are on this machine)
         _announce_device(plan, songs, config, reporter)
     _announce_estimate(plan, songs, reporter)
     if config.dry_run:
@@ -183,11 +186,34 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     for reason in sorted({j.reason for j in plan.unavailable_jobs}):
         runlog.write(f"unavailable: {reason}")
     reporter.handle(RunStarted(len(songs), sum(len(j) for _, j in songs), len(plan.done_jobs)))
+    with contextlib.ExitStack() as cluster:
+        source = _song_source(config, plan, songs, reporter, stop, runlog, cluster, side_by_side)
+        _run_songs(source, summary, reporter, runlog)
+    if config.report:
+        summary.report_error = _write_report(plan.out_dir, config, runlog, reporter)
+        if summary.report_error:  # the summary says so too
+            _write_summary(plan.out_dir, summary, runlog)
+    return summary
+
+
+def _song_source(config: RunConfig, plan: Plan, songs: list, reporter: Reporter, stop, runlog: LogFile,
+                 cluster: contextlib.ExitStack, side_by_side: bool):
+    """Where the songs run: here one by one, on --cluster's workers, or (--jobs N) on worker
+    processes of a private cluster on this machine, which `cluster` stops at the end."""
+    if not side_by_side:
+        return LocalSongs(config, plan, songs, reporter, stop, runlog.write)
+    from restore.engine.cluster import ClusterSongs  # imports Dask: only for --cluster and --jobs
     if config.cluster:
-        from restore.engine.cluster import ClusterSongs  # imports Dask: only for --cluster
-        source = ClusterSongs(config, plan, songs, reporter, stop, runlog.write)
-    else:
-        source = LocalSongs(config, plan, songs, reporter, stop, runlog.write)
+        return ClusterSongs(config, plan, songs, reporter, stop, runlog.write)
+    from restore.engine.localcluster import MODEL_RESOURCE, local_cluster
+    address = cluster.enter_context(local_cluster(min(config.jobs, len(songs))))
+    return ClusterSongs(dataclasses.replace(config, cluster=address), plan, songs, reporter, stop, runlog.write,
+                        model_resource=MODEL_RESOURCE, local=True)
+
+
+def _run_songs(source, summary: RunSummary, reporter: Reporter, runlog: LogFile) -> None:
+    """Collect each song's results from `source` into the summary and the run log; on a
+    Ctrl+C add what the stopped songs settled and raise RunInterrupted."""
     try:
         for done in source:
             summary.results += done.results
@@ -206,12 +232,7 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
         summary.model_loads = source.model_loads()
         source.close()
         summary.seconds = time.time() - summary.started
-        _write_summary(plan.out_dir, summary, runlog)
-    if config.report:
-        summary.report_error = _write_report(plan.out_dir, config, runlog, reporter)
-        if summary.report_error:  # the summary says so too
-            _write_summary(plan.out_dir, summary, runlog)
-    return summary
+        _write_summary(summary.out_dir, summary, runlog)
 
 
 def _write_summary(out_dir: Path, summary: RunSummary, runlog: LogFile) -> None:

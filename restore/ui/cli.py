@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster", metavar="tcp://HOST:8786",
                    help="run the songs on the workers of this Dask scheduler (one task per song; needs the "
                         "cluster extra); every worker must see the inputs and the output folder")
+    r.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+                   help="songs at once on this machine, each in its own process (one core each; songs with a "
+                        "model stage still one at a time; needs the cluster extra); default 1")
     r.add_argument("--path-map", action="append", default=[], metavar="CLIENT=WORKER", dest="path_map",
                    help=r"with --cluster: a folder the workers mount elsewhere, e.g. 'Z:\music=/mnt/nas/music' (repeatable)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
@@ -135,8 +138,10 @@ def _main(argv: list[str] | None) -> int:
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
             stage_options=parse_settings(args.settings), stems_from=_stems_folder(args.stems_from),
             trusted_model_files=tuple(clean_user_path(t) for t in args.trusted),
-            cluster=args.cluster, path_map=tuple(args.path_map),
+            cluster=args.cluster, path_map=tuple(args.path_map), jobs=args.jobs,
         )
+        if args.cluster and args.jobs > 1:
+            raise UsageError("--jobs is for this machine; with --cluster start as many workers as songs should run at once")
         if args.path_map and not args.cluster:
             raise UsageError("--path-map is for --cluster runs: give the scheduler's address with --cluster")
         PathMap.parse(config.path_map)  # a malformed map is a usage error before anything runs
@@ -144,6 +149,17 @@ def _main(argv: list[str] | None) -> int:
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def _jobs(raw: str) -> int:
+    """--jobs N: a whole number from 1 up."""
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of songs (1, 2, 4, ...)")
+    return n
 
 
 def _stems_folder(raw: str | None):

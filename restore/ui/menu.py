@@ -204,14 +204,32 @@ def _restore(console: Console, ask: Ask) -> list[str] | None:
     device = ask.select("Where model stages run", [Pick("auto", "auto: the GPU if there is one, else the CPU"),
                                                    Pick("cuda", "cuda: an NVIDIA GPU"),
                                                    Pick("mps", "mps: Apple silicon"), Pick("cpu", "cpu")], "auto")
-    order = ask.select("Order", [Pick("song", "song: all variants of a song, then the next (earliest results)"),
-                                 Pick("stage", "stage: one variant across all songs (fewest model loads)")], "song")
+    slots = song_slots()
+    jobs = "1" if len(slots) < 2 else ask.select(
+        "Songs at once", [Pick(str(n), f"{n}: " + ("one song at a time" if n == 1 else
+                                                   f"{n} songs side by side, one core each (songs with a model "
+                                                   "stage still one at a time)")) for n in slots], "1")
+    order = "song" if jobs != "1" else ask.select(
+        "Order", [Pick("song", "song: all variants of a song, then the next (earliest results)"),
+                  Pick("stage", "stage: one variant across all songs (fewest model loads)")], "song")
     argv = ["run", str(clean_user_path(source)), "--out", str(clean_user_path(out)), "--variants", ",".join(chosen)]
     if device != "auto":
         argv += ["--device", device]
+    if jobs != "1":
+        argv += ["--jobs", jobs]
     if order != "song":
         argv += ["--order", order]
     return argv
+
+
+def song_slots() -> list[int]:
+    """The `--jobs` counts to offer: 1, and where Dask distributed is installed and the
+    machine has the cores, 2, half the cores and all but one."""
+    import importlib.util
+    cores = os.cpu_count() or 1
+    if cores < 2 or importlib.util.find_spec("distributed") is None:
+        return [1]
+    return sorted({1, 2, cores // 2, cores - 1} & set(range(1, cores + 1)))
 
 
 def _resume(console: Console, ask: Ask) -> list[str] | None:
