@@ -4,6 +4,7 @@ output folder is unusable, 4 the compare report failed, 130 interrupted (Ctrl+C)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -19,6 +20,7 @@ from restore.models.store import ENV_MODELS, default_models_dir
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
+from restore.ui.keepawake import keep_awake
 from restore.engine.pathmap import PathMap
 from restore.engine.run import RunInterrupted, run
 from restore.engine.scan import clean_user_path
@@ -69,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=r"with --cluster: a folder the workers mount elsewhere, e.g. 'Z:\music=/mnt/nas/music' (repeatable)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
+    r.add_argument("--allow-sleep", action="store_true",
+                   help="let the computer sleep during the run (by default it is kept awake until the run ends)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
     r.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
@@ -145,7 +149,7 @@ def _main(argv: list[str] | None) -> int:
         if args.path_map and not args.cluster:
             raise UsageError("--path-map is for --cluster runs: give the scheduler's address with --cluster")
         PathMap.parse(config.path_map)  # a malformed map is a usage error before anything runs
-        return _run(config, console, args.json, args.quiet)
+        return _run(config, console, args.json, args.quiet, args.allow_sleep)
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
@@ -259,7 +263,7 @@ def report_command(console: Console, out: str, reference: str | None) -> int:
     return 0
 
 
-def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int:
+def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool, allow_sleep: bool = False) -> int:
     summary: RunSummary | None = None
     reporter = reporter_for(console, quiet, plain=config.dry_run)
     stop = threading.Event()
@@ -272,8 +276,14 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool) -> int
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        with reporter:
-            summary = run(config, reporter, stop)
+        with contextlib.ExitStack() as awake:
+            if not (config.dry_run or allow_sleep):
+                how = awake.enter_context(keep_awake())
+                if how and not quiet:
+                    console.print(f"[dim]keeping the computer from sleeping until the run ends ({how}; "
+                                  "--allow-sleep lets it sleep)[/]", soft_wrap=True)
+            with reporter:
+                summary = run(config, reporter, stop)
     except KeyboardInterrupt as exc:
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
         if as_json and isinstance(exc, RunInterrupted):  # what was done until then, as last_run.json has it
