@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 from mutagen.apev2 import BINARY, APEValue, APEv2
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3, TCON, TIT2
+from mutagen.id3 import ID3, TCON, TIT2, TPE1
 
 from restore.audio import Audio
 from restore.engine.variants import resolve_variants
@@ -191,6 +191,19 @@ def test_genre_numbers_become_names_and_the_id3v1_comment_is_kept(tmp_path, song
     assert FLAC(str(tmp_path / "out" / "01_baseline" / "old.flac"))["GENRE"] == ["Rock", "Techno"]
     flac = FLAC(str(tmp_path / "out" / "01_baseline" / "v1.flac"))
     assert flac["GENRE"] == ["Rock"] and flac["COMMENT"] == ["comment"]
+
+
+def test_utf8_written_into_latin1_frames_is_read_as_utf8(tmp_path, song):
+    """Taggers that wrote UTF-8 bytes into frames marked Latin-1 left "BjÃ¶rk" for Björk in
+    every player; text that is Latin-1 ("Café") stays as it is."""
+    mp3 = write_mp3(tmp_path / "in" / "mojibake.mp3", song)
+    tags = ID3()
+    tags.add(TIT2(encoding=0, text="Björk – Jóga".encode("utf-8").decode("latin-1")))
+    tags.add(TPE1(encoding=0, text="Café Tacvba"))
+    tags.save(str(mp3), v2_version=3)
+    assert run_lib([tmp_path / "in"], tmp_path / "out").exit_code == 0
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "mojibake.flac"))
+    assert flac["TITLE"] == ["Björk – Jóga"] and flac["ARTIST"] == ["Café Tacvba"]
 
 
 def test_damaged_id3_tag_costs_only_the_tags(tmp_path, song):

@@ -12,7 +12,7 @@ from pathlib import Path
 from mutagen import MutagenError
 from mutagen.apev2 import APENoHeaderError, APEv2
 from mutagen.flac import FLAC, Picture
-from mutagen.id3 import ID3, ID3NoHeaderError
+from mutagen.id3 import ID3, Encoding, ID3NoHeaderError
 from mutagen.wave import WAVE
 
 from restore.io.mp3info import FileWindow, riff_chunks
@@ -168,34 +168,52 @@ def _read_ape(path: Path) -> TagSet:
 def _add_id3(tags: TagSet, id3: ID3) -> None:
     for frame in id3.values():
         fid = frame.FrameID
+        # Text in frames marked Latin-1 (and ID3v1's) is often UTF-8 that a tagger wrote as
+        # bytes: "BjÃ¶rk" for "Björk". Latin-1 text that decodes as UTF-8 is that, not a title.
+        fix = _utf8_in_latin1 if getattr(frame, "encoding", None) == Encoding.LATIN1 else str
+
+        def add(name: str, value, fix=fix) -> None:
+            tags.add(name, fix(str(value)))
+
         if fid == "TCON":  # ID3v1 genre numbers as v2.3 taggers wrote them: "(17)", "17", "(17)Rock"
             for genre in frame.genres:
                 if genre != "Unknown":  # ID3v1's 255: no genre
-                    tags.add("GENRE", genre)
+                    add("GENRE", genre)
         elif fid in _TEXT_FRAMES:
             for text in frame.text:
-                tags.add(_TEXT_FRAMES[fid], str(text))
+                add(_TEXT_FRAMES[fid], text)
         elif fid in _NUMBER_PAIRS:
             number_name, total_name = _NUMBER_PAIRS[fid]
             number, _, total = str(frame.text[0]).partition("/")
-            tags.add(number_name, number)
-            tags.add(total_name, total)
+            add(number_name, number)
+            add(total_name, total)
         elif fid == "COMM" and frame.desc in ("", "Comment", "ID3v1 Comment") and frame.lang != "iTu":
             for text in frame.text:
-                tags.add("COMMENT", text)
+                add("COMMENT", text)
         elif fid == "USLT":
-            tags.add("LYRICS", frame.text)
+            add("LYRICS", frame.text)
         elif fid == "TXXX":
             name = _TXXX_NAMES.get(frame.desc.upper(), frame.desc.upper().replace(" ", "_"))
             if name and "=" not in name and "~" not in name:
                 for text in frame.text:
-                    tags.add(name, text)
+                    add(name, text)
         elif fid == "UFID" and frame.owner == "http://musicbrainz.org":
             tags.add("MUSICBRAINZ_TRACKID", frame.data.decode("ascii", "replace"))
         elif fid == "APIC" and frame.data:
             pic = Picture()
             pic.type, pic.mime, pic.desc, pic.data = int(frame.type), frame.mime or "image/jpeg", frame.desc, frame.data
             tags.pictures.append(pic)
+
+
+def _utf8_in_latin1(text: str) -> str:
+    """`text` read as Latin-1, or the UTF-8 its bytes spell where they are valid UTF-8 with
+    something beyond ASCII (random Latin-1 text almost never is)."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
 
 
 def _read_riff(path: Path) -> TagSet:
