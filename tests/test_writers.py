@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 from mutagen.apev2 import BINARY, APEValue, APEv2
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3, TCON, TIT2, TPE1
+from mutagen.id3 import ID3, TALB, TCON, TIT2, TPE1
 
 from restore.audio import Audio
 from restore.engine.variants import resolve_variants
@@ -15,7 +15,7 @@ from tests.support.examples import png_cover, tag_mp3
 from tests.support.tag_layouts import add_id3v1
 from restore.io.writers import TMP_MARK, atomic_output, remove_stale_temps, temp_path_for, write_flac
 
-from .conftest import read_flac, run_lib, write_mp3
+from .conftest import read_flac, run_cli, run_lib, write_mp3
 
 
 def test_flac_is_24_bit_with_exact_frames_and_samples(tmp_path, song):
@@ -204,6 +204,27 @@ def test_utf8_written_into_latin1_frames_is_read_as_utf8(tmp_path, song):
     assert run_lib([tmp_path / "in"], tmp_path / "out").exit_code == 0
     flac = FLAC(str(tmp_path / "out" / "01_baseline" / "mojibake.flac"))
     assert flac["TITLE"] == ["Björk – Jóga"] and flac["ARTIST"] == ["Café Tacvba"]
+
+
+def test_tag_codepage_reads_what_old_taggers_wrote_in_their_system_code_page(tmp_path, song):
+    """Russian taggers wrote cp1251 into frames marked Latin-1 ("Ïåñíÿ" in every player):
+    --tag-codepage cp1251 reads it as meant; UTF-8 and ASCII text are left as they are."""
+    mp3 = write_mp3(tmp_path / "in" / "old ru.mp3", song)
+    tags = ID3()
+    tags.add(TIT2(encoding=0, text="Песня о тревожной молодости".encode("cp1251").decode("latin-1")))
+    tags.add(TPE1(encoding=0, text="Björk".encode("utf-8").decode("latin-1")))
+    tags.add(TALB(encoding=0, text="Album 1"))
+    tags.save(str(mp3), v2_version=3)
+    proc = run_cli("run", str(tmp_path / "in"), "--out", str(tmp_path / "as-marked"))
+    assert proc.returncode == 0, proc.stderr
+    assert FLAC(str(tmp_path / "as-marked" / "01_baseline" / "old ru.flac"))["TITLE"] == ["Ïåñíÿ î òðåâîæíîé ìîëîäîñòè"]
+    proc = run_cli("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--tag-codepage", "windows-1251")
+    assert proc.returncode == 0, proc.stderr
+    flac = FLAC(str(tmp_path / "out" / "01_baseline" / "old ru.flac"))
+    assert flac["TITLE"] == ["Песня о тревожной молодости"]
+    assert flac["ARTIST"] == ["Björk"] and flac["ALBUM"] == ["Album 1"]
+    proc = run_cli("run", str(tmp_path / "in"), "--out", str(tmp_path / "x"), "--tag-codepage", "klingon")
+    assert proc.returncode == 2 and "'klingon' is not a code page" in proc.stderr
 
 
 def test_damaged_id3_tag_costs_only_the_tags(tmp_path, song):

@@ -76,7 +76,8 @@ class ClusterSongs:
             verify=config.verify, redo=config.redo, accept_damaged=config.accept_damaged, debug=config.debug,
             device=config.device, models_dir=self._mapped(config.models_dir), stems_from=self._mapped(config.stems_from),
             stage_options=config.stage_options,
-            trusted_model_files=tuple(self.paths.to_worker(p) for p in config.trusted_model_files))
+            trusted_model_files=tuple(self.paths.to_worker(p) for p in config.trusted_model_files),
+            tag_codepage=config.tag_codepage)
 
     def _mapped(self, path) -> str | None:
         return None if path is None else self.paths.to_worker(Path(path).resolve())

@@ -36,6 +36,9 @@ class RunConfig:
     trusted_model_files: tuple[Path, ...] = ()
     # A Dask scheduler (tcp://HOST:8786): the songs run on its workers (engine/cluster.py).
     cluster: str | None = None
+    # The code page of tag text marked Latin-1 that is neither ASCII nor UTF-8 (--tag-codepage
+    # cp1251: old Russian taggers); None: Latin-1 as marked.
+    tag_codepage: str | None = None
     # Songs at once on this machine (--jobs): over 1, worker processes of a private Dask
     # cluster on 127.0.0.1 (engine/localcluster.py).
     jobs: int = 1

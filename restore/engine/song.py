@@ -150,7 +150,7 @@ class SongRun:
                 if stale:
                     self.log.write(f"removed {stale} temporary file(s) left by an interrupted run")
             self.source_record = file_record(self.track.path)  # before decoding: what the markers vouch for
-            self.tags = read_id3(self.track.path)
+            self.tags = read_id3(self.track.path, self.config.tag_codepage)
             if self.tags.warning:
                 self.say(f"warning: {self.tags.warning}")
             decoding = decoder.stream(self.track.path, ctx)

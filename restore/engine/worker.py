@@ -54,6 +54,7 @@ class WorkerSettings:
     stems_from: str | None = None
     stage_options: dict = field(default_factory=dict)
     trusted_model_files: tuple[str, ...] = ()
+    tag_codepage: str | None = None
 
     def key(self) -> str:
         """What decides the stages a worker builds: a new key releases the old run's models."""
@@ -66,7 +67,8 @@ class WorkerSettings:
                          models_dir=Path(self.models_dir) if self.models_dir else None, report=False,
                          stems_from=Path(self.stems_from) if self.stems_from else None,
                          stage_options=dict(self.stage_options),
-                         trusted_model_files=tuple(Path(p) for p in self.trusted_model_files))
+                         trusted_model_files=tuple(Path(p) for p in self.trusted_model_files),
+                         tag_codepage=self.tag_codepage)
 
 
 @dataclass(frozen=True)

@@ -99,9 +99,10 @@ class TagSet:
         flac.save()
 
 
-def read_id3(path: Path) -> TagSet:
+def read_id3(path: Path, codepage: str | None = None) -> TagSet:
     """The MP3's tags as a TagSet (ID3v2, APEv2, ID3v1; see the module's docstring); an MP3
-    without tags gives an empty one."""
+    without tags gives an empty one. `codepage` (e.g. "cp1251"): what text marked Latin-1
+    (and ID3v1's) is really in where it is neither ASCII nor UTF-8; None: Latin-1."""
     tags = TagSet()
     try:
         id3 = ID3(str(path))
@@ -111,20 +112,20 @@ def read_id3(path: Path) -> TagSet:
         tags.warning = f"the ID3 tag is damaged and was not copied ({exc})"
         return tags
     if id3 is not None and id3.version >= (2, 0):
-        _add_id3(tags, id3)
+        _add_id3(tags, id3, codepage)
     ape = _read_ape(path)
     tags.fill_from(ape)
     if id3 is not None and id3.version < (2, 0):
-        tags.fill_from(_id3_tags(id3))
+        tags.fill_from(_id3_tags(id3, codepage))
     tags.warning = ape.warning
     if id3 is None and not tags.fields and not tags.pictures and not tags.warning:
-        return _read_riff(path)
+        return _read_riff(path, codepage)
     return tags
 
 
-def _id3_tags(id3: ID3) -> TagSet:
+def _id3_tags(id3: ID3, codepage: str | None) -> TagSet:
     tags = TagSet()
-    _add_id3(tags, id3)
+    _add_id3(tags, id3, codepage)
     return tags
 
 
@@ -165,15 +166,13 @@ def _read_ape(path: Path) -> TagSet:
     return tags
 
 
-def _add_id3(tags: TagSet, id3: ID3) -> None:
+def _add_id3(tags: TagSet, id3: ID3, codepage: str | None = None) -> None:
     for frame in id3.values():
         fid = frame.FrameID
-        # Text in frames marked Latin-1 (and ID3v1's) is often UTF-8 that a tagger wrote as
-        # bytes: "BjÃ¶rk" for "Björk". Latin-1 text that decodes as UTF-8 is that, not a title.
-        fix = _utf8_in_latin1 if getattr(frame, "encoding", None) == Encoding.LATIN1 else str
+        latin1 = getattr(frame, "encoding", None) == Encoding.LATIN1
 
-        def add(name: str, value, fix=fix) -> None:
-            tags.add(name, fix(str(value)))
+        def add(name: str, value, latin1=latin1) -> None:
+            tags.add(name, _from_latin1(str(value), codepage) if latin1 else str(value))
 
         if fid == "TCON":  # ID3v1 genre numbers as v2.3 taggers wrote them: "(17)", "17", "(17)Rock"
             for genre in frame.genres:
@@ -205,18 +204,22 @@ def _add_id3(tags: TagSet, id3: ID3) -> None:
             tags.pictures.append(pic)
 
 
-def _utf8_in_latin1(text: str) -> str:
-    """`text` read as Latin-1, or the UTF-8 its bytes spell where they are valid UTF-8 with
-    something beyond ASCII (random Latin-1 text almost never is)."""
+def _from_latin1(text: str, codepage: str | None) -> str:
+    """Text read from a frame marked Latin-1 (and ID3v1's), as it was meant. Taggers often
+    wrote UTF-8 bytes there ("BjÃ¶rk" for "Björk"): Latin-1 text that decodes as UTF-8 with
+    something beyond ASCII is that (real Latin-1 text almost never is). Older ones wrote their
+    system's code page: with `codepage` given (cp1251: "Ïåñíÿ" -> "Песня"), the rest is read
+    in it."""
     if text.isascii():
         return text
+    raw = text.encode("latin-1", errors="replace")
     try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode(codepage, errors="replace") if codepage else text
 
 
-def _read_riff(path: Path) -> TagSet:
+def _read_riff(path: Path, codepage: str | None = None) -> TagSet:
     """The tags of an MP3 in a WAV (RIFF) container: its `id3 ` chunk, then what its LIST
     INFO chunk adds (a field the ID3 chunk has is not taken twice). Any other file: none."""
     tags = TagSet()
@@ -235,17 +238,18 @@ def _read_riff(path: Path) -> TagSet:
         tags.warning = f"the WAV container's tags are damaged and were not copied ({exc})"
         return tags
     if id3 is not None:
-        _add_id3(tags, id3)
+        _add_id3(tags, id3, codepage)
     listed = TagSet()
-    for name, value in (kv for data in info for kv in _info_fields(data)):
+    for name, value in (kv for data in info for kv in _info_fields(data, codepage)):
         listed.add(name, value)
     tags.fill_from(listed)
     return tags
 
 
-def _info_fields(data: bytes) -> list[tuple[str, str]]:
+def _info_fields(data: bytes, codepage: str | None = None) -> list[tuple[str, str]]:
     """(Vorbis name, text) of a LIST INFO chunk's body ("INFO" then sub-chunks of NUL-ended
-    text: UTF-8 from ffmpeg, the Windows code page from older writers)."""
+    text: UTF-8 from ffmpeg, the Windows code page from older writers: `codepage`, else
+    cp1252)."""
     out, pos = [], 4
     while pos + 8 <= len(data):
         key, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
@@ -255,6 +259,6 @@ def _info_fields(data: bytes) -> list[tuple[str, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                text = raw.decode("cp1252", "replace")
+                text = raw.decode(codepage or "cp1252", "replace")
             out.append((_INFO_FIELDS[key], text))
     return out

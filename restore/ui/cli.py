@@ -4,6 +4,7 @@ output folder is unusable, 4 the compare report failed, 130 interrupted (Ctrl+C)
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import json
 import signal
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=r"with --cluster: a folder the workers mount elsewhere, e.g. 'Z:\music=/mnt/nas/music' (repeatable)")
     r.add_argument("--no-report", action="store_true", help="do not write the compare report (_report/) at the end")
     r.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name) for the report")
+    r.add_argument("--tag-codepage", type=_codepage, metavar="CP",
+                   help="the code page old taggers wrote tag text in where it is neither ASCII nor UTF-8, e.g. cp1251 "
+                        "(Cyrillic), cp1250 (Central European), shift_jis; default: Latin-1, as the tags say")
     r.add_argument("--allow-sleep", action="store_true",
                    help="let the computer sleep during the run (by default it is kept awake until the run ends)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress display, only the summary")
@@ -142,7 +146,7 @@ def _main(argv: list[str] | None) -> int:
             report=not args.no_report, reference=clean_user_path(args.reference) if args.reference else None,
             stage_options=parse_settings(args.settings), stems_from=_stems_folder(args.stems_from),
             trusted_model_files=tuple(clean_user_path(t) for t in args.trusted),
-            cluster=args.cluster, path_map=tuple(args.path_map), jobs=args.jobs,
+            cluster=args.cluster, path_map=tuple(args.path_map), jobs=args.jobs, tag_codepage=args.tag_codepage,
         )
         if args.cluster and args.jobs > 1:
             raise UsageError("--jobs is for this machine; with --cluster start as many workers as songs should run at once")
@@ -153,6 +157,14 @@ def _main(argv: list[str] | None) -> int:
     except RestoreError as exc:  # usage errors and an unusable output folder: one line, no traceback
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
+
+
+def _codepage(raw: str) -> str:
+    """--tag-codepage CP: a code page Python knows, by its canonical name."""
+    try:
+        return codecs.lookup(raw).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a code page Python knows (cp1251, cp1250, shift_jis, ...)")
 
 
 def _jobs(raw: str) -> int:
