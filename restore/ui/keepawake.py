@@ -29,7 +29,10 @@ WHY = "restoring MP3s (mp3restore run)"
 def keep_awake() -> Iterator[str | None]:
     """Hold off system sleep inside the block; yields how (a short phrase) or None."""
     if sys.platform == "win32":
-        holder = _windows(ctypes.windll.kernel32)  # type: ignore[attr-defined]
+        api = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        api.SetThreadExecutionState.argtypes = [ctypes.c_uint32]  # EXECUTION_STATE is a DWORD
+        api.SetThreadExecutionState.restype = ctypes.c_uint32
+        holder = _windows(api)
     elif sys.platform == "darwin":
         holder = _child(["caffeinate", "-i", "-w", str(os.getpid())], "caffeinate")
     else:
