@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import fit_offline_level as fit_level, quality  # noqa: E402
 from restore.analysis import compare  # noqa: E402
-from restore.audio import Audio  # noqa: E402
 from restore.stages import StageContext, StageEnv  # noqa: E402
 from restore.stages.decode import DecodeStage  # noqa: E402
 from restore.stages.offline_restore.stage import OfflineRestoreStage  # noqa: E402

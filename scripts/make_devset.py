@@ -490,8 +490,6 @@ def clip_piano_mid() -> np.ndarray:
 def voice_clip(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
     """espeak-ng speaking `text` (22.05 kHz: nothing above 11 kHz, a dark source), resampled,
     placed slightly off centre with a small inter-channel delay."""
-    import soundfile as sf
-
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "v.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
