@@ -299,7 +299,7 @@ def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: R
     try:
         from restore.report.build import build_report
         reporter.handle(Message("info", "report: building the compare report"))
-        index = build_report(out_dir, config.reference, log=say)
+        index = build_report(out_dir, config.reference, log=say, jobs=config.jobs)
         runlog.write(f"report: {index}")
     except Exception as exc:
         runlog.write(f"could not write the report: {exc.__class__.__name__}: {printable(exc)}")

@@ -30,7 +30,8 @@ from restore.io.writers import remove_temps_in, write_bytes_atomic
 from restore.report.choices import load_choices
 from restore.report.discover import ReferenceIndex, find_songs, variant_folders
 from restore.report.html import REPORT_DIR, index_page, song_file, song_page
-from restore.report.measure import BASELINE, Log, code_fingerprint, measure_song, write_json
+from restore.report.measure import BASELINE, Log, code_fingerprint, write_json
+from restore.report.parallel import song_measurer
 
 __all__ = ["BASELINE", "build_report", "find_songs"]
 
@@ -89,12 +90,13 @@ def _install_assets(report_dir: Path) -> None:
             write_bytes_atomic(target, data, "writing the report")
 
 
-def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda line: None) -> Path:
+def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda line: None, jobs: int = 1) -> Path:
     """Write out_dir/_report/ (see the module docstring) for every variant folder in out_dir;
     returns the index page's path. Songs whose FLACs (and reference) are unchanged since the
-    last report are not measured or drawn again. Raises UsageError when out_dir is not a
-    folder or `reference` does not exist, OutputError when the report cannot be written;
-    a bad FLAC is never an exception, only a line on its page and in `log`."""
+    last report are not measured or drawn again; with `jobs` over 1, up to that many songs
+    are measured at once, each in its own process (report/parallel.py). Raises UsageError
+    when out_dir is not a folder or `reference` does not exist, OutputError when the report
+    cannot be written; a bad FLAC is never an exception, only a line on its page and in `log`."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise UsageError("no such output folder", out_dir, "give the folder a run wrote its variants to")
@@ -110,19 +112,20 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
     if not songs:
         problems.append("no variant folders with FLACs found (folders named like 01_baseline)")
         log(f"report: {problems[-1]} in {printable(out_dir)}")
-    for song in songs:
-        ref, why = refs.find(song.key)
-        record = measure_song(song, out_dir, ref, fingerprint, log)
-        if why:
-            record["problems"].append(why)
-            log(f"report: {printable(song.key)}: {why}")
-        if record["measured"]:
-            measured += 1
-            log(f"report: {printable(song.key)}: measured {', '.join(record['measured'])}")
-        problems += [f"{printable(song.key)}: {p}" for p in record["problems"]]
-        write_bytes_atomic(report_dir / "songs" / song_file(song.key, ".html"), song_page(record, out_dir, choices.get(song.key)).encode("utf-8"),
-                           "writing the report")
-        records.append(record)
+    found = [(song, *refs.find(song.key)) for song in songs]
+    with song_measurer([(song, ref) for song, ref, _ in found], out_dir, fingerprint, jobs, log) as measurer:
+        for song, ref, why in found:
+            record = measurer.record(song, ref)
+            if why:
+                record["problems"].append(why)
+                log(f"report: {printable(song.key)}: {why}")
+            if record["measured"]:
+                measured += 1
+                log(f"report: {printable(song.key)}: measured {', '.join(record['measured'])}")
+            problems += [f"{printable(song.key)}: {p}" for p in record["problems"]]
+            write_bytes_atomic(report_dir / "songs" / song_file(song.key, ".html"),
+                               song_page(record, out_dir, choices.get(song.key)).encode("utf-8"), "writing the report")
+            records.append(record)
     _install_assets(report_dir)
     rows = table_rows(records)
     write_bytes_atomic(report_dir / "metrics.csv", csv_text(rows).encode("utf-8-sig"), "writing the report")

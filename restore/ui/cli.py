@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
     rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
+    rp.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+                    help="songs measured at once, each in its own process (one core each); default 1")
     rp.add_argument("--serve", action="store_true",
                     help="then serve it on 127.0.0.1 so its pages save your choices to _report/choices.json (Ctrl+C stops)")
     rp.add_argument("--port", type=int, default=8765, metavar="N", help="with --serve: the port (0: any free one; default 8765)")
@@ -133,7 +135,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "ghost":
         return ghost_command(args, console)
     if args.command == "report":
-        code = report_command(console, args.out, args.reference)
+        code = report_command(console, args.out, args.reference, args.jobs)
         return serve_command(console, args.out, args.port) if code == 0 and args.serve else code
     if args.command == "keep":
         return keep_command(args, console)
@@ -260,14 +262,14 @@ def options_command(console: Console, markdown: bool = False) -> int:
     return 0
 
 
-def report_command(console: Console, out: str, reference: str | None) -> int:
+def report_command(console: Console, out: str, reference: str | None, jobs: int = 1) -> int:
     from restore.report.build import build_report
     try:
         folder = clean_user_path(out)
         if not folder.is_dir():
             raise UsageError("no such output folder", folder)
         index = build_report(folder, clean_user_path(reference) if reference else None,
-                             log=lambda line: console.print(safe(line), soft_wrap=True))
+                             log=lambda line: console.print(safe(line), soft_wrap=True), jobs=jobs)
     except RestoreError as exc:  # a missing folder (usage), or the report cannot be written
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
