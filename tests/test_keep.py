@@ -215,3 +215,27 @@ def test_keep_on_the_command_line(out, tmp_path):
     assert state["identity"]["variant"] == QUIET
     proc = run_cli("keep", str(out), "--to", str(lib), "--default", "nope")
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_songs_measured_side_by_side_keep_what_one_at_a_time_keeps(out, tmp_path):
+    """--jobs 2: the songs' loudness is measured in two processes; the library, its state and
+    the log are what one song at a time gives."""
+    choose(out, SONGS[0], QUIET)
+    logs = {}
+    for jobs in (1, 2):
+        lines: list[str] = []
+        summary = keep(out, tmp_path / f"lib{jobs}", log=lines.append, jobs=jobs)
+        assert summary.exit_code == 0
+        logs[jobs] = lines
+    def contents(path: Path):
+        if path.suffix != ".json":
+            return path.read_bytes()
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state.pop("targets")  # the kept files' size and mtime: two libraries' own
+        return state
+    files = {jobs: {p.relative_to(tmp_path / f"lib{jobs}").as_posix(): contents(p)
+                    for p in sorted((tmp_path / f"lib{jobs}").rglob("*")) if p.is_file()} for jobs in (1, 2)}
+    assert files[1] == files[2] and len(files[1]) >= 4
+    assert logs[1] == logs[2]
+    proc = run_cli("keep", str(out), "--to", str(tmp_path / "lib-cli"), "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr

@@ -196,7 +196,7 @@ def test_a_measuring_process_that_dies_costs_nothing(tmp_path, monkeypatch):
     build_report(out, log=lambda line: None)
     expected = rows_of(out)
     shutil.rmtree(out / "_report")
-    monkeypatch.setenv("MP3RESTORE_CRASH_AT", "report-song-process")
+    monkeypatch.setenv("MP3RESTORE_CRASH_AT", "measuring-process")
     log: list[str] = []
     build_report(out, log=log.append, jobs=2)
     assert rows_of(out) == expected

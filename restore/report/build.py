@@ -25,13 +25,13 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from restore.errors import UsageError, printable
+from restore.errors import UsageError, describe_failure, printable
 from restore.io.writers import remove_temps_in, write_bytes_atomic
 from restore.report.choices import load_choices
 from restore.report.discover import ReferenceIndex, find_songs, variant_folders
 from restore.report.html import REPORT_DIR, index_page, song_file, song_page
-from restore.report.measure import BASELINE, Log, code_fingerprint, write_json
-from restore.report.parallel import song_measurer
+from restore.report.measure import BASELINE, Log, code_fingerprint, measured_song, write_json
+from restore.report.parallel import in_processes
 
 __all__ = ["BASELINE", "build_report", "find_songs"]
 
@@ -113,9 +113,15 @@ def build_report(out_dir: Path, reference: Path | None = None, log: Log = lambda
         problems.append("no variant folders with FLACs found (folders named like 01_baseline)")
         log(f"report: {problems[-1]} in {printable(out_dir)}")
     found = [(song, *refs.find(song.key)) for song in songs]
-    with song_measurer([(song, ref) for song, ref, _ in found], out_dir, fingerprint, jobs, log) as measurer:
-        for song, ref, why in found:
-            record = measurer.record(song, ref)
+
+    def lost(index: int, exc: BaseException) -> None:
+        log(f"report: measuring {printable(found[index][0].key)} in its own process failed "
+            f"({describe_failure(exc)}); measured here instead")
+    with in_processes(measured_song, [(song, out_dir, ref, fingerprint) for song, ref, _ in found], jobs,
+                      lost) as measuring:
+        for (song, ref, why), (record, said) in zip(found, measuring):
+            for line in said:
+                log(line)
             if why:
                 record["problems"].append(why)
                 log(f"report: {printable(song.key)}: {why}")

@@ -41,11 +41,12 @@ import numpy as np
 from mutagen.flac import FLAC
 
 from restore.analysis import loudness
-from restore.errors import RestoreError, UsageError, describe_failure, printable
+from restore.errors import UsageError, describe_failure, printable
 from restore.io.read import read_audio
 from restore.io.writers import atomic_output, remove_temps_in, write_bytes_atomic
 from restore.report.choices import abx_line, load_choices
 from restore.report.discover import Song, find_songs, variant_folders
+from restore.report.parallel import in_processes
 
 REFERENCE_LUFS = -18.0      # ReplayGain 2.0's reference loudness
 STATE_DIR = ".mp3restore-keep"
@@ -167,6 +168,14 @@ def _measure(path: Path) -> dict:
             "blocks": base64.b64encode(blocks.tobytes()).decode("ascii")}
 
 
+def _measured(path: Path) -> tuple[dict | None, str | None]:
+    """_measure, or why the file cannot be read (one line), for another process."""
+    try:
+        return _measure(path), None
+    except Exception as exc:
+        return None, describe_failure(exc)
+
+
 def _blocks(measured: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(measured["blocks"]), dtype=np.float64)
 
@@ -220,9 +229,10 @@ def _copy_tagged(src: Path, final: Path, tags: dict[str, str]) -> list[int]:
 # ---- the whole library --------------------------------------------------------------------------
 
 def keep(out_dir: Path, library: Path, default: str = "01_baseline", dry_run: bool = False,
-         log: Log = lambda line: None) -> KeepSummary:
-    """Build or update `library` from out_dir's choices (see the module docstring). One song
-    that cannot be read is a line in `log` and in `failed`; the others go on. Raises
+         log: Log = lambda line: None, jobs: int = 1) -> KeepSummary:
+    """Build or update `library` from out_dir's choices (see the module docstring), measuring
+    up to `jobs` songs' loudness at once (report/parallel.py). One song that cannot be read
+    is a line in `log` and in `failed`; the others go on. Raises
     UsageError (no such folder, bad default, unreadable choices.json) and OutputError (the
     library cannot be written)."""
     out_dir, library = Path(out_dir), Path(library)
@@ -238,8 +248,8 @@ def keep(out_dir: Path, library: Path, default: str = "01_baseline", dry_run: bo
             log(f"keep: removed {removed} temporary file(s) left by an interrupted run")
 
     # First what changed and the loudness of every song that is kept (measured only when
-    # its source changed: the state holds the rest).
-    todo: list[tuple[Pick, dict, dict, dict | None]] = []   # pick, old state, identity, measured
+    # its source changed: the state holds the rest; up to `jobs` songs at once).
+    found: list[tuple[Pick, dict, dict, dict | None]] = []   # pick, old state, identity, measured
     for pick in picks:
         key = pick.song.key
         if pick.variant is None:
@@ -262,18 +272,24 @@ def keep(out_dir: Path, library: Path, default: str = "01_baseline", dry_run: bo
                 + (f" and {len(pick.files) - 1} more stem(s)" if pick.stems else ""))
             continue
         measured = state.get("measured") if state.get("identity") == identity else None  # of the source
-        if measured is None and not pick.stems:
-            try:
-                measured = _measure(pick.files[0][0])
-            except RestoreError:
-                raise
-            except Exception as exc:  # an unreadable FLAC is this song's problem only
-                summary.failed.append(key)
-                log(f"keep: {printable(key)}: cannot read {pick.variant}: {describe_failure(exc)}")
-                continue
-        todo.append((pick, state, identity, measured))
+        found.append((pick, state, identity, measured))
     if dry_run:
         return summary
+    to_measure = [i for i, (pick, _, _, measured) in enumerate(found) if measured is None and not pick.stems]
+    def lost(index: int, exc: BaseException) -> None:
+        log(f"keep: measuring {printable(found[to_measure[index]][0].song.key)} in its own process failed "
+            f"({describe_failure(exc)}); measured here instead")
+    with in_processes(_measured, [(found[i][0].files[0][0],) for i in to_measure], jobs, lost) as measuring:
+        fresh = dict(zip(to_measure, measuring))
+    todo: list[tuple[Pick, dict, dict, dict | None]] = []
+    for i, (pick, state, identity, measured) in enumerate(found):
+        if i in fresh:
+            measured, failure = fresh[i]
+            if failure:  # an unreadable FLAC is this song's problem only
+                summary.failed.append(pick.song.key)
+                log(f"keep: {printable(pick.song.key)}: cannot read {pick.variant}: {failure}")
+                continue
+        todo.append((pick, state, identity, measured))
 
     albums: dict[str, list[dict]] = {}
     for pick, _, _, measured in todo:

@@ -89,6 +89,12 @@ def write_json(path: Path, data, doing: str) -> None:
     write_bytes_atomic(path, json.dumps(data, indent=1, allow_nan=False).encode("utf-8"), doing)
 
 
+def measured_song(song: Song, out_dir: Path, reference: Path | None, fingerprint: str) -> tuple[dict, list[str]]:
+    """measure_song, with what it said as lines beside the record (for another process)."""
+    said: list[str] = []
+    return measure_song(song, out_dir, reference, fingerprint, said.append), said
+
+
 def measure_song(song: Song, out_dir: Path, reference: Path | None, fingerprint: str, log: Log) -> dict:
     """Metrics and pictures of every variant of one song, reusing the cache where a file,
     the baseline and the reference are unchanged (size and mtime). Returns the song's record

@@ -18,6 +18,7 @@ from restore.engine.config import VERIFY_LEVELS, RunConfig
 from restore.ui.console import print_device, print_summary, reporter_for, safe
 from restore.errors import RestoreError, UsageError
 from restore.models.store import ENV_MODELS, default_models_dir
+from restore.ui.commands import jobs_count
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster", metavar="tcp://HOST:8786",
                    help="run the songs on the workers of this Dask scheduler (one task per song; needs the "
                         "cluster extra); every worker must see the inputs and the output folder")
-    r.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+    r.add_argument("--jobs", "-j", type=jobs_count, default=1, metavar="N",
                    help="songs at once on this machine, each in its own process (one core each; songs with a "
                         "model stage still one at a time; needs the cluster extra); default 1")
     r.add_argument("--path-map", action="append", default=[], metavar="CLIENT=WORKER", dest="path_map",
@@ -89,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="(re)write the compare report of an output folder")
     rp.add_argument("out", metavar="OUTDIR", help="the folder a run wrote (with 01_baseline/ etc.)")
     rp.add_argument("--reference", metavar="PATH", help="lossless originals (file or folder, matched by name)")
-    rp.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+    rp.add_argument("--jobs", "-j", type=jobs_count, default=1, metavar="N",
                     help="songs measured at once, each in its own process (one core each); default 1")
     rp.add_argument("--serve", action="store_true",
                     help="then serve it on 127.0.0.1 so its pages save your choices to _report/choices.json (Ctrl+C stops)")
@@ -167,17 +168,6 @@ def _codepage(raw: str) -> str:
         return codecs.lookup(raw).name
     except LookupError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a code page Python knows (cp1251, cp1250, shift_jis, ...)")
-
-
-def _jobs(raw: str) -> int:
-    """--jobs N: a whole number from 1 up."""
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of songs (1, 2, 4, ...)")
-    return n
 
 
 def _stems_folder(raw: str | None):

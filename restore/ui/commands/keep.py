@@ -11,6 +11,7 @@ from rich.console import Console
 from restore.engine.scan import clean_user_path
 from restore.errors import RestoreError, UsageError
 from restore.status_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, EXIT_USAGE
+from restore.ui.commands import jobs_count
 from restore.ui.console import safe
 
 
@@ -26,6 +27,8 @@ def add_keep_parser(subparsers) -> argparse.ArgumentParser:
     k.add_argument("--default", default="01_baseline", metavar="VARIANT",
                    help="what songs with no choice get: a variant folder name, or 'skip' (default: 01_baseline)")
     k.add_argument("--dry-run", action="store_true", help="show what would be written; write nothing")
+    k.add_argument("--jobs", "-j", type=jobs_count, default=1, metavar="N",
+                   help="songs measured at once (ReplayGain), each in its own process (one core each); default 1")
     return k
 
 
@@ -33,7 +36,8 @@ def keep_command(args: argparse.Namespace, console: Console) -> int:
     from restore.report.keep import keep
     say = lambda line: console.print(safe(line), soft_wrap=True)  # noqa: E731
     try:
-        summary = keep(clean_user_path(args.out), clean_user_path(args.to), args.default, args.dry_run, log=say)
+        summary = keep(clean_user_path(args.out), clean_user_path(args.to), args.default, args.dry_run, log=say,
+                       jobs=args.jobs)
     except RestoreError as exc:
         console.print(f"[bold red]error:[/] {safe(exc.one_line())}", soft_wrap=True)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_SETUP
