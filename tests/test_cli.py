@@ -139,3 +139,31 @@ def test_quiet_prints_only_counts_and_failures(tmp_path):
     assert proc.returncode == 1
     assert "bad.mp3" in proc.stderr and "good.mp3" not in proc.stderr   # the failure, not the song that worked
     assert "1 done" in proc.stderr and "1 failed" in proc.stderr
+
+
+def test_a_long_cpu_batch_on_a_machine_with_cores_gets_the_jobs_tip(tmp_path, monkeypatch):
+    """Eight songs or more without a model stage, 4 cores or more, one song at a time: the
+    run says once that --jobs would use the idle cores; a short batch, --jobs itself and a
+    machine of fewer cores do not hear it."""
+    from restore.engine.config import RunConfig
+    from restore.engine.run import run
+    from restore.engine.variants import resolve_variants
+    from restore.io.lame import encode_mp3
+    from tests.support.examples import band
+    mp3 = encode_mp3(band(0.5, seed=3), bitrate=128)
+    for i in range(8):
+        (tmp_path / "in" / f"{i}.mp3").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f"{i}.mp3").write_bytes(mp3)
+
+    def tips(cores: int, songs: int = 8, jobs: int = 1) -> list[str]:
+        monkeypatch.setattr("restore.engine.run.os.cpu_count", lambda: cores)
+        rec = RecordingReporter()
+        inputs = [str(tmp_path / "in" / f"{i}.mp3") for i in range(songs)]
+        run(RunConfig(inputs=inputs, out_dir=tmp_path / f"out{cores}-{songs}", variants=resolve_variants("01"),
+                      dry_run=True, jobs=jobs), rec)
+        return [e.text for e in rec.events if getattr(e, "text", "").startswith("tip:")]
+
+    assert tips(8) == ["tip: this machine has 8 cores and a run uses about one; --jobs 7 restores up to 7 songs at once"
+                       + ("" if __import__("importlib").util.find_spec("distributed")
+                          else ' (after pip install "mp3restore[cluster]")')]
+    assert tips(8, songs=7) == [] and tips(2) == [] and tips(8, jobs=2) == []

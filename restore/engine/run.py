@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import tempfile
 import threading
@@ -167,6 +168,8 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     if not config.cluster:  # a cluster's workers choose their own devices (--jobs' are on this machine)
         _announce_device(plan, songs, config, reporter)
     _announce_estimate(plan, songs, reporter)
+    if not side_by_side:
+        _suggest_jobs(plan, songs, reporter)
     if config.dry_run:
         summary.results += [JobResult(t.rel.as_posix(), j.variant.name, "planned", j.reason, output=str(j.output))
                             for t, jobs in songs for j in jobs]
@@ -287,6 +290,23 @@ def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int 
     reporter.handle(Message("info", f"estimated time: about {when} for {len(known)} step(s), from what "
                                     f"{sum(learnt_from.values())} finished step(s) here took"
                                     + (f"; {unknown} step(s) of variants not run here before are not counted" if unknown else "")))
+
+
+SUGGEST_JOBS_SONGS = 8  # a batch this long or longer, of songs without a model stage, gets the tip
+
+
+def _suggest_jobs(plan: Plan, songs: list, reporter: Reporter) -> None:
+    """A tip where a one-at-a-time run leaves cores idle: 4 cores or more and a batch of
+    songs that run no model stage (those would run one at a time anyway)."""
+    cores = os.cpu_count() or 1
+    stages = plan.stages
+    cpu_only = [t for t, jobs in songs
+                if not any(isinstance(stages[s], ModelStage) for j in jobs for s in stages.steps_with_uses(j.variant))]
+    if cores >= 4 and len({t.rel for t in cpu_only}) >= SUGGEST_JOBS_SONGS:
+        missing = importlib.util.find_spec("distributed") is None
+        reporter.handle(Message("info", f"tip: this machine has {cores} cores and a run uses about one; "
+                                        f"--jobs {cores - 1} restores up to {cores - 1} songs at once"
+                                        + (' (after pip install "mp3restore[cluster]")' if missing else "")))
 
 
 def _write_report(out_dir: Path, config: RunConfig, runlog: LogFile, reporter: Reporter) -> str | None:
