@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, TypeVar
 
 from restore.faults import checkpoint
 
 T = TypeVar("T")
+WINDOWS_MAX_WORKERS = 61  # ProcessPoolExecutor's limit there (WaitForMultipleObjects' 63 handles, less its own)
 
 
 @contextlib.contextmanager
@@ -28,7 +30,7 @@ def in_processes(fn: Callable[..., T], calls: list[tuple], jobs: int,
     """Yield an iterator of fn(*call) per call, in order. `fn` must be a module-level
     function (it is pickled by name); `lost(index, exception)` is told of each call whose
     process failed before it is made here instead. The processes stop when the block ends."""
-    workers = min(jobs, len(calls))
+    workers = min(jobs, len(calls), WINDOWS_MAX_WORKERS if sys.platform == "win32" else jobs)
     if workers < 2:
         yield (fn(*call) for call in calls)
         return
