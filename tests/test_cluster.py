@@ -18,7 +18,7 @@ from restore.engine.pathmap import PathMap
 from restore.engine.run import run
 from restore.engine.variants import resolve_variants
 from restore.errors import SetupError, UsageError
-from restore.events import SongFinished
+from restore.events import Message, SongFinished
 from restore.io.writers import TMP_MARK, hash_file
 
 from .conftest import ROOT, run_cli
@@ -317,3 +317,30 @@ def test_jobs_without_dask_says_what_to_install(library, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
     with pytest.raises(UsageError, match=r"--jobs 2 needs Dask distributed.*mp3restore\[cluster\]"):
         run(config(library[0], tmp_path / "out", None, jobs=2))
+
+
+def test_stop_with_jobs_cleans_up_stops_the_processes_and_resumes(library, tmp_path):
+    """A Ctrl+C during a --jobs run: the songs in progress are cleaned up, the private
+    cluster is gone when the run returns, and the same command resumes."""
+    lib, ref_outputs, _ = library
+    out = tmp_path / "out"
+    stop = threading.Event()
+    said: list[str] = []
+
+    class StopAfterFirstSong:
+        def handle(self, event):
+            if isinstance(event, Message):
+                said.append(event.text)
+            if isinstance(event, SongFinished):
+                stop.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(config(lib, out, None, jobs=2), StopAfterFirstSong(), stop)
+    assert not temps(out), "every song in progress was cleaned up before the run returned"
+    address = next(t for t in said if "songs at once" in t).split("machine, ")[1].split(")")[0]
+    from distributed import Client
+    with pytest.raises(OSError):
+        Client(address, timeout="2s")
+    summary = run(config(lib, out, None, jobs=2))
+    assert summary.counts()["done"] + summary.counts()["skipped"] == SONGS * 2
+    assert outputs(out) == ref_outputs
