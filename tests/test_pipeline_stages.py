@@ -275,6 +275,12 @@ def test_the_run_estimates_its_time_from_finished_steps_and_shows_the_reports_pr
     said = [e.text for e in again.events if isinstance(e, Message)]
     assert any(t.startswith("estimated time: about ") and "1 step(s), from what 2 finished step(s) here took" in t
                for t in said), said
+    # Songs side by side take less than the estimate, which says it counts one at a time.
+    write_mp3(tmp_path / "in" / "new2.mp3", band(4.0, seed=8), bitrate=128)
+    side = RecordingReporter()
+    run(RunConfig(**cfg, dry_run=True, jobs=2), side)
+    said = [e.text for e in side.events if isinstance(e, Message)]
+    assert any("2 step(s) one song at a time (side by side: less), from what 2 finished" in t for t in said), said
 
 
 class Flagging(HalfGain):

@@ -167,7 +167,7 @@ def run(config: RunConfig, reporter: Reporter | None = None, stop: threading.Eve
     songs = plan.work("song" if side_by_side else config.order)  # a cluster task is a whole song
     if not config.cluster:  # a cluster's workers choose their own devices (--jobs' are on this machine)
         _announce_device(plan, songs, config, reporter)
-    _announce_estimate(plan, songs, reporter)
+    _announce_estimate(plan, songs, reporter, side_by_side)
     if not side_by_side:
         _suggest_jobs(plan, songs, reporter)
     if config.dry_run:
@@ -262,11 +262,14 @@ def _announce_device(plan: Plan, songs: list, config: RunConfig, reporter: Repor
             reporter.handle(Message("warning", warning))
 
 
-def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int = 50) -> None:
+def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, side_by_side: bool = False,
+                       sample: int = 50) -> None:
     """Estimate the run's duration from what this output folder's finished steps cost on this
     machine: per variant, the seconds its markers record per byte of MP3 (up to `sample`
     markers a variant), times the MP3 bytes still to do. Said only where some variant to run
-    has finished songs to learn from; variants without any are counted, not guessed."""
+    has finished songs to learn from; variants without any are counted, not guessed. Songs
+    run side by side (--jobs, --cluster) take less: the estimate says it is the time of one
+    at a time."""
     rate: dict[str, float] = {}
     learnt_from: dict[str, int] = {}
     for variant in {job.variant.name for _, jobs in songs for job in jobs}:
@@ -287,8 +290,9 @@ def _announce_estimate(plan: Plan, songs: list, reporter: Reporter, sample: int 
     unknown = len(todo) - len(known)
     total = sum(known)
     when = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
-    reporter.handle(Message("info", f"estimated time: about {when} for {len(known)} step(s), from what "
-                                    f"{sum(learnt_from.values())} finished step(s) here took"
+    reporter.handle(Message("info", f"estimated time: about {when} for {len(known)} step(s)"
+                                    + (" one song at a time (side by side: less)" if side_by_side else "")
+                                    + f", from what {sum(learnt_from.values())} finished step(s) here took"
                                     + (f"; {unknown} step(s) of variants not run here before are not counted" if unknown else "")))
 
 
