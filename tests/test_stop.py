@@ -102,7 +102,8 @@ def test_the_summary_after_ctrl_c_says_what_the_markers_say(tmp_path, long_song)
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     stdout, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    song_log = out / "_logs" / "long.log"
+    assert proc.returncode == 130, err + (song_log.read_text(encoding="utf-8") if song_log.exists() else "")
     printed = json.loads(stdout)
     assert printed == json.loads((out / "_report" / "last_run.json").read_text())
     assert printed["exit_code"] == 130 and printed["interrupted"] is True

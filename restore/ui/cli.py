@@ -7,6 +7,7 @@ import argparse
 import codecs
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -272,11 +273,24 @@ def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool, allow_
     reporter = reporter_for(console, quiet, plain=config.dry_run)
     stop = threading.Event()
 
+    notice = b"stopping after this step (press Ctrl+C again to stop now)\n"
+    try:
+        err_fd: int | None = sys.__stderr__.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a GUI launcher, a test's capture)
+        err_fd = None
+
     def on_ctrl_c(signum, frame) -> None:
         if stop.is_set():
             raise KeyboardInterrupt   # the second: stop now
         stop.set()
-        console.print("[yellow]stopping after this step (press Ctrl+C again to stop now)[/]")
+        # A bare write, no rich: the handler can run in the middle of an import (torch's, a
+        # model library's), and an import made from inside one breaks importlib's lock
+        # bookkeeping (a KeyError on the thread's id, seen as the stage's "internal error").
+        if err_fd is not None:
+            try:
+                os.write(err_fd, notice)
+            except OSError:
+                pass
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
