@@ -110,3 +110,31 @@ def test_the_summary_after_ctrl_c_says_what_the_markers_say(tmp_path, long_song)
     markers = {(m.parent.name, m.name.removesuffix(".json")) for m in (out / "_done").rglob("*.json")}
     done = {(r["variant"], r["song"]) for r in printed["results"] if r["status"] in ("done", "skipped")}
     assert markers == done == {("01_baseline", "long.mp3")}
+
+
+def test_ctrl_c_in_a_terminal_is_noticed_through_the_reporter_and_a_second_stops_at_once(capfd):
+    """In a terminal the handler only sets the stop (no rich, no write: it may run inside an
+    import); the notice is drawn by the reporter at its next event, once. A second Ctrl+C
+    raises KeyboardInterrupt. In a pipe the handler writes the notice itself, bare."""
+    import io
+    from rich.console import Console
+    from restore.events import Message, RecordingReporter
+    from restore.ui.ctrlc import NOTICE, CtrlC
+    screen = io.StringIO()
+    ctrl_c = CtrlC(Console(file=screen, force_terminal=True))
+    inner = RecordingReporter()
+    reporter = ctrl_c.reporting(inner)
+    reporter.handle(Message("info", "before"))
+    ctrl_c._handler(signal.SIGINT, None)
+    assert ctrl_c.stop.is_set() and screen.getvalue() == "" and capfd.readouterr().err == ""
+    reporter.handle(Message("info", "after"))
+    reporter.handle(Message("info", "again"))
+    assert screen.getvalue().count(NOTICE) == 1 and len(inner.events) == 3
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c._handler(signal.SIGINT, None)
+
+    piped = CtrlC(Console(file=io.StringIO()))
+    piped._handler(signal.SIGINT, None)
+    assert capfd.readouterr().err == NOTICE + "\n"
+    piped.reporting(RecordingReporter()).handle(Message("info", "after"))
+    assert capfd.readouterr().err == ""  # said once

@@ -7,10 +7,7 @@ import argparse
 import codecs
 import contextlib
 import json
-import os
-import signal
 import sys
-import threading
 
 from rich.console import Console
 
@@ -23,6 +20,7 @@ from restore.ui.commands import jobs_count
 from restore.ui.commands.ghost import add_ghost_parser, ghost_command
 from restore.ui.commands.keep import add_keep_parser, keep_command, serve_command
 from restore.ui.commands.models import models_command
+from restore.ui.ctrlc import CtrlC
 from restore.ui.keepawake import keep_awake
 from restore.engine.pathmap import PathMap
 from restore.engine.run import RunInterrupted, run
@@ -271,44 +269,20 @@ def report_command(console: Console, out: str, reference: str | None, jobs: int 
 def _run(config: RunConfig, console: Console, as_json: bool, quiet: bool, allow_sleep: bool = False) -> int:
     summary: RunSummary | None = None
     reporter = reporter_for(console, quiet, plain=config.dry_run)
-    stop = threading.Event()
-
-    notice = b"stopping after this step (press Ctrl+C again to stop now)\n"
     try:
-        err_fd: int | None = sys.__stderr__.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (a GUI launcher, a test's capture)
-        err_fd = None
-
-    def on_ctrl_c(signum, frame) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt   # the second: stop now
-        stop.set()
-        # A bare write, no rich: the handler can run in the middle of an import (torch's, a
-        # model library's), and an import made from inside one breaks importlib's lock
-        # bookkeeping (a KeyError on the thread's id, seen as the stage's "internal error").
-        if err_fd is not None:
-            try:
-                os.write(err_fd, notice)
-            except OSError:
-                pass
-
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        with contextlib.ExitStack() as awake:
+        with CtrlC(console) as ctrl_c, contextlib.ExitStack() as awake:
             if not (config.dry_run or allow_sleep):
                 how = awake.enter_context(keep_awake())
                 if how and not quiet:
                     console.print(f"[dim]keeping the computer from sleeping until the run ends ({how}; "
                                   "--allow-sleep lets it sleep)[/]", soft_wrap=True)
             with reporter:
-                summary = run(config, reporter, stop)
+                summary = run(config, ctrl_c.reporting(reporter), ctrl_c.stop)
     except KeyboardInterrupt as exc:
         console.print("[yellow]Interrupted. Finished songs are kept; run the same command again to resume.")
         if as_json and isinstance(exc, RunInterrupted):  # what was done until then, as last_run.json has it
             sys.stdout.write(json.dumps(exc.summary.to_dict(), indent=1, default=str) + "\n")
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print_summary(console, summary, quiet)
     if config.report and not config.dry_run:
         index = summary.out_dir / "_report" / "index.html"
