@@ -174,3 +174,18 @@ def test_a_wav_of_pcm_named_mp3_is_still_refused(tmp_path, source):
     sf.write(str(path), source.samples.T, source.rate, format="WAV", subtype="PCM_16")
     with pytest.raises(InputError, match="not an MP3: this is a WAV"):
         inspect(path)
+
+
+def test_a_wav_container_with_an_empty_chunk_and_a_streamed_data_size_is_walked(tmp_path, source):
+    """An empty chunk before the data is stepped over; a data chunk whose size says 0 (a
+    writer that streamed and never went back) runs to the end of the file."""
+    import struct
+    mp3 = tag_layouts.lameenc(tmp_path / "plain.mp3", source).read_bytes()
+    fmt = struct.pack("<HHIIHH", 0x55, 2, 44100, 24000, 1, 0)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"JUNK" + struct.pack("<I", 0) \
+        + b"data" + struct.pack("<I", 0) + mp3
+    path = tmp_path / "streamed.mp3"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 0) + body)
+    info = inspect(path)
+    assert info.container == "WAV (RIFF)" and info.frames == inspect(tmp_path / "plain.mp3").frames
+    assert not info.problems

@@ -413,8 +413,8 @@ def inspect(path: Path) -> Mp3Info:
 def riff_chunks(b) -> list[tuple[bytes, int, int]]:
     """The top-level chunks of a WAV (RIFF) file as (id, start of its body, length), in file
     order; [] for any other file. `b`: the file's bytes (a FileWindow or bytes). A chunk
-    whose size says 0 or more than the file holds (a writer that streamed, or a cut-off
-    file) runs to the end of the file, and is the last."""
+    whose size says more than the file holds (a cut-off file), or a data chunk whose size
+    says 0 (a writer that streamed), runs to the end of the file and is the last."""
     size = len(b)
     if size < 12 or bytes(b[0:4]) != b"RIFF" or bytes(b[8:12]) != b"WAVE":
         return []
@@ -422,7 +422,7 @@ def riff_chunks(b) -> list[tuple[bytes, int, int]]:
     while pos + 8 <= size:
         chunk, length = bytes(b[pos:pos + 4]), int.from_bytes(bytes(b[pos + 4:pos + 8]), "little")
         body = pos + 8
-        if not 0 < length <= size - body:
+        if length > size - body or (length == 0 and chunk == b"data"):
             chunks.append((chunk, body, size - body))
             break
         chunks.append((chunk, body, length))
