@@ -411,22 +411,28 @@ def inspect(path: Path) -> Mp3Info:
 
 
 def riff_chunks(b) -> list[tuple[bytes, int, int]]:
-    """The top-level chunks of a WAV (RIFF) file as (id, start of its body, length), in file
-    order; [] for any other file. `b`: the file's bytes (a FileWindow or bytes). A chunk
-    whose size says more than the file holds (a cut-off file), or a data chunk whose size
-    says 0 (a writer that streamed), runs to the end of the file and is the last."""
+    """The top-level chunks of a WAV (RIFF) file (see chunks_in); [] for any other file.
+    `b`: the file's bytes (a FileWindow or bytes)."""
     size = len(b)
     if size < 12 or bytes(b[0:4]) != b"RIFF" or bytes(b[8:12]) != b"WAVE":
         return []
-    chunks, pos = [], 12
-    while pos + 8 <= size:
+    return chunks_in(b, 12, size)
+
+
+def chunks_in(b, pos: int, end: int) -> list[tuple[bytes, int, int]]:
+    """The RIFF chunks in b[pos:end] (a 4-byte id, a little-endian 32-bit size, the body
+    padded to an even size) as (id, start of its body, length), in order. A chunk whose size
+    says more than there is (a cut-off file), or a data chunk whose size says 0 (a writer
+    that streamed), runs to `end` and is the last."""
+    chunks = []
+    while pos + 8 <= end:
         chunk, length = bytes(b[pos:pos + 4]), int.from_bytes(bytes(b[pos + 4:pos + 8]), "little")
         body = pos + 8
-        if length > size - body or (length == 0 and chunk == b"data"):
-            chunks.append((chunk, body, size - body))
+        if length > end - body or (length == 0 and chunk == b"data"):
+            chunks.append((chunk, body, end - body))
             break
         chunks.append((chunk, body, length))
-        pos = body + length + (length & 1)  # chunks are padded to an even size
+        pos = body + length + (length & 1)
     return chunks
 
 

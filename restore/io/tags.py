@@ -15,7 +15,7 @@ from mutagen.flac import FLAC, Picture
 from mutagen.id3 import ID3, Encoding, ID3NoHeaderError
 from mutagen.wave import WAVE
 
-from restore.io.mp3info import FileWindow, riff_chunks
+from restore.io.mp3info import FileWindow, chunks_in, riff_chunks
 
 from restore import __version__
 
@@ -250,11 +250,9 @@ def _info_fields(data: bytes, codepage: str | None = None) -> list[tuple[str, st
     """(Vorbis name, text) of a LIST INFO chunk's body ("INFO" then sub-chunks of NUL-ended
     text: UTF-8 from ffmpeg, the Windows code page from older writers: `codepage`, else
     cp1252)."""
-    out, pos = [], 4
-    while pos + 8 <= len(data):
-        key, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        raw = data[pos + 8:pos + 8 + length].split(b"\0", 1)[0]
-        pos += 8 + length + (length & 1)
+    out = []
+    for key, body, length in chunks_in(data, 4, len(data)):
+        raw = data[body:body + length].split(b"\0", 1)[0]
         if key in _INFO_FIELDS and raw:
             try:
                 text = raw.decode("utf-8")
