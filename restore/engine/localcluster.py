@@ -14,6 +14,7 @@ songs fight for the GPU's memory; songs without one (01, 09, 11) take the other 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from typing import Iterator
 
@@ -21,6 +22,11 @@ from restore.errors import UsageError
 
 MODEL_RESOURCE = "MODELS"
 INSTALL_HINT = 'pip install "mp3restore[cluster]" (Dask distributed runs the songs side by side)'
+
+
+def available() -> bool:
+    """Whether Dask distributed is installed (without importing it)."""
+    return importlib.util.find_spec("distributed") is not None
 
 
 @contextlib.contextmanager

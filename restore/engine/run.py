@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import tempfile
 import threading
@@ -15,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from restore.engine import localcluster
 from restore.engine.config import RunConfig
 from restore.engine.locking import wait_for_free
 from restore.engine.logs import LogFile, run_log
@@ -208,10 +208,9 @@ def _song_source(config: RunConfig, plan: Plan, songs: list, reporter: Reporter,
     from restore.engine.cluster import ClusterSongs  # imports Dask: only for --cluster and --jobs
     if config.cluster:
         return ClusterSongs(config, plan, songs, reporter, stop, runlog.write)
-    from restore.engine.localcluster import MODEL_RESOURCE, local_cluster
-    address = cluster.enter_context(local_cluster(min(config.jobs, len(songs))))
+    address = cluster.enter_context(localcluster.local_cluster(min(config.jobs, len(songs))))
     return ClusterSongs(dataclasses.replace(config, cluster=address), plan, songs, reporter, stop, runlog.write,
-                        model_resource=MODEL_RESOURCE, local=True)
+                        model_resource=localcluster.MODEL_RESOURCE, local=True)
 
 
 def _run_songs(source, summary: RunSummary, reporter: Reporter, runlog: LogFile) -> None:
@@ -307,7 +306,7 @@ def _suggest_jobs(plan: Plan, songs: list, reporter: Reporter) -> None:
     cpu_only = [t for t, jobs in songs
                 if not any(isinstance(stages[s], ModelStage) for j in jobs for s in stages.steps_with_uses(j.variant))]
     if cores >= 4 and len({t.rel for t in cpu_only}) >= SUGGEST_JOBS_SONGS:
-        missing = importlib.util.find_spec("distributed") is None
+        missing = not localcluster.available()
         reporter.handle(Message("info", f"tip: this machine has {cores} cores and a run uses about one; "
                                         f"--jobs {cores - 1} restores up to {cores - 1} songs at once"
                                         + (' (after pip install "mp3restore[cluster]")' if missing else "")))

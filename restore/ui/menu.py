@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from restore.engine import localcluster
 from restore.engine.scan import clean_user_path
 from restore.status_codes import EXIT_USAGE
 from restore.ui.ask import Ask, Cancelled, Pick, ask_for, default_output
@@ -225,9 +226,8 @@ def _restore(console: Console, ask: Ask) -> list[str] | None:
 def song_slots() -> list[int]:
     """The `--jobs` counts to offer: 1, and where Dask distributed is installed and the
     machine has the cores, 2, half the cores and all but one."""
-    import importlib.util
     cores = os.cpu_count() or 1
-    if cores < 2 or importlib.util.find_spec("distributed") is None:
+    if cores < 2 or not localcluster.available():
         return [1]
     return sorted({1, 2, cores // 2, cores - 1} & set(range(1, cores + 1)))
 
